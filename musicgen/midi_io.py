@@ -1,0 +1,93 @@
+"""Reading MIDI for every part of musicgen: one place that decides what counts as usable input.
+
+All non-drum tracks are merged into one piano track (notes at one onset then form a chord);
+drum tracks are dropped. Anything unusable raises ``BadMidiError`` with a one-line reason,
+so callers can skip the file with a warning and count it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import symusic
+
+from musicgen.tokenizers.base import BadMidiError
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+def read_score(path: Path | str) -> symusic.Score:
+    """The file's score with all non-drum tracks merged into one track (program 0).
+
+    Raises ``BadMidiError`` for zero-byte, truncated, non-MIDI, drums-only and note-less files.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise BadMidiError(f"{path}: cannot read ({e.strerror})") from e
+    if size == 0:
+        raise BadMidiError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as f:
+        if f.read(4) != b"MThd":
+            raise BadMidiError(f"{path}: not a MIDI file (no MThd header)")
+    try:
+        score = symusic.Score(str(path))
+    except Exception as e:  # symusic raises RuntimeError/ValueError with parser messages
+        raise BadMidiError(f"{path}: unreadable MIDI ({e})") from e
+    return merge_tracks(score, source=str(path))
+
+
+def merge_tracks(score: symusic.Score, source: str = "score") -> symusic.Score:
+    """A copy of ``score`` whose non-drum notes are all in one sorted track."""
+    tracks = [t for t in score.tracks if not t.is_drum]
+    n_notes = sum(len(t.notes) for t in tracks)
+    if n_notes == 0:
+        reason = "drums only" if score.tracks and any(t.is_drum for t in score.tracks) else "no notes"
+        raise BadMidiError(f"{source}: {reason}")
+    merged = symusic.Track(name="piano", program=0, is_drum=False, ttype=score.ttype)
+    for t in tracks:
+        merged.notes.extend(t.notes)
+    merged.notes.sort()
+    out = symusic.Score(score.ticks_per_quarter, ttype=score.ttype)
+    out.tempos.extend(score.tempos)
+    out.time_signatures.extend(score.time_signatures)
+    out.key_signatures.extend(score.key_signatures)
+    out.tracks.append(merged)
+    return out
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a kill leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_score(score: symusic.Score, path: Path | str) -> None:
+    """Write a score as a MIDI file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        score.dump_midi(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

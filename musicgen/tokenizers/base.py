@@ -1,0 +1,76 @@
+"""The one tokeniser interface every tokeniser implements.
+
+A tokeniser turns a MIDI file (all non-drum tracks merged into one stream) into a list of
+integer ids and back into a one-track ``symusic.Score``. Ids 0..3 are always the special
+tokens PAD, BOS, EOS, UNK (in that order), so data, models and generation can rely on them
+without knowing which tokeniser is in use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Sequence
+
+import symusic
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+class BadMidiError(ValueError):
+    """A file that cannot be used as MIDI input (unreadable, empty, drums only, no notes...)."""
+
+
+class MusicTokenizer(ABC):
+    """Interface shared by the ``pitch``, ``remi`` and ``remi_bpe`` tokenisers."""
+
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    unk_id: int = UNK_ID
+
+    #: Short name stored in the saved file, used by ``load_tokenizer`` to pick the class.
+    kind: str = ""
+
+    @abstractmethod
+    def train(self, paths: Sequence[Path]) -> None:
+        """Learn from training files only (vocabulary, BPE merges). A no-op where nothing is learned."""
+
+    @abstractmethod
+    def encode(self, source: Path | str | symusic.Score) -> list[int]:
+        """Token ids of one piece, without BOS/EOS. Raises ``BadMidiError`` for unusable input."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> symusic.Score:
+        """A one-track (piano) score from ids. Special tokens are ignored."""
+
+    @abstractmethod
+    def save(self, path: Path | str) -> None:
+        """Write the tokeniser (config and anything learned) to one JSON file, atomically."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path | str) -> "MusicTokenizer":
+        """Read a tokeniser written by ``save``."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Size a model's embedding needs (special and learned tokens included)."""
+
+    @property
+    @abstractmethod
+    def pitch_range(self) -> tuple[int, int]:
+        """Lowest and highest MIDI pitch the tokeniser can represent (inclusive)."""
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """Everything that changes the ids this tokeniser produces (hashed into cache keys)."""
+
+    @abstractmethod
+    def syntax_errors(self, ids: Sequence[int]) -> int:
+        """Number of tokens in ``ids`` that break this tokeniser's grammar."""
+
+    def count_notes(self, ids: Sequence[int]) -> int:
+        """Number of notes ``ids`` decode to."""
+        return sum(len(track.notes) for track in self.decode(ids).tracks)
