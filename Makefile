@@ -1,0 +1,66 @@
+# musicgen: `make help` lists the targets. Every target creates or reuses .venv by itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.installed
+
+# torch: a plain `torch` requirement resolves to a multi-GB CUDA build. Without an NVIDIA GPU we
+# install the CPU build first: from PyTorch's CPU index when it answers, else the pinned version
+# (which finds a local CPU wheel where one is provided, e.g. via pip's find-links).
+TORCH_VERSION   ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAS_GPU         := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+VERSION  ?= v7
+PRESET   ?=
+ARGS     ?=
+PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
+
+.PHONY: help install test test-all data train sweep demo generate evaluate bench clean
+
+help: ## Show this help (targets and common variables)
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@echo ""
+	@echo "Variables: VERSION=v1..v8 (default v7)  PRESET=smoke|cpu  ARGS='extra hydra overrides'"
+	@echo "Examples:  make train VERSION=v6 PRESET=cpu"
+	@echo "           make train VERSION=v8 ARGS='logger=wandb trainer.max_epochs=5'"
+	@echo "           make sweep VERSION=v7 ARGS='model.dropout=0.1,0.2'"
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@if [ -z "$(HAS_GPU)" ] && ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if curl -sfI --max-time 5 $(TORCH_CPU_INDEX)/ >/dev/null 2>&1; then \
+	    echo "no GPU: installing the CPU build of torch from $(TORCH_CPU_INDEX)"; \
+	    $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	  else \
+	    echo "no GPU: installing torch==$(TORCH_VERSION) (CPU wheel from pip's configured sources)"; \
+	    $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	  fi; \
+	fi
+	$(PIP) install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install musicgen with its test dependencies
+
+test: $(STAMP) ## Run the fast test suite (excludes slow and gpu markers)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP) ## Run every test, the slow ones included
+	$(PY) -m pytest -q -m "not gpu"
+
+data: $(STAMP) ## Export the embedded music21 corpus to MIDI under data/ (folk, chorales)
+	$(PY) -m musicgen.prepare $(ARGS)
+
+train: $(STAMP) ## Train a version: make train VERSION=v7 PRESET=cpu ARGS='...'
+	$(PY) -m musicgen.train +version=$(VERSION) $(PRESET_ARG) $(ARGS)
+
+sweep: $(STAMP) ## Multirun sweep: make sweep VERSION=v7 ARGS='model.dropout=0.1,0.2'
+	$(PY) -m musicgen.train -m +version=$(VERSION) $(PRESET_ARG) $(ARGS)
+
+clean: ## Remove caches and run outputs (keeps .venv and data/)
+	rm -rf outputs/* multirun .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
