@@ -109,8 +109,25 @@ class Perplexity(Metric):
         self.add_state("sum_nll", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> None:
-        """Add a batch; ``ignore_index`` overrides the constructor's for this call."""
+    def update(
+        self,
+        logits: Tensor | None = None,
+        targets: Tensor | None = None,
+        ignore_index: int | None = None,
+        *,
+        sum_nll: Tensor | float | None = None,
+        count: Tensor | int | None = None,
+    ) -> None:
+        """Add a batch of ``logits, targets`` (``ignore_index`` overrides the constructor's
+        for this call), or a summed NLL via ``sum_nll=..., count=...`` (see ``update_nll``)."""
+        if sum_nll is not None or count is not None:
+            if sum_nll is None or count is None or logits is not None or targets is not None:
+                raise ValueError("pass either logits and targets, or sum_nll and count")
+            self.sum_nll += _scalar(sum_nll).to(self.sum_nll)
+            self.count += _scalar(count).to(self.count)
+            return
+        if logits is None or targets is None:
+            raise ValueError("pass either logits and targets, or sum_nll and count")
         ignore = self.ignore_index if ignore_index is None else ignore_index
         if logits.dim() != targets.dim() + 1 or logits.shape[:-1] != targets.shape:
             raise ValueError(
@@ -123,9 +140,12 @@ class Perplexity(Metric):
         self.count += (flat_targets != ignore).sum()
 
     def update_nll(self, sum_nll: Tensor | float, count: Tensor | int) -> None:
-        """Add a summed NLL (nats) over ``count`` predicted tokens."""
-        self.sum_nll += _scalar(sum_nll).to(self.sum_nll)
-        self.count += _scalar(count).to(self.count)
+        """Add a summed NLL (nats) over ``count`` predicted tokens.
+
+        Goes through ``update`` so torchmetrics' bookkeeping (cached ``compute`` value,
+        update count) stays right.
+        """
+        self.update(sum_nll=sum_nll, count=count)
 
     def compute(self) -> Tensor:
         return torch.exp(self.sum_nll / self.count)
@@ -322,7 +342,7 @@ def pitch_counts(pitches: Tensor | Iterable[int] | Iterable[SequenceLike]) -> Te
         flat = pitches.reshape(-1).long()
     else:
         items = list(pitches)
-        if items and all(isinstance(p, Tensor | Sequence) for p in items):
+        if items and not all(isinstance(p, int) or getattr(p, "ndim", None) == 0 for p in items):
             parts = [_as_1d_long(p).reshape(-1).cpu() for p in items]
             flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
         else:

@@ -36,13 +36,14 @@ from typing import Any, Sequence
 import numpy as np
 import symusic
 
-from musicgen.midi_io import atomic_write_text, merge_tracks, read_score
+# module import, not names: midi_io imports tokenizers.base, so this package may still be
+# initialising when midi_io is imported first
+import musicgen.midi_io as midi_io
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS", "UNK")
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _NOTE_RE = re.compile(r"^([A-G]#?)(-?\d+)$")
-_CHORD_RE = re.compile(r"^\d{1,2}(\.\d{1,2})*$")
 
 
 def pitch_name(pitch: int) -> str:
@@ -148,9 +149,9 @@ class PitchTokenizer(MusicTokenizer):
     def to_strings(self, source: Path | str | symusic.Score) -> list[str]:
         """The piece as pitch strings, one per (quantised) onset."""
         if isinstance(source, (str, Path)):
-            score = read_score(source)
+            score = midi_io.read_score(source)
         else:
-            score = merge_tracks(source)
+            score = midi_io.merge_tracks(source)
         if not isinstance(score, symusic.core.ScoreTick):
             score = score.to("tick")
         arrays = score.tracks[0].notes.numpy()
@@ -226,7 +227,7 @@ class PitchTokenizer(MusicTokenizer):
 
     def save(self, path: Path | str) -> None:
         data = {"musicgen": {"kind": self.kind, "options": self._options()}, "vocab": self.itos}
-        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        midi_io.atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> "PitchTokenizer":

@@ -1,0 +1,102 @@
+"""Config helpers: OmegaConf resolvers, compute presets, and checks run before anything trains.
+
+A preset (``preset=smoke|cpu``) scales any version down. Hydra appends ``+version=`` after
+every default, so a preset in the defaults list could never override a version's values;
+instead ``apply_preset`` merges the preset last, explicitly: ``preset.all`` onto the whole
+config, then ``preset.by_model.<model class>`` for the chosen model family.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+TOP_LEVEL_KEYS = {
+    "paths", "tokenizer", "model", "objective", "data", "trainer", "callbacks", "logger",
+    "sampling", "preset", "hparams_search", "task_name", "seed", "version", "optim",
+    "ckpt_path", "optimized_metric", "resume", "hydra",
+}
+
+
+def default_precision() -> str:
+    """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+
+
+def wandb_offline() -> bool:
+    """Offline unless the user has configured W&B (so a run never blocks on the network)."""
+    if os.environ.get("WANDB_MODE") in ("online", "run"):
+        return False
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+
+
+def register_resolvers() -> None:
+    for name, fn in {
+        "mg_root": lambda: os.environ.get("MUSICGEN_ROOT", os.getcwd()),
+        "mg_precision": default_precision,
+        "mg_wandb_offline": wandb_offline,
+    }.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
+def model_family(cfg: DictConfig) -> str:
+    return str(cfg.model._target_).rsplit(".", 1)[-1]
+
+
+def apply_preset(cfg: DictConfig) -> DictConfig:
+    """Merge the chosen preset onto ``cfg`` (in place). Unknown keys in a preset fail loudly."""
+    preset = cfg.get("preset")
+    if not preset or preset.get("name", "none") == "none":
+        return cfg
+    parts = [preset.get("all")]
+    by_model = preset.get("by_model") or {}
+    parts.append(by_model.get(model_family(cfg)))
+    was_struct = OmegaConf.is_struct(cfg)
+    OmegaConf.set_struct(cfg, True)
+    try:
+        for part in parts:
+            if part is not None:
+                cfg.merge_with(part)
+    finally:
+        OmegaConf.set_struct(cfg, was_struct)
+    with open_dict(cfg):
+        cfg.preset = OmegaConf.create({"name": preset.name})
+    return cfg
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail before training on keys nobody reads (a misspelt top-level key trains silently otherwise)."""
+    unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ValueError(f"unknown top-level config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), conf_dir: Path | str = CONF_DIR) -> DictConfig:
+    """Compose a config outside ``@hydra.main`` (tests, notebooks), preset applied, as the CLI does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=list(overrides))
+    if config_name == "train":
+        apply_preset(cfg)
+        check_config(cfg)
+    return cfg

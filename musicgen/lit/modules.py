@@ -1,0 +1,124 @@
+"""LightningModules: one per training objective. They take the network as an argument and own
+loss, metrics, logging and optimisation; they know nothing of MIDI or tokenisers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.aggregation import MeanMetric
+
+from musicgen.data.windows import IGNORE_INDEX
+from musicgen.lit.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class LanguageModelModule(L.LightningModule):
+    """Shared training loop; subclasses define ``loss_sum(x, y) -> (sum of nats, n targets)``.
+
+    Args:
+        net: a ``musicgen.models`` network.
+        lr, weight_decay, betas, warmup_steps, min_lr_ratio: AdamW with linear warmup then cosine decay.
+        metadata: opaque dict stored in every checkpoint (model config, tokeniser, version, ...)
+            so a checkpoint alone is enough to generate later.
+    """
+
+    objective: str = ""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 3e-4,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.1,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "metadata"])
+        self.net = net
+        self.metadata = dict(metadata or {})
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()  # token-weighted mean over the whole validation set
+
+    def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        total, n = self.loss_sum(x, y)
+        return total / n.clamp(min=1), n
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, n = self._step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at global step {self.global_step} (batch {batch_idx}); "
+                "lower optim.lr or use trainer.precision=32; the last good checkpoint is kept"
+            )
+        self.train_loss.update(loss.detach(), n)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute())
+        self.train_loss.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, n = self._step(batch)
+        self.val_loss.update(loss, n)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss), prog_bar=True)
+
+    def configure_optimizers(self):
+        total = int(self.trainer.estimated_stepping_batches)
+        h = self.hparams
+        if h.warmup_steps >= total:
+            log.warning(
+                "optim.warmup_steps=%d >= %d optimizer steps in this run: the peak lr is never reached",
+                h.warmup_steps, total,
+            )
+        opt, sched = build_optimizer(
+            self.net, total, h.lr, h.weight_decay, h.betas, h.warmup_steps, h.min_lr_ratio
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["musicgen"] = self.metadata
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.metadata = checkpoint.get("musicgen", self.metadata)
+
+
+class Seq2OneLM(LanguageModelModule):
+    """The seed's LSTM objective: cross-entropy on the single token after each window."""
+
+    objective = "seq2one"
+
+    def loss_sum(self, x, y):
+        logits = self.net(x, last_only=True)  # (B, V)
+        total = F.cross_entropy(logits.float(), y, reduction="sum")
+        return total, torch.tensor(y.numel(), device=y.device)
+
+
+class CausalLM(LanguageModelModule):
+    """Cross-entropy at every position of the window; padded targets (-100) are ignored."""
+
+    objective = "causal"
+
+    def loss_sum(self, x, y):
+        logits = self.net(x)  # (B, T, V)
+        total = F.cross_entropy(
+            logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return total, (y != IGNORE_INDEX).sum()

@@ -1,0 +1,208 @@
+"""Decoder-only Transformer (V7/V8): pre-norm RMSNorm, RoPE, SwiGLU, tied embeddings, KV cache.
+
+Same shape and parameter count as ``transformers.LlamaForCausalLM`` with tied embeddings
+(embedding V*d + per layer 4d^2 + 3*d*d_ff + 2d + final norm d; 34.09M at the defaults), with
+the projections fused for speed: ``qkv`` is ``cat([q, k, v])`` and ``w13`` is
+``cat([gate, up])`` along the output dimension. RoPE uses the rotate-half pairing, as HF does.
+
+Construction: ``MusicTransformer(**fields)`` (what Hydra's ``_target_`` with flat kwargs does) or
+``MusicTransformer(TransformerConfig(...))``; either way the validated config is ``model.config``.
+
+Inference (gpt-fast style): ``setup_cache(B, max_len)`` preallocates per-layer K/V buffers, then
+``forward(idx, input_pos)`` writes k/v at ``input_pos`` and attends over the cache with a causal
+mask. ``forward(idx)`` without ``input_pos`` is the training path and never touches the cache.
+``torch.compile`` is the caller's business.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from musicgen.models.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config, signature_from_config
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int = 1024
+    n_layers: int = 8
+    n_heads: int = 8
+    d_model: int = 512
+    d_ff: int = 2048
+    max_seq_len: int = 512  # generation window; RoPE tables start this long and extend on demand
+    dropout: float = 0.1  # attention (training only) and residual dropout
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head size d_model/n_heads={self.head_dim} must be even for RoPE")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
+        if not self.rope_base > 0:
+            raise ValueError(f"rope_base={self.rope_base!r} must be positive")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps={self.norm_eps!r} must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer: (B, nh, max_len, hs) each."""
+
+    def __init__(self, batch_size: int, n_heads: int, max_len: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch_size, n_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: (B, nh, T, hs) written at positions input_pos (T,); a smaller batch uses the first rows
+        B = k.size(0)
+        k_all, v_all = self.k[:B], self.v[:B]
+        k_all.index_copy_(2, input_pos, k)
+        v_all.index_copy_(2, input_pos, v)
+        return k_all, v_all  # (B, nh, max_len, hs)
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q|k|v: one matmul
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, cos, sin, input_pos=None, mask=None):
+        B, T, C = x.shape
+        nh = self.n_heads
+        qkv = self.qkv(x).view(B, T, 3 * nh, C // nh)  # (B, T, 3nh, hs)
+        # rotate q and k together in one pass over the (strided) q|k view
+        qk = apply_rope(qkv[:, :, : 2 * nh], cos, sin).transpose(1, 2)  # (B, 2nh, T, hs)
+        q, k = qk.split(nh, dim=1)  # (B, nh, T, hs) each
+        v = qkv[:, :, 2 * nh :].transpose(1, 2)  # (B, nh, T, hs), a view
+        dropout_p = self.dropout if self.training else 0.0
+        if input_pos is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, max_len, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the one copy attention needs
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = CausalSelfAttention(cfg)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, input_pos=None, mask=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, input_pos, mask))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+class MusicTransformer(nn.Module):
+    def __init__(self, config: TransformerConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = self.config = build_config(TransformerConfig, config, kwargs)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # tied: one (V, d) matrix
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        self.causal_mask: torch.Tensor | None = None  # (max_len, max_len) bool, made by setup_cache
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layers)
+        resid_std = 0.02 / math.sqrt(2 * cfg.n_layers)
+        for block in self.layers:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=resid_std)
+            nn.init.normal_(block.ffn.w2.weight, mean=0.0, std=resid_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def context_len(self) -> int:
+        """Longest context generation feeds the model (its ``max_seq_len``)."""
+        return self.config.max_seq_len
+
+    # --- KV cache ---------------------------------------------------------------------------
+    def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=None, device=None) -> None:
+        """Preallocate K/V buffers for ``batch_size`` rows and positions ``0 .. max_len-1``
+        (default ``max_seq_len``); dtype/device default to the model's. Replaces any old cache."""
+        max_len = self.config.max_seq_len if max_len is None else max_len
+        dtype = dtype or self.tok_emb.weight.dtype
+        device = device or self.tok_emb.weight.device
+        self.rope.extend(max_len)
+        self.rope.to(device)
+        hs = self.config.head_dim
+        for block in self.layers:
+            block.attn.kv_cache = KVCache(batch_size, self.config.n_heads, max_len, hs, dtype, device)
+        self.causal_mask = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()
+
+    def reset_cache(self) -> None:
+        """Zero the cached keys/values, keeping the buffers."""
+        for block in self.layers:
+            if block.attn.kv_cache is not None:
+                block.attn.kv_cache.reset()
+
+    def clear_cache(self) -> None:
+        """Drop the cache buffers (frees their memory)."""
+        for block in self.layers:
+            block.attn.kv_cache = None
+        self.causal_mask = None
+
+    @property
+    def has_cache(self) -> bool:
+        return self.causal_mask is not None
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, V), or (B, V) for the last position if ``last_only``.
+
+        ``input_pos`` (T,) long: positions of these tokens in the KV cache (needs ``setup_cache``);
+        each attends to the cached positions <= its own. Without it: plain causal pass over idx.
+        """
+        B, T = idx.shape
+        if input_pos is None:
+            self.rope.extend(T)  # shape-based, so compile guards on it rather than breaking
+            cos, sin = self.rope.cos[:T], self.rope.sin[:T]  # (T, hs/2)
+            mask = None
+        else:
+            if self.causal_mask is None:
+                raise RuntimeError("forward with input_pos needs setup_cache() first")
+            cos, sin = self.rope.cos[input_pos], self.rope.sin[input_pos]  # (T, hs/2)
+            mask = self.causal_mask[input_pos].view(1, 1, T, -1)  # (1, 1, T, max_len): True = attend
+        x = self.tok_emb(idx)  # (B, T, C)
+        for block in self.layers:
+            x = block(x, cos, sin, input_pos, mask)
+        if last_only:
+            x = x[:, -1]  # (B, C): skip the head for positions nobody reads
+        return self.lm_head(self.norm(x))
+
+
+MusicTransformer.__signature__ = signature_from_config(TransformerConfig)

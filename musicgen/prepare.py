@@ -1,0 +1,46 @@
+"""Export the music21-embedded corpora to MIDI: ``python -m musicgen.prepare``.
+
+Thin Hydra entry point; the work is ``musicgen.data.corpus.export_corpus``. Config:
+``conf/prepare.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+# The repository root, for ``${oc.env:PROJECT_ROOT}`` in the config (lightning-hydra-template's
+# convention), so the default data folder does not depend on the working directory.
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: DictConfig) -> dict[str, int]:
+    """Export each corpus in ``cfg.corpora``; return the number of MIDI files of each."""
+    from musicgen.data.corpus import export_corpus
+
+    counts = {}
+    for name in cfg.corpora:
+        manifest = export_corpus(
+            name,
+            Path(cfg.data_dir) / name,
+            workers=cfg.workers,
+            limit=cfg.limit,
+            progress=cfg.progress,
+        )
+        counts[name] = len(manifest.files)
+    return counts
+
+
+@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    prepare(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""REMI (V6) and REMI+BPE (V7/V8) on real music: O'Neill's folk tunes and Bach chorales."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import symusic
+
+from musicgen.midi_io import read_score
+from musicgen.tokenizers import BadMidiError, RemiTokenizer, load_tokenizer
+from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+
+# ----------------------------------------------------------------------------- real MIDI
+def _export_folk(out: Path, n: int = 12) -> list[Path]:
+    """O'Neill's 1850 tunes from music21's corpus; a few hit a music21 MIDI-writer bug and are skipped."""
+    from music21 import corpus, exceptions21
+
+    opus = corpus.parse("oneills1850/0001-0050.abc")
+    paths = []
+    for i, score in enumerate(opus.scores[1:], start=1):
+        path = out / f"oneills_{i:03d}.mid"
+        try:
+            score.write("midi", fp=str(path))
+        except exceptions21.StreamException:
+            continue
+        paths.append(path)
+        if len(paths) == n:
+            break
+    return paths
+
+
+def _export_chorales(out: Path) -> list[Path]:
+    from music21 import corpus
+
+    paths = []
+    for name in ("bach/bwv66.6", "bach/bwv269"):
+        path = out / f"{name.split('/')[1]}.mid"
+        corpus.parse(name).write("midi", fp=str(path))
+        paths.append(path)
+    return paths
+
+
+def _shared_or_export(request, fixture: str, export, tmp_path_factory) -> list[Path]:
+    """The session fixture from tests/conftest.py when there is one, else an export made here."""
+    try:
+        return list(request.getfixturevalue(fixture))
+    except pytest.FixtureLookupError:
+        return export(tmp_path_factory.mktemp(fixture))
+
+
+@pytest.fixture(scope="module")
+def folk(request, tmp_path_factory) -> list[Path]:
+    files = _shared_or_export(request, "folk_midi_files", _export_folk, tmp_path_factory)
+    assert len(files) >= 10
+    return files[:12]
+
+
+@pytest.fixture(scope="module")
+def chorales(request, tmp_path_factory) -> list[Path]:
+    files = _shared_or_export(request, "chorale_midi_files", _export_chorales, tmp_path_factory)
+    assert files
+    return files[:2]
+
+
+@pytest.fixture(scope="module")
+def remi() -> RemiTokenizer:
+    return RemiTokenizer()
+
+
+@pytest.fixture(scope="module")
+def bpe(folk) -> RemiTokenizer:
+    tok = RemiTokenizer(bpe_vocab_size=512)
+    tok.train(folk[:10])
+    return tok
+
+
+# ----------------------------------------------------------------------------- helpers
+def kept_fraction(ref: symusic.Score, dec: symusic.Score) -> float:
+    """Share of ``ref``'s notes that ``dec`` has with the same pitch and the same onset to a
+    sixteenth: one-to-one matches whose onsets differ by at most half a sixteenth. (Binning
+    both into sixteenths would count a triplet as lost when REMI's 32nd grid moves it across
+    a bin edge by a 48th.)"""
+
+    def by_pitch(score: symusic.Score) -> dict[int, list[float]]:
+        out = defaultdict(list)
+        for track in score.tracks:
+            for n in track.notes:
+                out[n.pitch].append(n.time * 4 / score.ticks_per_quarter)  # in sixteenths
+        return {p: sorted(v) for p, v in out.items()}
+
+    ref_p, dec_p = by_pitch(ref), by_pitch(dec)
+    kept = 0
+    for pitch, r in ref_p.items():
+        d, i, j = dec_p.get(pitch, []), 0, 0
+        while i < len(r) and j < len(d):
+            if abs(r[i] - d[j]) <= 0.5:
+                kept, i, j = kept + 1, i + 1, j + 1
+            elif r[i] < d[j]:
+                i += 1
+            else:
+                j += 1
+    total = sum(len(v) for v in ref_p.values())
+    return kept / total
+
+
+def onset_multiset(score: symusic.Score) -> Counter:
+    tpq = score.ticks_per_quarter
+    return Counter((n.pitch, round(n.time * 4 / tpq)) for t in score.tracks for n in t.notes)
+
+
+# ----------------------------------------------------------------------------- vocabulary
+def test_remi_vocabulary_is_the_seeds_362(remi):
+    assert remi.vocab_size == len(remi._tok) == 362
+    assert [remi._tok[i] for i in range(4)] == ["PAD_None", "BOS_None", "EOS_None", "UNK_None"]
+    assert (remi.pad_id, remi.bos_id, remi.eos_id, remi.unk_id) == (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+    assert remi.kind == "remi" and remi.pitch_range == (21, 109)
+
+
+@pytest.mark.parametrize("size", [100, 362])
+def test_bpe_size_not_above_base_is_refused(size):
+    with pytest.raises(ValueError, match=f"bpe_vocab_size={size}"):
+        RemiTokenizer(bpe_vocab_size=size)
+
+
+def test_untrained_bpe_refuses_to_encode(chorales):
+    with pytest.raises(RuntimeError, match="train"):
+        RemiTokenizer(bpe_vocab_size=512).encode(chorales[0])
+
+
+# ----------------------------------------------------------------------------- round trips
+def test_remi_round_trip_monophonic_folk(remi, folk):
+    for path in folk:
+        ids = remi.encode(path)
+        assert ids[0] not in (BOS_ID, EOS_ID) and ids[-1] != EOS_ID
+        dec = remi.decode(ids)
+        assert len(dec.tracks) == 1
+        assert kept_fraction(read_score(path), dec) >= 0.995, path.name
+
+
+def test_remi_round_trip_polyphonic_chorale(remi, chorales):
+    for path in chorales:
+        ref, dec = read_score(path), remi.decode(remi.encode(path))
+        assert len({n.time for n in ref.tracks[0].notes}) < len(ref.tracks[0].notes)  # really chords
+        assert kept_fraction(ref, dec) >= 0.995
+        # chorales sit on the sixteenth grid: the plain multisets agree too
+        ref_set, dec_set = onset_multiset(ref), onset_multiset(dec)
+        assert sum((ref_set & dec_set).values()) >= 0.995 * sum(ref_set.values())
+
+
+def test_bpe_round_trip_and_shorter(remi, bpe, folk, chorales):
+    assert bpe.kind == "remi_bpe" and bpe.is_trained and bpe.vocab_size == 512
+    base_len = bpe_len = 0
+    for path in folk[:10] + chorales:
+        ids = bpe.encode(path)
+        assert max(ids) < bpe.vocab_size
+        assert bpe.tokens(ids) == remi.tokens(remi.encode(path))  # BPE is lossless over REMI
+        assert kept_fraction(read_score(path), bpe.decode(ids)) >= 0.995
+        if path in folk:
+            base_len, bpe_len = base_len + len(remi.encode(path)), bpe_len + len(ids)
+    assert base_len / bpe_len > 1.5, (base_len, bpe_len)
+
+
+def test_encode_path_and_score_agree(remi, chorales):
+    assert remi.encode(chorales[0]) == remi.encode(symusic.Score(str(chorales[0])))
+
+
+# ----------------------------------------------------------------------------- drums
+def test_drum_tracks_are_dropped(remi, chorales, tmp_path):
+    score = symusic.Score(str(chorales[0]))
+    drums = symusic.Track(name="drums", program=0, is_drum=True)
+    for beat in range(32):
+        drums.notes.append(symusic.Note(beat * score.ticks_per_quarter, 60, 36, 100))
+    score.tracks.append(drums)
+    path = tmp_path / "with_drums.mid"
+    score.dump_midi(str(path))
+    assert remi.encode(path) == remi.encode(chorales[0]) == remi.encode(score)
+
+    only = symusic.Score(score.ticks_per_quarter)
+    only.tracks.append(drums)
+    with pytest.raises(BadMidiError, match="drums only"):
+        remi.encode(only)
+
+
+# ----------------------------------------------------------------------------- save / load
+@pytest.mark.parametrize("which", ["remi", "bpe"])
+def test_save_load_gives_identical_ids(which, remi, bpe, folk, chorales, tmp_path):
+    tok = remi if which == "remi" else bpe
+    path = tmp_path / "tok" / "tokenizer.json"
+    tok.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["tokenizer.json"]  # no temp file left
+    back = load_tokenizer(path)
+    assert type(back) is RemiTokenizer and back.kind == tok.kind
+    assert back.vocab_size == tok.vocab_size
+    assert back.config_dict() == tok.config_dict()
+    for p in (folk[0], chorales[0]):
+        assert back.encode(p) == tok.encode(p)
+
+
+def test_config_dict_is_deterministic_and_tracks_training(remi, bpe):
+    assert RemiTokenizer().config_dict() == remi.config_dict()
+    assert "bpe_sha256" in bpe.config_dict() and "bpe_sha256" not in remi.config_dict()
+    assert bpe.config_dict() != RemiTokenizer(bpe_vocab_size=512).config_dict()
+
+
+def test_bpe_training_is_deterministic(bpe, folk):
+    again = RemiTokenizer(bpe_vocab_size=512)
+    again.train(folk[:10])
+    assert again.config_dict() == bpe.config_dict()
+
+
+# ----------------------------------------------------------------------------- grammar
+@pytest.mark.parametrize("which", ["remi", "bpe"])
+def test_syntax_errors_clean_and_corrupted(which, remi, bpe, folk, chorales):
+    tok = remi if which == "remi" else bpe
+    for path in (folk[0], chorales[0]):
+        ids = tok.encode(path)
+        assert tok.syntax_errors(ids) == 0
+        assert tok.syntax_errors([BOS_ID, *ids, EOS_ID]) == 0
+        assert tok.syntax_errors(ids[::-1]) > 0
+        assert tok.syntax_errors(ids[:5] + [PAD_ID, UNK_ID] + ids[5:]) >= 2
+
+
+@pytest.mark.parametrize("which", ["remi", "bpe"])
+def test_decode_never_crashes(which, remi, bpe):
+    """Sampled sequences can be anything: random ids, specials only, ids past the vocabulary."""
+    tok = remi if which == "remi" else bpe
+    rng = random.Random(0)
+    for _ in range(20):
+        ids = [rng.randrange(tok.vocab_size + 5) for _ in range(rng.randrange(0, 300))]
+        score = tok.decode(ids)
+        assert len(score.tracks) == 1
+        tok.syntax_errors(ids)
+    assert len(tok.decode([]).tracks[0].notes) == 0
+    assert len(tok.decode([BOS_ID, PAD_ID, UNK_ID, EOS_ID]).tracks[0].notes) == 0
