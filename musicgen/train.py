@@ -82,6 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "tokenizer_file": "tokenizer.json",
         "tokenizer": (out_dir / "tokenizer.json").read_text(),
         "seq_len": cfg.data.seq_len,
+        "cache_path": str(datamodule.cache.path),
     }
     module = instantiate(cfg.objective.module)(net=net, metadata=metadata, **cfg.optim)
 

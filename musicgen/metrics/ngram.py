@@ -113,6 +113,14 @@ class _TokenLM:
         ctx = np.tile(np.asarray(hist, dtype=np.int64), (self.vocab_size, 1)).reshape(self.vocab_size, width)
         return self._probs(ctx, np.arange(self.vocab_size, dtype=np.int64))
 
+    def sample(self, length: int, rng: np.random.Generator, history: Sequence[int] = ()) -> list[int]:
+        """``length`` tokens drawn one at a time from ``P(w | history)``, starting after BOS."""
+        out = [self.bos_id, *[int(t) for t in history]]
+        for _ in range(length):
+            p = self.prob_dist(out)
+            out.append(int(rng.choice(self.vocab_size, p=p / p.sum())))
+        return out[1 + len(history) :]
+
     def log_probs(self, sequence: Any) -> np.ndarray:
         """Natural-log probability of each predicted token of one sequence."""
         self._check_fitted()

@@ -69,16 +69,17 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (B, T, nh, hs) by position; ``cos``/``sin`` are (T, hs/2).
+    """Rotate ``x`` (B, nh, T, hs) by position; ``cos``/``sin`` are (T, hs/2).
 
     Rotate-half convention (pairs are (i, i + hs/2), as in HF Llama), in real arithmetic on two
-    views of x, so the only copy is the output. ``x`` may be a strided view (e.g. the q|k part of
-    a fused qkv projection); the result is contiguous in (B, T, nh, hs).
+    views of x, so the only copy is the output, written contiguous in (B, nh, T, hs) whatever
+    x's strides (e.g. a transposed view of a fused qkv projection): the layout SDPA wants.
+    (Complex multiplication is faster for this op in fp32 eager on CPU, but needs fp32 and
+    compiles worse; the op is ~1% of a training step.)
     """
-    half = x.size(-1) // 2
-    cos = cos.to(x.dtype).unsqueeze(1)  # (T, 1, hs/2): broadcast over B and heads
-    sin = sin.to(x.dtype).unsqueeze(1)
-    x1, x2 = x[..., :half], x[..., half:]
+    cos = cos.to(x.dtype)  # (T, hs/2) broadcasts over B and heads
+    sin = sin.to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) views; chunk's backward is one cat, not zeros + copies
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 

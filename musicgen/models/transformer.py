@@ -94,17 +94,16 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh = self.n_heads
         qkv = self.qkv(x).view(B, T, 3 * nh, C // nh)  # (B, T, 3nh, hs)
-        # rotate q and k together in one pass over the (strided) q|k view
-        qk = apply_rope(qkv[:, :, : 2 * nh], cos, sin).transpose(1, 2)  # (B, 2nh, T, hs)
-        q, k = qk.split(nh, dim=1)  # (B, nh, T, hs) each
-        v = qkv[:, :, 2 * nh :].transpose(1, 2)  # (B, nh, T, hs), a view
+        qk, v = qkv.transpose(1, 2).split((2 * nh, nh), dim=1)  # (B, 2nh, T, hs), (B, nh, T, hs) views
+        # q and k rotated in one pass; the result is laid out (B, 2nh, T, hs), no transpose copy
+        q, k = apply_rope(qk, cos, sin).split(nh, dim=1)  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
         if input_pos is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, max_len, hs)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): the one copy attention needs
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): a copy (v stays a strided view: SDPA takes it)
         return self.proj(y)
 
 

@@ -34,7 +34,8 @@ def load_tokenizer(path: Path | str) -> MusicTokenizer:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     kind = data.get("musicgen", {}).get("kind") if isinstance(data, dict) else None
     if kind not in TOKENIZER_CLASSES:
-        raise ValueError(f"{path}: unknown tokeniser kind {kind!r} (expected one of {sorted(TOKENIZER_CLASSES)})")
+        known = sorted(TOKENIZER_CLASSES)
+        raise ValueError(f"{path}: unknown tokeniser kind {kind!r} (expected one of {known})")
     return TOKENIZER_CLASSES[kind].load(path)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -40,6 +41,8 @@ import symusic
 # initialising when midi_io is imported first
 import musicgen.midi_io as midi_io
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS", "UNK")
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -127,8 +130,8 @@ class PitchTokenizer(MusicTokenizer):
     def train(self, paths: Sequence[Path]) -> None:
         """Vocabulary = every string seen at least ``min_count`` times in ``paths``.
 
-        Files that ``read_score`` rejects are skipped (counted in the error if none is left);
-        the data pipeline filters them earlier, so here they are not expected.
+        Files that ``read_score`` rejects are skipped with a warning (the data pipeline
+        filters them earlier, so here they are not expected).
         """
         counts: Counter[str] = Counter()
         bad: list[str] = []
@@ -142,7 +145,14 @@ class PitchTokenizer(MusicTokenizer):
                 f"PitchTokenizer.train: no usable notes in {len(paths)} files"
                 + (f" ({len(bad)} rejected, first: {bad[0]})" if bad else "")
             )
+        if bad:
+            log.warning("PitchTokenizer.train: skipped %d of %d files; first: %s", len(bad), len(paths), bad[0])
         kept = [s for s, c in counts.items() if c >= self.min_count]
+        if not kept:
+            raise ValueError(
+                f"PitchTokenizer.train: min_count={self.min_count} leaves no token "
+                f"(the most frequent string occurs {max(counts.values())} times)"
+            )
         self._set_vocab(sorted(kept, key=_token_sort_key))
 
     # ----------------------------------------------------------------- encoding
@@ -155,7 +165,7 @@ class PitchTokenizer(MusicTokenizer):
         if not isinstance(score, symusic.core.ScoreTick):
             score = score.to("tick")
         arrays = score.tracks[0].notes.numpy()
-        grid = max(score.ticks_per_quarter / self.onsets_per_quarter, 1e-9)
+        grid = score.ticks_per_quarter / self.onsets_per_quarter
         onsets = np.rint(arrays["time"] / grid).astype(np.int64)
         pitches = arrays["pitch"].astype(np.int64)
         order = np.lexsort((pitches, onsets))
@@ -204,7 +214,8 @@ class PitchTokenizer(MusicTokenizer):
             if not n_special <= i < len(self.itos):
                 continue
             for pitch in self._token_pitches(self.itos[i]):
-                track.notes.append(symusic.Note(step * self.step_ticks, self.step_ticks, pitch, self.velocity))
+                note = symusic.Note(step * self.step_ticks, self.step_ticks, pitch, self.velocity)
+                track.notes.append(note)
             step += 1
         score.tracks.append(track)
         return score

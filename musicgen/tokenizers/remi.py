@@ -106,7 +106,7 @@ def _beat_res(value: Mapping) -> dict[tuple[int, int], int]:
 def _jsonable(value: Any) -> Any:
     """Sorted, JSON-friendly copy of a MidiTok config value (sets sorted, tuple keys joined)."""
     if isinstance(value, Mapping):
-        items = {("_".join(map(str, k)) if isinstance(k, tuple) else str(k)): _jsonable(v) for k, v in value.items()}
+        items = {"_".join(map(str, k)) if isinstance(k, tuple) else str(k): _jsonable(v) for k, v in value.items()}
         return dict(sorted(items.items()))
     if isinstance(value, (set, frozenset)):
         return sorted(_jsonable(v) for v in value)
@@ -185,6 +185,11 @@ class RemiTokenizer(MusicTokenizer):
         if got != expected:
             raise RuntimeError(f"RemiTokenizer: special token ids {got} differ from {expected}")
 
+    @property
+    def backend(self) -> miditok.REMI:
+        """The wrapped ``miditok.REMI`` (read it; changing it changes the ids)."""
+        return self._tok
+
     # ----------------------------------------------------------------- training
     @property
     def is_trained(self) -> bool:
@@ -225,7 +230,8 @@ class RemiTokenizer(MusicTokenizer):
         seq = out if isinstance(out, TokSequence) else (out[0] if out else None)
         if seq is None or len(seq.ids) == 0:
             lo, hi = self.pitch_range
-            raise BadMidiError(f"{source if isinstance(source, (str, Path)) else 'score'}: no notes in pitch range {lo}..{hi}")
+            name = source if isinstance(source, (str, Path)) else "score"
+            raise BadMidiError(f"{name}: no notes in the tokeniser's pitch range {lo}..{hi}")
         return seq
 
     def encode(self, source: Path | str | symusic.Score) -> list[int]:

@@ -13,7 +13,11 @@ from omegaconf import OmegaConf
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer, load_tokenizer
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "tokenizer"
-EXPECTED = {"pitch": (PitchTokenizer, "pitch"), "remi": (RemiTokenizer, "remi"), "remi_bpe": (RemiTokenizer, "remi_bpe")}
+EXPECTED = {
+    "pitch": (PitchTokenizer, "pitch"),
+    "remi": (RemiTokenizer, "remi"),
+    "remi_bpe": (RemiTokenizer, "remi_bpe"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -1,0 +1,142 @@
+"""Evaluation logic behind ``python -m musicgen.evaluate`` and the sample-metrics callback.
+
+Every figure has a reference: the model's numbers sit beside a smoothed n-gram model on the
+same tokens and beside the same sample metrics computed on real validation pieces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicgen.metrics import (
+    CompressionRatio,
+    NgramLM,
+    NgramRepetition,
+    NLLPerNote,
+    Perplexity,
+    PitchHistogram,
+    SyntaxErrorRate,
+    pitch_counts,
+)
+from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, MusicTokenizer
+
+REPETITION_NS = (2, 4, 8, 16)
+
+
+@torch.inference_mode()
+def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32) -> np.ndarray:
+    """Total NLL (nats) of each document ``BOS ... EOS``, every token after BOS predicted.
+
+    Documents that fit one context are scored in padded batches (causal models: right padding
+    never changes earlier positions); longer ones with overlapping windows that score each
+    token once, with at least half a window of context.
+    """
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = np.zeros(len(docs))
+    short = [i for i, d in enumerate(docs) if len(d) - 1 <= context_len]
+    short.sort(key=lambda i: len(docs[i]))
+    for b in range(0, len(short), batch_size):
+        idx = short[b : b + batch_size]
+        T = max(len(docs[i]) for i in idx) - 1
+        x = torch.full((len(idx), T), PAD_ID, dtype=torch.long)
+        y = torch.full((len(idx), T), -100, dtype=torch.long)
+        for row, i in enumerate(idx):
+            d = torch.as_tensor(np.asarray(docs[i], dtype=np.int64))
+            x[row, : len(d) - 1] = d[:-1]
+            y[row, : len(d) - 1] = d[1:]
+        logits = net(x.to(device)).float()  # (B, T, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=-100, reduction="none")
+        out[idx] = nll.sum(dim=1).cpu().numpy()
+    step = max(1, context_len // 2)
+    for i, d in enumerate(docs):
+        if len(d) - 1 <= context_len:
+            continue
+        d = torch.as_tensor(np.asarray(d, dtype=np.int64), device=device)
+        n, total, scored = len(d), 0.0, 1  # position 0 (BOS) is never predicted
+        while scored < n:
+            end = min(n, scored + (context_len if scored == 1 else step))  # score [scored, end)
+            start = max(0, end - 1 - context_len)  # input d[start:end-1], at most context_len
+            logits = net(d[None, start : end - 1]).float()[0]  # (T, V) predicts start+1..end-1
+            nll = F.cross_entropy(logits, d[start + 1 : end], reduction="none")
+            total += float(nll[scored - start - 1 :].sum())
+            scored = end
+        out[i] = total
+    net.train(was_training)
+    return out
+
+
+def likelihood_metrics(nll: np.ndarray, docs: Sequence[np.ndarray], notes: Sequence[int]) -> dict[str, float]:
+    """Token perplexity and nats per note over documents (BOS not predicted)."""
+    ppl, per_note = Perplexity(), NLLPerNote()
+    n_tokens = sum(len(d) - 1 for d in docs)
+    ppl.update_nll(float(nll.sum()), n_tokens)
+    per_note.update(float(nll.sum()), int(sum(notes)))
+    return {
+        "perplexity": float(ppl.compute()),
+        "nll_per_token": float(nll.sum() / n_tokens),
+        "nll_per_note": float(per_note.compute()),
+        "tokens": int(n_tokens),
+        "notes": int(sum(notes)),
+        "pieces": len(docs),
+    }
+
+
+def body(ids: Sequence[int]) -> list[int]:
+    """The ids of a piece without BOS/EOS/PAD (what repetition and syntax metrics look at)."""
+    return [int(t) for t in ids if t not in (BOS_ID, EOS_ID, PAD_ID)]
+
+
+def score_pitches(tokenizer: MusicTokenizer, ids: Sequence[int]) -> list[int]:
+    return [n.pitch for t in tokenizer.decode(list(ids)).tracks for n in t.notes]
+
+
+def sample_metrics(
+    tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference_hist: torch.Tensor
+) -> dict[str, Any]:
+    """Repetition, compression, pitch-histogram and syntax metrics of a set of pieces."""
+    seqs = [body(p) for p in pieces]
+    out: dict[str, Any] = {}
+    for n in REPETITION_NS:
+        rep, comp = NgramRepetition(n), CompressionRatio(n)
+        rep.update(seqs)
+        comp.update(seqs)
+        out[f"ngram_repetition_{n}"] = float(rep.compute())
+        out[f"compression_ratio_{n}"] = float(comp.compute())
+    hist = PitchHistogram(reference_hist, pitch_range=tokenizer.pitch_range)
+    syntax = SyntaxErrorRate()
+    pitches_all = []
+    for s in seqs:
+        pitches = score_pitches(tokenizer, s)
+        pitches_all += pitches
+        syntax.update(tokenizer.syntax_errors(s), max(1, len(s)))
+    if pitches_all:
+        hist.update(torch.tensor(pitches_all))
+        h = hist.compute()
+        out.update(pitch_hist_kl=float(h["kl"]), pitch_hist_overlap=float(h["overlap"]),
+                   out_of_range_pitch_share=float(h["out_of_range"]))
+    else:
+        out.update(pitch_hist_kl=math.nan, pitch_hist_overlap=0.0, out_of_range_pitch_share=math.nan)
+    out["syntax_error_rate"] = float(syntax.compute())
+    out["pitch_counts"] = pitch_counts(pitches_all).tolist() if pitches_all else [0] * 128
+    out["notes_per_piece"] = len(pitches_all) / max(1, len(seqs))
+    out["pieces"] = len(seqs)
+    return out
+
+
+def reference_histogram(tokenizer: MusicTokenizer, docs: Sequence[np.ndarray], max_docs: int = 500) -> torch.Tensor:
+    """Pitch counts of (up to ``max_docs`` evenly spread) training documents."""
+    step = max(1, len(docs) // max_docs)
+    pitches = [p for d in docs[::step] for p in score_pitches(tokenizer, body(d))]
+    return pitch_counts(pitches)
+
+
+def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int) -> NgramLM:
+    return NgramLM(order=order, vocab_size=vocab_size).fit([np.asarray(d) for d in train_docs])

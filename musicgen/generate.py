@@ -1,0 +1,158 @@
+"""Generation entry point: ``python -m musicgen.generate ckpt_path=<run dir or .ckpt>``.
+
+Writes per sample a ``.mid`` file and a piano-roll PNG, and one ``generation.json`` with the
+settings, the prompt's source, the token ids and the timing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from musicgen.checkpoint import LoadedRun, load_run
+from musicgen.generation import SamplingConfig, generate
+from musicgen.midi_io import atomic_write_text, read_score, write_score
+from musicgen.plots import plot_piano_roll
+from musicgen.tokenizers.base import BOS_ID, BadMidiError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> tuple[list[list[int]], str]:
+    """Prompt ids per sample and a description of where they came from."""
+    source = cfg.prompt.source
+    n = cfg.num_samples
+    if source == "none":
+        return [[BOS_ID]] * n, "none (start token)"
+    if source == "file":
+        return [file_prompt(run, cfg.prompt.file, cfg.prompt.bars)] * n, f"file {cfg.prompt.file} (first {cfg.prompt.bars} bars)"
+    if source == "data":
+        from musicgen.data.cache import load as load_cache
+
+        cache_path = Path(run.metadata.get("cache_path", ""))
+        if not (cache_path / "meta.json").exists():
+            raise FileNotFoundError(
+                f"prompt.source=data needs the run's token cache at {cache_path}, which is missing; "
+                "use prompt.source=none or prompt.source=file prompt.file=<a .mid>"
+            )
+        tokens = load_cache(cache_path).splits["train"].tokens
+        length = min(cfg.prompt.length, len(tokens) - 1)
+        starts = rng.integers(0, len(tokens) - length, size=n)
+        return [tokens[s : s + length].astype(np.int64).tolist() for s in starts], (
+            f"data: random {length}-token windows of the training split at {starts.tolist()}"
+        )
+    raise ValueError(f"prompt.source={source!r} must be one of data, file, none")
+
+
+def file_prompt(run: LoadedRun, path: str | None, bars: int) -> list[int]:
+    """BOS + the first ``bars`` bars of a MIDI file, tokenised."""
+    if not path:
+        raise ValueError("prompt.source=file needs prompt.file=<path to a .mid file>")
+    try:
+        score = read_score(path)
+    except BadMidiError as e:
+        raise ValueError(f"prompt.file: {e}") from e
+    ts = score.time_signatures[0] if len(score.time_signatures) else None
+    num, den = (ts.numerator, ts.denominator) if ts else (4, 4)
+    bar_ticks = score.ticks_per_quarter * 4 * num // den
+    clipped = score.clip(0, bar_ticks * bars, clip_end=True)
+    ids = run.tokenizer.encode(clipped)
+    if not ids:
+        raise ValueError(f"prompt.file={path}: its first {bars} bars hold no notes")
+    return [BOS_ID, *ids]
+
+
+def run_generation(cfg: DictConfig) -> dict[str, Any]:
+    sampling = SamplingConfig(**cfg.sampling)  # range errors before any model is loaded
+    device = pick_device(cfg.device)
+    run = load_run(cfg.ckpt_path, map_location=device)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    prompts, prompt_desc = build_prompt(run, cfg, rng)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    net = run.net.to(device)
+
+    samples = []
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"generating {cfg.num_samples} samples", total=cfg.max_new_tokens)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):  # same-length prompts decode together in one batch
+            groups.setdefault(len(p), []).append(i)
+        outputs: dict[int, list[int]] = {}
+        for length, idx in groups.items():
+            prompt = torch.tensor([prompts[i] for i in idx], dtype=torch.long, device=device)
+            bar.reset(task)
+            ids = generate(
+                net, prompt, cfg.max_new_tokens, sampling, generator=gen,
+                use_cache=cfg.use_cache, overflow=cfg.overflow,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+            for row, i in enumerate(idx):
+                outputs[i] = ids[row].tolist()
+    seconds = time.perf_counter() - t0
+    new_tokens = cfg.num_samples * cfg.max_new_tokens
+
+    for i in range(cfg.num_samples):
+        ids = outputs[i]
+        new = ids[len(prompts[i]) :]
+        entry: dict[str, Any] = {"index": i, "prompt_ids": prompts[i], "ids": new}
+        try:
+            score = run.tokenizer.decode(new)
+            n_notes = sum(len(t.notes) for t in score.tracks)
+            if n_notes == 0:
+                raise ValueError("the sampled tokens decode to no notes")
+            write_score(score, out_dir / f"sample_{i:02d}.mid")
+            plot_piano_roll(score, out_dir / f"sample_{i:02d}.png", title=f"{run.metadata['version']} sample {i}")
+            entry.update(midi=f"sample_{i:02d}.mid", png=f"sample_{i:02d}.png", notes=n_notes,
+                         syntax_errors=run.tokenizer.syntax_errors(new))
+        except Exception as e:  # one ill-formed sample is reported and never loses the others
+            log.warning("sample %d could not be decoded: %s", i, e)
+            entry["error"] = f"{type(e).__name__}: {e}"
+        samples.append(entry)
+
+    report = {
+        "ckpt_path": str(run.ckpt_path),
+        "version": run.metadata.get("version"),
+        "settings": {
+            "num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+            "sampling": OmegaConf.to_container(cfg.sampling), "use_cache": cfg.use_cache,
+            "overflow": cfg.overflow, "device": str(device),
+        },
+        "prompt": prompt_desc,
+        "timing": {"seconds": round(seconds, 3), "tokens_per_second": round(new_tokens / seconds, 1)},
+        "samples": samples,
+    }
+    atomic_write_text(out_dir / "generation.json", json.dumps(report, indent=1))
+    ok = sum("midi" in s for s in samples)
+    log.info("wrote %d of %d samples to %s (%.0f tokens/s)", ok, len(samples), out_dir, new_tokens / seconds)
+    report["output_dir"] = str(out_dir)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    report = run_generation(cfg)
+    print(f"samples: {report['output_dir']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Shared fixtures: small real MIDI corpora, exported from music21's corpus once per test session.
+
+Everything is written under pytest's temporary folders, never into the repository. Session
+fixtures are shared by many tests: treat their files as read-only (copy before changing).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+#: Tunes exported for ``real_midi_dir``: (music21 corpus file, how many tunes from its start).
+#: O'Neill's tune 0 trips music21's "TimeSignature ... already found" MIDI-writer bug, so the
+#: fixture goes through the same workaround as the full export.
+FOLK_SOURCES = (("oneills1850/0001-0050.abc", 8), ("essenFolksong/altdeu10.abc", 4))
+CHORALES = ("bwv66.6.mxl", "bwv1.6.mxl")
+
+#: The unusable files of ``broken_midi_dir`` and the reason ``read_score`` gives for each.
+#: Every other file there is usable and has "good" in its name.
+BROKEN_MIDI = {
+    "truncated.mid": "unreadable MIDI",
+    "empty.mid": "empty file",
+    "random_bytes.mid": "not a MIDI file",
+    "text.mid": "not a MIDI file",
+    "drums_only.mid": "drums only",
+    "no_notes.mid": "no notes",
+}
+
+
+@pytest.fixture(scope="session")
+def real_midi_dir(tmp_path_factory) -> Path:
+    """12 folk tunes under ``folk/<collection>/<abc-stem>/<index>.mid`` (melody only) and two Bach
+    chorales under ``chorales/<bwv>.mid`` (all parts), made by the real export functions."""
+    from musicgen.data.corpus import export_abc_file, export_score_file, music21_corpus_dir
+
+    root = tmp_path_factory.mktemp("real_midi")
+    m21 = music21_corpus_dir()
+    for rel, n in FOLK_SOURCES:
+        names, failed = export_abc_file(m21 / rel, root / "folk" / rel.removesuffix(".abc"), max_tunes=n)
+        assert not failed and len(names) == n, failed
+    for name in CHORALES:
+        export_score_file(m21 / "bach" / name, root / "chorales" / f"{name.removesuffix('.mxl')}.mid")
+    return root
+
+
+@pytest.fixture(scope="session")
+def folk_midi_files(real_midi_dir) -> list[Path]:
+    return sorted((real_midi_dir / "folk").rglob("*.mid"))
+
+
+@pytest.fixture(scope="session")
+def chorale_midi_files(real_midi_dir) -> list[Path]:
+    return sorted((real_midi_dir / "chorales").rglob("*.mid"))
+
+
+@pytest.fixture(scope="session")
+def broken_midi_names() -> dict[str, str]:
+    """File name -> expected reason (a prefix of it) for the unusable files of ``broken_midi_dir``."""
+    return dict(BROKEN_MIDI)
+
+
+@pytest.fixture(scope="session")
+def broken_midi_dir(tmp_path_factory, folk_midi_files) -> Path:
+    """A folder mixing the unusable files of ``BROKEN_MIDI`` with three good tunes (``good_<i>.mid``)."""
+    import symusic
+
+    root = tmp_path_factory.mktemp("broken_midi")
+    for i, f in enumerate(folk_midi_files[:3]):
+        shutil.copyfile(f, root / f"good_{i}.mid")
+    real = folk_midi_files[0].read_bytes()
+    (root / "truncated.mid").write_bytes(real[: len(real) // 2])
+    (root / "empty.mid").write_bytes(b"")
+    (root / "random_bytes.mid").write_bytes(b"\x00" + random.Random(0).randbytes(999))
+    (root / "text.mid").write_text("This is a text file, not MIDI.\n")
+
+    drums = symusic.Score(480)
+    track = symusic.Track(name="drums", program=0, is_drum=True)  # written on channel 10
+    track.notes.extend(symusic.Note(i * 240, 120, 36 + i % 3, 100) for i in range(16))
+    drums.tracks.append(track)
+    drums.dump_midi(str(root / "drums_only.mid"))
+
+    silent = symusic.Score(480)  # a valid header and track: tempo and program, no notes
+    silent.tempos.append(symusic.Tempo(0, 120.0))
+    silent.tracks.append(symusic.Track(name="silent", program=0))
+    silent.dump_midi(str(root / "no_notes.mid"))
+
+    assert sorted(p.name for p in root.iterdir() if "good" not in p.name) == sorted(BROKEN_MIDI)
+    return root
