@@ -30,8 +30,8 @@ class RotaryEmbedding(nn.Module):
     """Tables of cos/sin angles for RoPE, extended on demand.
 
     ``cos``/``sin`` are (L, hs/2) non-persistent buffers (rebuilt from ``head_dim`` and ``base``,
-    so they never enter a checkpoint). ``extend(n)`` recomputes them to length ``n`` when a longer
-    sequence arrives; the values at positions already covered do not change.
+    so they never enter a checkpoint). ``extend(n)`` recomputes them (to at least ``n``, at least
+    doubling) when a longer sequence arrives; values at positions already covered do not change.
     """
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):

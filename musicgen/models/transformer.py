@@ -152,12 +152,15 @@ class MusicTransformer(nn.Module):
     # --- KV cache ---------------------------------------------------------------------------
     def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=None, device=None) -> None:
         """Preallocate K/V buffers for ``batch_size`` rows and positions ``0 .. max_len-1``
-        (default ``max_seq_len``); dtype/device default to the model's. Replaces any old cache."""
+        (default ``max_seq_len``). device defaults to the model's; dtype to what the projections
+        produce: the autocast dtype when called under autocast, else the weights'. Replaces any
+        old cache."""
         max_len = self.config.max_seq_len if max_len is None else max_len
-        dtype = dtype or self.tok_emb.weight.dtype
-        device = device or self.tok_emb.weight.device
+        device = torch.device(device or self.tok_emb.weight.device)
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else self.tok_emb.weight.dtype
         self.rope.extend(max_len)
-        self.rope.to(device)
         hs = self.config.head_dim
         for block in self.layers:
             block.attn.kv_cache = KVCache(batch_size, self.config.n_heads, max_len, hs, dtype, device)

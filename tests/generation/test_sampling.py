@@ -131,11 +131,9 @@ def test_seeded_sampling_is_reproducible_and_batched():
     torch.manual_seed(0)
     logits = torch.randn(8, 64)
     cfg = SamplingConfig(temperature=1.5, top_k=0, top_p=1.0)
-    draw = lambda seed: torch.stack(  # noqa: E731
-        [sample_next(logits, cfg, torch.Generator().manual_seed(seed)) for _ in range(1)]
-    )
+    draw = lambda seed: sample_next(logits, cfg, torch.Generator().manual_seed(seed))  # noqa: E731
     a, b, c = draw(123), draw(123), draw(7)
-    assert a.shape == (1, 8) and a.dtype == torch.long
+    assert a.shape == (8,) and a.dtype == torch.long
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     gen = torch.Generator().manual_seed(123)

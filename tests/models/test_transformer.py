@@ -137,3 +137,14 @@ def test_rope_cache_extends_for_longer_sequences():
     # the cache path extends the tables too, up to the cache length
     short.setup_cache(batch_size=2, max_len=40)
     assert short.rope.max_len >= 40
+
+
+@torch.no_grad()
+def test_cache_under_autocast_stores_the_autocast_dtype():
+    model = tiny()
+    idx = torch.randint(0, 37, (2, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.setup_cache(batch_size=2)
+        logits = model(idx, input_pos=torch.arange(6), last_only=True)
+    assert model.layers[0].attn.kv_cache.k.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), model(idx)[:, -1], atol=0.1, rtol=0)

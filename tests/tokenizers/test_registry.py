@@ -49,3 +49,10 @@ def test_load_tokenizer_rejects_unknown_kind(tmp_path):
     assert load_tokenizer(path).vocab_size == 4
     with pytest.raises(ValueError, match="not a REMI"):
         RemiTokenizer.load(path)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_config_dict_is_json_and_stable(name):
+    """The data cache hashes ``json.dumps(config_dict(), sort_keys=True)``."""
+    make = lambda: hydra.utils.instantiate(OmegaConf.load(CONF / f"{name}.yaml"))  # noqa: E731
+    assert json.dumps(make().config_dict(), sort_keys=True) == json.dumps(make().config_dict(), sort_keys=True)
