@@ -2,8 +2,9 @@
 
 A preset (``preset=smoke|cpu``) scales any version down. Hydra appends ``+version=`` after
 every default, so a preset in the defaults list could never override a version's values;
-instead ``apply_preset`` merges the preset last, explicitly: ``preset.all`` onto the whole
-config, then ``preset.by_model.<model class>`` for the chosen model family.
+instead ``apply_preset`` merges the preset after composition, explicitly: ``preset.all`` onto
+the whole config, then ``preset.by_model.<model class>`` for the chosen model family, and then
+the command line's own ``key=value`` overrides again, so what the user typed always wins.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 TOP_LEVEL_KEYS = {
     "paths", "tokenizer", "model", "objective", "data", "trainer", "callbacks", "logger",
@@ -58,8 +61,24 @@ def model_family(cfg: DictConfig) -> str:
     return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
-def apply_preset(cfg: DictConfig) -> DictConfig:
-    """Merge the chosen preset onto ``cfg`` (in place). Unknown keys in a preset fail loudly."""
+def value_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
+    """``(key, value)`` of the command line's value overrides (not group choices, not hydra.*)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if o.is_delete() or key.startswith("hydra") or (CONF_DIR / key).is_dir() or o.is_sweep_override():
+            continue
+        out.append((key, o.value()))
+    return out
+
+
+def apply_preset(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Merge the chosen preset onto ``cfg`` (in place), then re-apply the user's ``overrides``.
+
+    Unknown keys in a preset fail loudly.
+    """
     preset = cfg.get("preset")
     if not preset or preset.get("name", "none") == "none":
         return cfg
@@ -72,6 +91,8 @@ def apply_preset(cfg: DictConfig) -> DictConfig:
         for part in parts:
             if part is not None:
                 cfg.merge_with(part)
+        for key, value in value_overrides(overrides):
+            OmegaConf.update(cfg, key, value, force_add=True)
     finally:
         OmegaConf.set_struct(cfg, was_struct)
     with open_dict(cfg):
@@ -86,9 +107,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"unknown top-level config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
 def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), conf_dir: Path | str = CONF_DIR) -> DictConfig:
     """Compose a config outside ``@hydra.main`` (tests, notebooks), preset applied, as the CLI does."""
     from hydra import compose as hydra_compose
@@ -97,6 +115,6 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=list(overrides))
     if config_name == "train":
-        apply_preset(cfg)
+        apply_preset(cfg, overrides)
         check_config(cfg)
     return cfg

@@ -128,7 +128,9 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    apply_preset(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    apply_preset(cfg, HydraConfig.get().overrides.task)
     check_config(cfg)
     metrics = train(cfg)
     return metrics.get(cfg.optimized_metric.replace("/", "_"))

@@ -21,7 +21,8 @@ the vocabulary encode as UNK.
 Decoding places one event per step of ``step_ticks`` (an eighth note at the default 480
 ticks per quarter, the 0.5 offset increment of the original scripts), each lasting one step.
 A chord is voiced upwards from octave 4: its first normal-order pitch class in octave 4 and
-each following one at the next higher matching pitch, so "7.11.2" becomes G4 B4 D5.
+each following one at the next higher matching pitch, so "7.11.2" becomes G4 B4 D5; a
+one-class chord (octaves, "0") becomes C4 C5. Every token string so reads back unchanged.
 """
 
 from __future__ import annotations
@@ -194,8 +195,11 @@ class PitchTokenizer(MusicTokenizer):
     def _token_pitches(self, token: str) -> list[int]:
         if _NOTE_RE.match(token):
             return [name_pitch(token)]
+        pcs = [int(p) for p in token.split(".")]
+        if len(pcs) == 1:  # octaves only ("0"): two notes, so it reads back as a chord
+            return [60 + pcs[0], 72 + pcs[0]]
         pitches, low = [], 59  # the first pitch class lands in octave 4 (60..71)
-        for pc in (int(p) for p in token.split(".")):
+        for pc in pcs:
             pitch = low + 1 + (pc - low - 1) % 12
             pitches.append(pitch)
             low = pitch

@@ -113,3 +113,9 @@ def test_misspelt_key_in_a_version_file_fails(tmp_path):
 def test_misspelt_top_level_key_fails(tmp_path):
     with pytest.raises(Exception, match="optm"):
         compose("train", ["+optm.lr=0.1", *base_overrides(tmp_path)])
+
+
+def test_command_line_wins_over_the_preset(tmp_path):
+    cfg = compose("train", ["+version=v7", "preset=smoke", "model.dropout=0.3", "trainer.max_steps=7", *base_overrides(tmp_path)])
+    assert cfg.model.dropout == 0.3 and cfg.trainer.max_steps == 7
+    assert cfg.model.d_model == 32  # the rest of the preset still applies
