@@ -13,9 +13,11 @@ from pathlib import Path
 
 import symusic
 
-from musicgen.tokenizers.base import BadMidiError
-
 MIDI_SUFFIXES = (".mid", ".midi")
+
+
+class BadMidiError(ValueError):
+    """A file that cannot be used as MIDI input (unreadable, empty, drums only, no notes...)."""
 
 
 def read_score(path: Path | str) -> symusic.Score:

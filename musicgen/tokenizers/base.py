@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import symusic
 
+from musicgen.midi_io import BadMidiError
+
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 
-
-class BadMidiError(ValueError):
-    """A file that cannot be used as MIDI input (unreadable, empty, drums only, no notes...)."""
+__all__ = ["BadMidiError", "MusicTokenizer", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
 
 
 class MusicTokenizer(ABC):

@@ -38,9 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import symusic
 
-# module import, not names: midi_io imports tokenizers.base, so this package may still be
-# initialising when midi_io is imported first
-import musicgen.midi_io as midi_io
+from musicgen import midi_io
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,269 @@
+"""The token cache: one flat token array per split plus per-document offsets, memory-mapped.
+
+Built once per (file list, split, augmentation, tokeniser config, seed), reused by every run
+that matches and rebuilt when any of them changes. Each document is stored as
+``BOS ids EOS``, so a split's array is already the packed stream windows run over. The
+trained tokeniser is saved beside the arrays. The cache is written into a temporary
+directory and renamed into place, so a killed build leaves nothing a later run trusts.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from musicgen.data.augment import AugmentConfig, transpositions
+from musicgen.midi_io import atomic_write_text, read_score
+from musicgen.tokenizers.base import BOS_ID, EOS_ID, BadMidiError, MusicTokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+FileList = Sequence[tuple[str, Path]]  # (relative name, path)
+
+
+@dataclass
+class SplitTokens:
+    """One split of the cache: documents ``tokens[offsets[i]:offsets[i+1]]``."""
+
+    tokens: np.ndarray  # (N,) uint16 or int32, memory-mapped
+    offsets: np.ndarray  # (n_docs + 1,) int64
+    names: list[str]
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.offsets) - 1
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+
+@dataclass
+class TokenCache:
+    path: Path
+    tokenizer: MusicTokenizer
+    splits: dict[str, SplitTokens]
+    meta: dict
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+
+def cache_key(
+    files: dict[str, FileList], tokenizer: MusicTokenizer, augment: AugmentConfig, seed: int
+) -> str:
+    """Hash of everything that changes the cached tokens (file identity by size and mtime)."""
+
+    def ident(path: Path) -> list:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    payload = {
+        "format": CACHE_FORMAT,
+        "tokenizer": type(tokenizer).__name__,
+        "tokenizer_config": tokenizer.config_dict(),
+        "augment": asdict(augment),
+        "seed": seed,
+        "files": {s: [[rel, *ident(p)] for rel, p in fl] for s, fl in sorted(files.items())},
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One builder at a time per cache root (DDP ranks and parallel runs share the cache)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_or_load(
+    cache_root: Path | str,
+    files: dict[str, FileList],
+    tokenizer: MusicTokenizer,
+    augment: AugmentConfig,
+    seed: int,
+    workers: int = 1,
+    progress: bool = True,
+) -> TokenCache:
+    """The cache for these inputs, building it first if no matching one exists."""
+    cache_root = Path(cache_root)
+    key = cache_key(files, tokenizer, augment, seed)
+    final = cache_root / key
+    with _locked(cache_root):
+        if not (final / "meta.json").exists():
+            _build(final, files, tokenizer, augment, seed, workers, progress)
+        else:
+            log.info("reusing token cache %s", final)
+    return load(final)
+
+
+def load(path: Path | str) -> TokenCache:
+    from musicgen.tokenizers import load_tokenizer
+
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    splits = {}
+    for s, info in meta["splits"].items():
+        splits[s] = SplitTokens(
+            tokens=np.load(path / f"{s}.tokens.npy", mmap_mode="r"),
+            offsets=np.load(path / f"{s}.offsets.npy"),
+            names=info["names"],
+        )
+    return TokenCache(path, load_tokenizer(path / "tokenizer.json"), splits, meta)
+
+
+# ----------------------------------------------------------------------------- building
+
+def _scan_one(path: Path) -> tuple[int, int] | str:
+    """Lowest and highest pitch of a usable file, or the reason it is unusable."""
+    try:
+        score = read_score(path)
+    except BadMidiError as e:
+        return str(e)
+    pitches = [n.pitch for n in score.tracks[0].notes]
+    return min(pitches), max(pitches)
+
+
+_worker_tokenizer: MusicTokenizer | None = None
+
+
+def _init_worker(tokenizer_path: str) -> None:
+    global _worker_tokenizer
+    from musicgen.tokenizers import load_tokenizer
+
+    _worker_tokenizer = load_tokenizer(tokenizer_path)
+
+
+def _encode_one(job: tuple[Path, list[int]]) -> list[list[int]] | str:
+    """Ids of a file and of each of its transpositions (offset 0 = the original), or the reason
+    the tokeniser cannot use it (e.g. every note outside its pitch range)."""
+    path, shifts = job
+    score = read_score(path)
+    try:
+        return [_worker_tokenizer.encode(score.shift_pitch(s) if s else score) for s in shifts]
+    except BadMidiError as e:
+        return str(e)
+
+
+def _map(fn, jobs: list, workers: int, desc: str, progress: bool, initargs=None):
+    if workers > 1 and len(jobs) >= 200:
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/OpenMP threads
+        with ctx.Pool(workers, initializer=_init_worker if initargs else None, initargs=initargs or ()) as pool:
+            yield from tqdm(pool.imap(fn, jobs, chunksize=16), total=len(jobs), desc=desc, disable=not progress)
+    else:
+        if initargs:
+            _init_worker(*initargs)
+        yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
+
+
+def _build(
+    final: Path,
+    files: dict[str, FileList],
+    tokenizer: MusicTokenizer,
+    augment: AugmentConfig,
+    seed: int,
+    workers: int,
+    progress: bool,
+) -> None:
+    t0 = time.perf_counter()
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        # 1. scan: skip unusable files (one warning each), learn each file's pitch span
+        all_files = [(s, rel, p) for s, fl in files.items() for rel, p in fl]
+        spans, skipped = {}, []
+        scans = _map(_scan_one, [p for _, _, p in all_files], workers, "scan MIDI", progress)
+        for (s, rel, p), res in zip(all_files, scans):
+            if isinstance(res, str):
+                log.warning("skipping %s", res)
+                skipped.append({"file": rel, "reason": res})
+            else:
+                spans[(s, rel)] = res
+        if skipped:
+            log.warning("skipped %d of %d files (see meta.json in %s)", len(skipped), len(all_files), final)
+        good = {s: [(rel, p) for rel, p in fl if (s, rel) in spans] for s, fl in files.items()}
+        if not good.get("train"):
+            raise ValueError(f"no usable training files left after filtering ({len(skipped)} skipped)")
+
+        # 2. train the tokeniser on the training split only (originals, before augmentation);
+        #    a copy, so the caller's untrained tokeniser (and so the cache key) never changes
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.train([p for _, p in good["train"]])
+        tokenizer.save(tmp / "tokenizer.json")
+
+        # 3. encode, with transposed copies of training files
+        meta_splits = {}
+        for s, fl in good.items():
+            jobs, shift_lists = [], []
+            for rel, p in fl:
+                shifts = [0]
+                if s == "train":
+                    lo, hi = spans[(s, rel)]
+                    shifts += transpositions(rel, lo, hi, tokenizer.pitch_range, augment, seed)
+                jobs.append((p, shifts))
+                shift_lists.append(shifts)
+            docs, names = [], []
+            encoded = _map(_encode_one, jobs, workers, f"encode {s}", progress, (str(tmp / "tokenizer.json"),))
+            for (rel, _), shifts, many in zip(fl, shift_lists, encoded):
+                if isinstance(many, str):
+                    log.warning("skipping %s", many)
+                    skipped.append({"file": rel, "reason": many})
+                    continue
+                docs += many
+                names += [rel if k == 0 else f"{rel}@{k:+d}" for k in shifts]
+            lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
+            offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+            tokens = np.empty(int(offsets[-1]), dtype=dtype)
+            for d, start in zip(docs, offsets[:-1]):
+                tokens[start] = BOS_ID
+                tokens[start + 1 : start + 1 + len(d)] = d
+                tokens[start + 1 + len(d)] = EOS_ID
+            np.save(tmp / f"{s}.tokens.npy", tokens)
+            np.save(tmp / f"{s}.offsets.npy", offsets)
+            meta_splits[s] = {"files": len(fl), "docs": len(docs), "tokens": int(offsets[-1]), "names": names}
+
+        meta = {
+            "format": CACHE_FORMAT,
+            "key": final.name,
+            "tokenizer": type(tokenizer).__name__,
+            "vocab_size": tokenizer.vocab_size,
+            "seed": seed,
+            "augment": asdict(augment),
+            "skipped": skipped,
+            "build_seconds": round(time.perf_counter() - t0, 2),
+            "splits": meta_splits,
+        }
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+        os.replace(tmp, final)  # atomic: the directory appears complete or not at all
+        log.info(
+            "token cache %s: %s in %.1fs",
+            final,
+            ", ".join(f"{s} {m['docs']} docs / {m['tokens']} tokens" for s, m in meta_splits.items()),
+            meta["build_seconds"],
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

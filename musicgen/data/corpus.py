@@ -1,0 +1,540 @@
+"""Where MIDI comes from: the corpora embedded in music21, a folder of the user's MIDI, or MAESTRO.
+
+The embedded corpora are exported once to plain MIDI files (``python -m musicgen.prepare``) so
+that everything downstream only ever reads MIDI:
+
+- ``folk``: every tune of music21's ABC folk collections (Essen, O'Neill's 1850, Aird's Airs,
+  Ryan's Mammoth Collection, misc folk), melody only, one file per tune:
+  ``folk/<collection>/<abc-file-stem>/<tune-index:04d>.mid`` (index = position in the file).
+- ``chorales``: the Bach chorales of music21's ``bach`` folder, all parts: ``chorales/<stem>.mid``.
+
+The export is parallel (one work unit = one source file), resumable and atomic: each tune is
+written atomically, and a source counts as done only once its record ``.parts/<source>.json``
+exists (written atomically after all its tunes). A killed run therefore redoes only the source
+files that had no record, and a finished export is recognised without importing music21.
+
+music21 and the MIDI stack (``musicgen.midi_io``, which pulls in the tokenisers and torch) are
+imported inside the functions that need them, so that checking a finished export (a rerun of
+``python -m musicgen.prepare``) takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger(__name__)
+
+CORPORA = ("folk", "chorales")
+#: music21 corpus folders holding the monophonic folk tunes (ABC, usually many tunes per file).
+FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "airdsAirs", "ryansMammoth", "miscFolk")
+#: Files of music21's ``bach`` folder that are not chorales: BWV 846 is the C major prelude of
+#: the Well-Tempered Clavier. Everything else there is a chorale (some in several versions, e.g.
+#: ``bwv18.5-lz`` and ``bwv18.5-w``, each kept); the three ``.krn`` files duplicate ``.mxl``
+#: files and are not read.
+NOT_CHORALES = frozenset({"bwv846"})
+MANIFEST_NAME = "manifest.json"
+PARTS_DIR = ".parts"
+#: Bumped when the export changes what it writes, so older part records are redone, not trusted.
+EXPORT_VERSION = 1
+MAESTRO_CSV = "maestro-v3.0.0.csv"
+MAESTRO_SPLITS = ("train", "validation", "test")
+
+
+class DataPathError(FileNotFoundError):
+    """A configured data path that does not exist; the message says which key to set."""
+
+
+def require_dir(
+    path: Path | str,
+    key: str = "data.root",
+    example: str = "/path/to/your/midi",
+    what: str = "a folder of .mid/.midi files",
+) -> Path:
+    """``path`` as a Path if it is an existing folder, else a ``DataPathError`` saying how to set it."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise DataPathError(f"{key}={path} {state}; set {key}={example} ({what})")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources and manifests
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One music21 corpus file: the unit of work, of resumption and of failure bookkeeping."""
+
+    corpus: str
+    path: Path  # the ABC / MusicXML file inside music21
+    rel: str  # its path relative to music21's corpus folder, e.g. "essenFolksong/altdeu10.abc"
+
+    @property
+    def key(self) -> str:
+        """Path of its outputs inside the corpus folder, without suffix (``oneills1850/0001-0050``)."""
+        stem = self.rel.rsplit(".", 1)[0]
+        return stem.split("/", 1)[1] if self.corpus == "chorales" else stem
+
+    @property
+    def record_rel(self) -> str:
+        return f"{PARTS_DIR}/{self.key}.json"
+
+
+@dataclass
+class Manifest:
+    """What an exported corpus folder holds: ``files`` are relative to ``root``, sorted."""
+
+    root: Path
+    files: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    sources_done: int = 0
+    sources_total: int = 0
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / f for f in self.files]
+
+    @property
+    def complete(self) -> bool:
+        return self.sources_done == self.sources_total
+
+    def to_json(self) -> str:
+        body = {
+            "files": self.files,
+            "failed": self.failed,
+            "sources_done": self.sources_done,
+            "sources_total": self.sources_total,
+        }
+        return json.dumps(body, indent=1) + "\n"
+
+
+def load_manifest(corpus_dir: Path | str) -> Manifest:
+    """The manifest an export wrote into ``corpus_dir`` (``data/folk``...)."""
+    root = Path(corpus_dir)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise DataPathError(
+            f"{path} does not exist; run `python -m musicgen.prepare` to export the embedded corpora"
+        )
+    body = json.loads(path.read_text())
+    return Manifest(root=root, **body)
+
+
+def music21_corpus_dir() -> Path:
+    """music21's bundled corpus folder, found without importing music21 (which takes a second)."""
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("music21 is not installed; it provides the embedded corpora")
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus"
+
+
+def list_sources(name: str, corpus_root: Path | None = None) -> list[Source]:
+    """The source files of corpus ``name`` in a fixed order (collection, then file name)."""
+    root = corpus_root or music21_corpus_dir()
+    if name == "folk":
+        paths = [p for c in FOLK_COLLECTIONS for p in sorted((root / c).glob("*.abc"))]
+    elif name == "chorales":
+        paths = sorted(
+            p for p in (root / "bach").iterdir()
+            if p.suffix in (".mxl", ".xml") and p.name.rsplit(".", 1)[0] not in NOT_CHORALES
+        )
+    else:
+        raise ValueError(f"corpus={name!r} is unknown; choose from {list(CORPORA)}")
+    return [Source(name, p, p.relative_to(root).as_posix()) for p in paths]
+
+
+def _read_record(corpus_dir: Path, source: Source) -> dict[str, Any] | None:
+    """The completion record of ``source`` if it can be trusted: current version, files present."""
+    path = corpus_dir / source.record_rel
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable part record (%s); redoing %s", path, e, source.rel)
+        return None
+    if record.get("version") != EXPORT_VERSION or record.get("source") != source.rel:
+        return None
+    if not all((corpus_dir / f).is_file() for f in record["files"]):
+        log.warning("%s: files listed in its record are missing; redoing it", source.rel)
+        return None
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+
+def export_corpus(
+    name: str,
+    out_dir: Path | str,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    corpus_root: Path | None = None,
+) -> Manifest:
+    """Export corpus ``name`` (``folk`` or ``chorales``) as MIDI into ``out_dir``; return its manifest.
+
+    Source files that already have a trusted record are not parsed again. ``limit`` caps how
+    many source files (in ``list_sources`` order) this call makes sure are done (for tests and
+    quick trials); the manifest always lists every finished source, whatever the limit.
+    """
+    out = Path(out_dir)
+    sources = list_sources(name, corpus_root)
+    wanted = sources if limit is None else sources[:limit]
+    records = {s.rel: r for s in sources if (r := _read_record(out, s)) is not None}
+    todo = [s for s in wanted if s.rel not in records]
+    if todo:
+        from tqdm.contrib.logging import logging_redirect_tqdm  # warnings print above the bar
+
+        t0 = time.perf_counter()
+        with logging_redirect_tqdm():
+            for record in _run(todo, out, workers, progress, desc=name):
+                records[record["source"]] = record
+                for f in record["failed"]:
+                    log.warning("%s: not exported: %s", f["source"], f["reason"])
+        log.info("%s: exported %d source files in %.1f s", name, len(todo), time.perf_counter() - t0)
+    manifest = _manifest(out, sources, records)
+    _write_if_changed(out / MANIFEST_NAME, manifest.to_json())
+    n_failed = len(manifest.failed)
+    log.info(
+        "%s: %d MIDI files, %d failed (%.1f%%), %d/%d source files done -> %s",
+        name, len(manifest.files), n_failed,
+        100 * n_failed / max(1, n_failed + len(manifest.files)),
+        manifest.sources_done, manifest.sources_total, out,
+    )
+    return manifest
+
+
+def _run(todo: list[Source], out: Path, workers: int | None, progress: bool, desc: str):
+    """Yield the record of each source in ``todo`` as it finishes (in a process pool if useful)."""
+    from tqdm import tqdm
+
+    workers = min(workers or os.cpu_count() or 1, len(todo))
+    # Largest files first: a 300-tune Essen file started last would leave the other cores idle.
+    todo = sorted(todo, key=lambda s: s.path.stat().st_size, reverse=True)
+    bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress)
+    with bar:
+        if workers <= 1:
+            for source in todo:
+                yield export_source(source, out)
+                bar.update()
+            return
+        import multiprocessing as mp
+
+        with mp.Pool(workers) as pool:
+            for record in pool.imap_unordered(_export_source_star, [(s, out) for s in todo]):
+                yield record
+                bar.update()
+
+
+def _export_source_star(args: tuple[Source, Path]) -> dict[str, Any]:
+    return export_source(*args)
+
+
+def export_source(source: Source, corpus_dir: Path) -> dict[str, Any]:
+    """Export every piece of one source file, then write (and return) its completion record."""
+    _remove_stale_temps(corpus_dir, source)
+    if source.corpus == "folk":
+        files, failed = _export_folk_file(source, corpus_dir)
+    else:
+        files, failed = _export_chorale(source, corpus_dir)
+    record = {"version": EXPORT_VERSION, "source": source.rel, "files": files, "failed": failed}
+    _atomic_write_text(corpus_dir / source.record_rel, json.dumps(record) + "\n")
+    return record
+
+
+def _remove_stale_temps(corpus_dir: Path, source: Source) -> None:
+    """Delete temp files a killed run left for ``source`` (never listed or trusted, only untidy)."""
+    if source.corpus == "folk":
+        stale = (corpus_dir / source.key).glob(".*.tmp")
+    else:
+        stale = corpus_dir.glob(f".{source.key}.mid.*.tmp")
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+
+
+def _export_folk_file(source: Source, corpus_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    names, failed = export_abc_file(source.path, corpus_dir / source.key)
+    files = [f"{source.key}/{name}" for name in names]
+    return files, [{"source": f"{source.rel}#{f['tune']:04d}", "reason": f["reason"]} for f in failed]
+
+
+def export_abc_file(
+    abc_path: Path | str, out_dir: Path | str, max_tunes: int | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Write the melody of each tune of an ABC file to ``out_dir/<tune-index:04d>.mid``.
+
+    Returns the names written and the failures (``{"tune": index, "reason": ...}``); a tune
+    that music21 cannot read or write is a failure, never a reason to stop the file.
+    """
+    from musicgen.midi_io import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    tunes = split_abc_tunes(Path(abc_path).read_text(encoding="utf-8"))[:max_tunes]
+    names, failed = [], []
+    for i, tune in enumerate(tunes):
+        try:
+            data = melody_midi_bytes(parse_abc_tune(tune))
+        except Exception as e:  # any music21 failure on one tune: recorded, listed, reported
+            failed.append({"tune": i, "reason": _reason(e)})
+            continue
+        atomic_write_bytes(out_dir / f"{i:04d}.mid", data)
+        names.append(f"{i:04d}.mid")
+    return names, failed
+
+
+def _export_chorale(source: Source, corpus_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    rel = f"{source.key}.mid"
+    try:
+        export_score_file(source.path, corpus_dir / rel)
+    except Exception as e:  # recorded and listed like a folk tune failure
+        return [], [{"source": source.rel, "reason": _reason(e)}]
+    return [rel], []
+
+
+def export_score_file(path: Path | str, out_path: Path | str) -> None:
+    """Write every part of a score file music21 reads (MusicXML...) to one MIDI file."""
+    from music21 import converter
+
+    from musicgen.midi_io import atomic_write_bytes
+
+    # forceSource: parse the file itself, never read or write music21's pickle cache.
+    atomic_write_bytes(out_path, score_midi_bytes(converter.parse(Path(path), forceSource=True)))
+
+
+def _reason(e: Exception) -> str:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first_line[:200]}"
+
+
+def split_abc_tunes(text: str) -> list[str]:
+    """The tunes of an ABC file, each with the file header (text before the first ``X:``) prepended.
+
+    music21 splits an ABC file into a dict keyed by reference number, which silently merges tunes
+    that share a number and drops tunes that fail to parse; splitting here keeps every tune, in
+    file order, so each can succeed or fail on its own.
+    """
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("X:")]
+    if not starts:
+        return [text] if text.strip() else []
+    header = lines[: starts[0]]
+    bounds = zip(starts, starts[1:] + [len(lines)])
+    return ["\n".join(header + lines[a:b]) + "\n" for a, b in bounds]
+
+
+def parse_abc_tune(text: str):
+    """A music21 Score from the ABC text of one tune (as ``split_abc_tunes`` returns it)."""
+    from music21 import abcFormat
+    from music21.abcFormat import translate
+
+    handler = abcFormat.ABCHandler()
+    handler.process(text)
+    return translate.abcToStreamScore(handler)
+
+
+def melody_midi_bytes(score) -> bytes:
+    """MIDI bytes of the first part of ``score`` that has notes (the melody of a folk tune).
+
+    "That has notes": music21 turns ``V:`` lines in an ABC header into parts of their own, so
+    a two-voice tune can start with empty parts (e.g. miscFolk/americanfifeopus.abc, X:8).
+    """
+    parts = [p for p in (list(score.parts) or [score]) if p.recurse().notes]
+    if not parts:
+        raise ValueError("no notes")
+    return _midi_bytes([rebuild_part(parts[0])])
+
+
+def score_midi_bytes(score) -> bytes:
+    """MIDI bytes of every part of ``score`` (one track each)."""
+    parts = list(score.parts) or [score]
+    return _midi_bytes([rebuild_part(p) for p in parts])
+
+
+def _midi_bytes(parts: list) -> bytes:
+    from music21 import midi, stream
+
+    if not any(p.notes for p in parts):
+        raise ValueError("no notes")
+    out = stream.Score()
+    for p in parts:
+        out.insert(0, p)
+    return midi.translate.streamToMidiFile(out).writestr()
+
+
+def rebuild_part(part):
+    """A fresh flat Part holding ``part``'s notes, rests and chords, its time signatures, keys and
+    tempo marks (copies), and its first instrument, at their offsets.
+
+    Why not write ``part`` itself: music21's ABC reader puts one TimeSignature object into several
+    measures (when a metre is restated), so flattening the part inserts the same object twice
+    and ``score.write('midi')`` raises "TimeSignature ... is already found in this Stream" on
+    many tunes (16 of the first 80 of essenFolksong/altdeu10.abc, 9 of O'Neill's first 50). Walking measure by measure and giving each time signature
+    occurrence its own object avoids that. Notes are shared, not copied (the caller drops the
+    parsed score; music21's MIDI writer copies everything again anyway). Chord symbols (``"Am"``
+    in ABC) are accompaniment annotations, not notes of the tune, and are left out. So are grace
+    notes: they take no time in music21, music21 writes each as a note-on and note-off at the
+    same tick, and MIDI readers pair those with later note-offs into notes bars long.
+    Repeats are not expanded: the file holds the notes as written.
+    """
+    import copy
+
+    from music21 import harmony, key, meter, note, stream, tempo
+
+    out = stream.Part()
+    seen: set[tuple[str, float]] = set()  # (kind, offset) of metre/key/tempo already placed
+    instr = part.getInstrument(returnDefault=False)
+    if instr is not None:
+        out.insert(0, copy.deepcopy(instr))
+
+    def place(el, offset: float) -> None:
+        if isinstance(el, harmony.Harmony):
+            return
+        if isinstance(el, note.GeneralNote):
+            if el.duration.quarterLength > 0:  # not a grace note
+                out.coreInsert(offset, el)
+            return
+        if isinstance(el, meter.TimeSignature):
+            kind, el = "meter", meter.TimeSignature(el.ratioString)  # a deepcopy costs 10x more
+        elif isinstance(el, key.KeySignature):
+            kind, el = "key", copy.deepcopy(el)
+        elif isinstance(el, tempo.MetronomeMark):
+            kind, el = "tempo", copy.deepcopy(el)
+        else:
+            return
+        tag = (kind, float(offset))
+        if tag not in seen:
+            seen.add(tag)
+            out.coreInsert(offset, el)
+
+    for el in part:
+        offset = part.elementOffset(el)
+        if isinstance(el, stream.Stream):  # a Measure (or a Voice directly in the part)
+            flat = el.flatten()
+            for inner in flat:
+                place(inner, offset + flat.elementOffset(inner))
+        else:
+            place(el, offset)
+    out.coreElementsChanged()
+    return out
+
+
+def _manifest(out: Path, sources: Sequence[Source], records: dict[str, dict[str, Any]]) -> Manifest:
+    done = [records[s.rel] for s in sources if s.rel in records]
+    return Manifest(
+        root=out,
+        files=sorted(f for r in done for f in r["files"]),
+        failed=sorted((f for r in done for f in r["failed"]), key=lambda f: f["source"]),
+        sources_done=len(done),
+        sources_total=len(sources),
+    )
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write atomically unless the file already holds ``text`` (a finished rerun touches nothing)."""
+    try:
+        if path.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    _atomic_write_text(path, text)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from musicgen.midi_io import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# User corpora
+# ---------------------------------------------------------------------------------------------
+
+
+def list_midi_files(root: Path | str, key: str = "data.root") -> list[Path]:
+    """Every ``.mid``/``.midi`` file under ``root`` (any case, any depth), sorted by path.
+
+    Hidden files (names starting with ``.``, such as the temp files of an interrupted atomic
+    write) and hidden folders are left out. ``key`` names the config key in the error message.
+    """
+    from musicgen.midi_io import MIDI_SUFFIXES
+
+    root = require_dir(root, key)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(MIDI_SUFFIXES):
+                found.append(Path(dirpath) / name)
+    return sorted(found)
+
+
+def list_maestro(root: Path | str, key: str = "data.maestro_root") -> dict[str, list[Path]]:
+    """MAESTRO v3 MIDI files by the split its csv assigns (``train``, ``validation``, ``test``).
+
+    Files named in the csv but absent are an error: a partial download would otherwise change
+    the splits silently.
+    """
+    root = require_dir(root, key, "/path/to/maestro-v3.0.0", f"the unpacked MAESTRO v3 folder holding {MAESTRO_CSV}")
+    csv_path = root / MAESTRO_CSV
+    if not csv_path.is_file():
+        raise DataPathError(f"{key}={root} has no {MAESTRO_CSV}; set {key} to the unpacked maestro-v3.0.0 folder")
+    splits: dict[str, list[Path]] = {s: [] for s in MAESTRO_SPLITS}
+    missing = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            split = row["split"]
+            if split not in splits:
+                raise ValueError(f"{csv_path}: unknown split {split!r} for {row['midi_filename']}")
+            path = root / row["midi_filename"]
+            (splits[split] if path.is_file() else missing).append(path)
+    if missing:
+        raise DataPathError(f"{key}={root}: {len(missing)} MIDI files named in {MAESTRO_CSV} are missing, e.g. {missing[0]}")
+    return {s: sorted(p) for s, p in splits.items()}
+
+
+def scan_midi(paths: Iterable[Path | str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into usable MIDI files and skipped ones with their reason.
+
+    Each skipped file gets one warning line, and a summary line counts the reasons. Files are
+    only read, never changed.
+    """
+    from musicgen.midi_io import read_score
+    from musicgen.midi_io import BadMidiError
+
+    good: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in map(Path, paths):
+        try:
+            read_score(p)
+        except BadMidiError as e:
+            reason = str(e)
+            prefix = f"{p}: "
+            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+            log.warning("skipping %s: %s", p, reason)
+            skipped.append((p, reason))
+        else:
+            good.append(p)
+    if skipped:
+        kinds = Counter(_reason_kind(r) for _, r in skipped)
+        detail = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+        log.warning("skipped %d of %d files: %s", len(skipped), len(good) + len(skipped), detail)
+    return good, skipped
+
+
+def _reason_kind(reason: str) -> str:
+    """The short class of a ``read_score`` reason ("not a MIDI file (no MThd header)" -> "not a MIDI file")."""
+    return reason.split(" (", 1)[0]

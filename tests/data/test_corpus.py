@@ -1,0 +1,272 @@
+"""The embedded-corpus export, user MIDI listing, MAESTRO splits and the scan for unusable files.
+
+Exports run against a tiny stand-in for music21's corpus folder (``corpus_root``) built from
+real corpus files, so they take seconds; the full export is one ``slow`` test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import symusic
+
+from musicgen.data import corpus
+from musicgen.data.corpus import (
+    DataPathError,
+    export_corpus,
+    list_maestro,
+    list_midi_files,
+    list_sources,
+    load_manifest,
+    music21_corpus_dir,
+    scan_midi,
+    split_abc_tunes,
+)
+
+M21 = music21_corpus_dir()
+ONEILLS = M21 / "oneills1850" / "0001-0050.abc"
+EMPTY_TUNE = "X:99\nT:A tune without notes\nM:4/4\nK:G\n"
+
+
+def _abc_head(path: Path, n: int) -> str:
+    """The first ``n`` tunes of an ABC file, as ABC text."""
+    text = path.read_text()
+    cut = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("X:")]
+    return "".join(text.splitlines(keepends=True)[: cut[n]]) if n < len(cut) else text
+
+
+@pytest.fixture
+def fake_m21(tmp_path) -> Path:
+    """A music21-like corpus folder: 6 O'Neill's tunes + one without notes, a one-tune Ryan's file,
+    two chorales and BWV 846 (a prelude, to be left out)."""
+    root = tmp_path / "m21corpus"
+    (root / "oneills1850").mkdir(parents=True)
+    (root / "oneills1850" / "small.abc").write_text(_abc_head(ONEILLS, 6) + "\n" + EMPTY_TUNE)
+    (root / "ryansMammoth").mkdir()
+    shutil.copy(M21 / "ryansMammoth" / "7thRegimentReel.abc", root / "ryansMammoth")
+    (root / "bach").mkdir()
+    for name in ("bwv66.6.mxl", "bwv1.6.mxl", "bwv846.mxl", "bwv277.krn"):
+        shutil.copy(M21 / "bach" / name, root / "bach")
+    return root
+
+
+def _mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+def test_real_corpus_sources():
+    folk = list_sources("folk")
+    assert len(folk) == 31 + 39 + 6 + 1059 + 2
+    assert folk[0].rel == "essenFolksong/altdeu10.abc" and folk[0].key == "essenFolksong/altdeu10"
+    chorales = list_sources("chorales")
+    names = {s.key for s in chorales}
+    assert "bwv66.6" in names and "bwv846" not in names
+    assert len(chorales) == 409 and all(s.path.suffix in (".mxl", ".xml") for s in chorales)
+    with pytest.raises(ValueError, match="folk"):
+        list_sources("nope")
+
+
+def test_split_abc_tunes_keeps_every_tune_and_the_file_header():
+    tunes = split_abc_tunes(ONEILLS.read_text())
+    assert len(tunes) == 50 and all(t.lstrip().startswith("X:") for t in tunes)
+    # tunes sharing a reference number stay two tunes (music21's own split would merge them)
+    header = "% file header\nO:Somewhere\n"
+    twins = split_abc_tunes(header + "X:1\nK:C\nCDE|\nX:1\nK:C\nEDC|\n")
+    assert len(twins) == 2 and all(t.startswith(header) for t in twins)
+    assert "CDE" in twins[0] and "EDC" in twins[1]
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def test_folk_export_beats_the_time_signature_trap_and_keeps_the_melody(tmp_path):
+    from music21 import exceptions21, harmony, midi
+
+    tune0 = corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0])
+    # music21's own writer fails on this tune (the same TimeSignature object in two measures)
+    with pytest.raises(exceptions21.StreamException, match="already found"):
+        midi.translate.streamToMidiFile(corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
+
+    names, failed = corpus.export_abc_file(ONEILLS, tmp_path, max_tunes=3)
+    assert names == ["0000.mid", "0001.mid", "0002.mid"] and failed == []
+
+    part = tune0.parts[0].stripTies(matchByPitch=True)
+    want = sorted(
+        (round(float(n.getOffsetInHierarchy(part)), 3), p.midi)
+        for n in part.recurse().notes
+        if not isinstance(n, harmony.Harmony) and n.duration.quarterLength > 0
+        for p in n.pitches
+    )
+    midi_file = symusic.Score(str(tmp_path / "0000.mid"))
+    tpq = midi_file.ticks_per_quarter
+    got = sorted((round(n.time / tpq, 3), n.pitch) for t in midi_file.tracks for n in t.notes)
+    assert len(got) > 50 and got == want
+    assert [ts.numerator for ts in midi_file.time_signatures][:1] == [2]  # the tune's 2/4 survives
+
+
+def test_export_corpus_files_manifest_and_failures(tmp_path, fake_m21):
+    out = tmp_path / "folk"
+    manifest = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
+    want = [f"oneills1850/small/{i:04d}.mid" for i in range(6)] + ["ryansMammoth/7thRegimentReel/0000.mid"]
+    assert manifest.files == want
+    assert manifest.failed == [{"source": "oneills1850/small.abc#0006", "reason": "ValueError: no notes"}]
+    assert manifest.complete and manifest.sources_done == 2
+    assert all(p.is_file() for p in manifest.paths)
+
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["files"] == want and on_disk["failed"] == manifest.failed
+    assert load_manifest(out).files == want
+    assert sorted(p.relative_to(out).as_posix() for p in list_midi_files(out)) == want
+
+
+def test_chorales_keep_all_parts_and_skip_non_chorales(tmp_path, fake_m21):
+    manifest = export_corpus("chorales", tmp_path / "ch", workers=1, progress=False, corpus_root=fake_m21)
+    assert manifest.files == ["bwv1.6.mid", "bwv66.6.mid"] and manifest.failed == []
+    tracks = [t for t in symusic.Score(str(tmp_path / "ch" / "bwv66.6.mid")).tracks if t.notes]
+    assert len(tracks) == 4  # soprano, alto, tenor, bass
+
+
+def test_rerun_parses_nothing_and_a_deleted_record_redoes_only_its_source(tmp_path, fake_m21, monkeypatch):
+    out = tmp_path / "folk"
+    export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
+    before = _mtimes(out)
+
+    parsed = []
+    real_parse = corpus.parse_abc_tune
+    monkeypatch.setattr(corpus, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
+    again = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
+    assert parsed == [] and _mtimes(out) == before and len(again.files) == 7
+
+    (out / ".parts" / "ryansMammoth" / "7thRegimentReel.json").unlink()
+    export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
+    assert len(parsed) == 1 and "7th Regiment" in parsed[0]
+    changed = {p for p, t in _mtimes(out).items() if before.get(p) != t}
+    assert changed == {out / "ryansMammoth/7thRegimentReel/0000.mid", out / ".parts/ryansMammoth/7thRegimentReel.json"}
+
+
+def test_limit_and_untrusted_leftovers_of_a_killed_run(tmp_path, fake_m21):
+    out = tmp_path / "folk"
+    first = export_corpus("folk", out, workers=1, limit=1, progress=False, corpus_root=fake_m21)
+    assert first.sources_done == 1 and not first.complete
+    assert all(f.startswith("oneills1850/") for f in first.files)
+
+    # A run killed inside the Ryan's file: one tune written, a temp file, no record.
+    ryan = out / "ryansMammoth" / "7thRegimentReel"
+    ryan.mkdir(parents=True)
+    (ryan / "0000.mid").write_bytes(b"half a file")
+    (ryan / ".0000.mid.x1y2.tmp").write_bytes(b"junk")
+    assert ryan / ".0000.mid.x1y2.tmp" not in list_midi_files(out)
+    # and a record whose file vanished is not trusted either
+    (out / "oneills1850" / "small" / "0003.mid").unlink()
+
+    done = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
+    assert done.complete and len(done.files) == 7
+    assert (out / "oneills1850" / "small" / "0003.mid").is_file()
+    assert (ryan / "0000.mid").read_bytes().startswith(b"MThd")
+    assert not list(ryan.glob("*.tmp"))
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_parallel_export_matches_serial(tmp_path, fake_m21):
+    serial = export_corpus("folk", tmp_path / "a", workers=1, progress=False, corpus_root=fake_m21)
+    pooled = export_corpus("folk", tmp_path / "b", workers=2, progress=False, corpus_root=fake_m21)
+    assert pooled.files == serial.files and pooled.failed == serial.failed
+    for f in serial.files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_prepare_entry_point(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from musicgen import prepare
+
+    conf_dir = str(Path(prepare.__file__).resolve().parents[1] / "conf")
+    monkeypatch.delenv("MUSICGEN_DATA_DIR", raising=False)
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        default = compose("prepare")
+        cfg = compose("prepare", [f"data_dir={tmp_path}", "corpora=[chorales]", "limit=1", "workers=1", "progress=false"])
+    assert Path(default.data_dir) == Path(prepare.__file__).resolve().parents[1] / "data"
+    assert list(default.corpora) == ["folk", "chorales"]
+    assert prepare.prepare(cfg) == {"chorales": 1}
+    assert load_manifest(tmp_path / "chorales").files == ["bwv1.6.mid"]
+
+
+@pytest.mark.slow
+def test_full_export(tmp_path_factory):
+    """The whole embedded corpus: >= 12,500 folk tunes (>= 97% of them) and the chorales."""
+    out = tmp_path_factory.mktemp("full")
+    folk = export_corpus("folk", out / "folk", progress=False)
+    assert folk.complete and len(folk.files) >= 12_500
+    assert len(folk.files) >= 0.97 * (len(folk.files) + len(folk.failed))
+    chorales = export_corpus("chorales", out / "chorales", progress=False)
+    assert chorales.complete and len(chorales.files) >= 400
+
+
+# ------------------------------------------------------------------------------ user MIDI
+
+
+def test_list_midi_files_suffixes_nesting_and_order(tmp_path, folk_midi_files):
+    midi = folk_midi_files[0].read_bytes()
+    for rel in ("b.MID", "a.midi", "deep/er/c.mid", "deep/d.Midi", "notes.txt", "e.mid.bak", ".hidden.mid",
+                ".cache/f.mid"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(midi)
+    found = [p.relative_to(tmp_path).as_posix() for p in list_midi_files(tmp_path)]
+    assert found == ["a.midi", "b.MID", "deep/d.Midi", "deep/er/c.mid"]
+
+
+def test_missing_paths_say_how_to_set_them(tmp_path):
+    with pytest.raises(DataPathError, match=r"data.root=/nonexistent does not exist; set data.root=/path/to/your/midi"):
+        list_midi_files("/nonexistent")
+    with pytest.raises(FileNotFoundError, match="data.maestro_root=/nowhere does not exist"):
+        list_maestro("/nowhere")
+    with pytest.raises(DataPathError, match="maestro-v3.0.0.csv"):
+        list_maestro(tmp_path)
+    with pytest.raises(DataPathError, match="prepare"):
+        load_manifest(tmp_path)
+
+
+def test_list_maestro_honours_the_csv_split(tmp_path, folk_midi_files):
+    rows = [("train", "2004/a.midi"), ("validation", "2004/b.midi"), ("train", "2006/c.midi"),
+            ("test", "2006/d.midi"), ("train", "2004/0.midi")]
+    with open(tmp_path / "maestro-v3.0.0.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["canonical_composer", "canonical_title", "split", "year", "midi_filename",
+                    "audio_filename", "duration"])
+        for (split, name), src in zip(rows, folk_midi_files):
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            shutil.copyfile(src, tmp_path / name)
+            w.writerow(["Bach, J.S.", "Tune, with comma", split, name[:4], name, name[:-5] + ".wav", "1.0"])
+    splits = list_maestro(tmp_path)
+    rel = {k: [p.relative_to(tmp_path).as_posix() for p in v] for k, v in splits.items()}
+    assert rel == {"train": ["2004/0.midi", "2004/a.midi", "2006/c.midi"], "validation": ["2004/b.midi"],
+                   "test": ["2006/d.midi"]}
+
+    os.remove(tmp_path / "2006/d.midi")
+    with pytest.raises(DataPathError, match="1 MIDI files named in maestro-v3.0.0.csv are missing"):
+        list_maestro(tmp_path)
+
+
+def test_scan_midi_skips_exactly_the_broken_files(broken_midi_dir, broken_midi_names, caplog):
+    files = sorted(broken_midi_dir.iterdir())
+    before = {p: p.read_bytes() for p in files}
+    with caplog.at_level(logging.WARNING, logger="musicgen.data.corpus"):
+        good, skipped = scan_midi(files)
+    assert [p.name for p in good] == ["good_0.mid", "good_1.mid", "good_2.mid"]
+    assert {p.name: r for p, r in skipped}.keys() == broken_midi_names.keys()
+    for p, reason in skipped:
+        assert reason.startswith(broken_midi_names[p.name]), (p.name, reason)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line.startswith("skipping ") for line in lines) == len(broken_midi_names)
+    assert lines[-1].startswith(f"skipped {len(broken_midi_names)} of {len(files)} files: ")
+    assert "2 not a MIDI file" in lines[-1]
+    assert {p: p.read_bytes() for p in files} == before

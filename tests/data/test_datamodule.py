@@ -1,0 +1,154 @@
+"""Split, augmentation, cache and DataModule on real tunes."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from musicgen.data import MidiDataModule
+from musicgen.data.augment import AugmentConfig, transpositions
+from musicgen.data.split import split_files, split_of, subsample
+from musicgen.midi_io import read_score
+from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
+from musicgen.tokenizers.base import BOS_ID, EOS_ID
+
+
+def make_dm(root, cache_dir, tokenizer=None, **kw):
+    kw = {"val_frac": 0.3, "mode": "causal", "seq_len": 32, "stride": 16, "batch_size": 4, "progress": False, **kw}
+    return MidiDataModule(tokenizer or RemiTokenizer(), root=str(root), cache_dir=str(cache_dir), **kw)
+
+
+def test_split_is_stable_when_files_are_added():
+    names = [f"folk/{i}.mid" for i in range(500)]
+    before = {n: split_of(n, 0, 0.1) for n in names}
+    more = split_files([(n, None) for n in names + [f"new/{i}.mid" for i in range(300)]], 0, 0.1)
+    after = {n: s for s, fl in more.items() for n, _ in fl}
+    assert all(after[n] == before[n] for n in names)
+    val_share = sum(s == "val" for s in before.values()) / len(names)
+    assert 0.06 < val_share < 0.14
+    assert split_of("folk/1.mid", 0, 0.1) == split_of("folk/1.mid", 0, 0.1)
+
+
+def test_subsample_is_stable_and_capped():
+    files = [(f"f{i}", None) for i in range(100)]
+    a = subsample(files, 10, 0)
+    assert len(a) == 10 and subsample(files, 10, 0) == a
+    assert set(a) <= set(subsample(files + [(f"g{i}", None) for i in range(5)], 15, 0)) | set(a)
+
+
+def test_transpositions_stay_in_range_and_are_seeded():
+    cfg = AugmentConfig(copies=2, max_shift=6)
+    shifts = transpositions("a.mid", 60, 72, (21, 108), cfg, seed=0)
+    assert len(shifts) == 2 and len(set(shifts)) == 2 and 0 not in shifts
+    assert all(-6 <= s <= 6 for s in shifts)
+    assert shifts == transpositions("a.mid", 60, 72, (21, 108), cfg, seed=0)
+    # a tune near the top of the range: only downward shifts are drawn
+    assert all(s < 0 for s in transpositions("b.mid", 60, 106, (21, 108), cfg, seed=0) if s > 2)
+    assert all(106 + s <= 108 for s in transpositions("b.mid", 60, 106, (21, 108), cfg, seed=0))
+    assert transpositions("c.mid", 21, 108, (21, 108), cfg, seed=0) == []
+
+
+def test_no_validation_file_or_transposition_reaches_training(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache")
+    dm.setup()
+    train_names = dm.cache.splits["train"].names
+    val_names = dm.cache.splits["val"].names
+    assert val_names and train_names
+    train_files = {n.split("@")[0] for n in train_names}
+    assert not train_files & set(val_names)
+    # and by content: no transposition of a validation piece is among the training documents
+    tok = dm.tokenizer
+    val_scores = [read_score(real_midi_dir / n.removeprefix("user/")) for n in val_names]
+    train_docs = {tuple(dm.cache.splits["train"].doc(i)[1:-1]) for i in range(dm.cache.splits["train"].n_docs)}
+    for score in val_scores:
+        for s in range(-6, 7):
+            assert tuple(tok.encode(score.shift_pitch(s))) not in train_docs
+
+
+def test_augmentation_count(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache", augment={"copies": 2, "max_shift": 6})
+    dm.setup()
+    meta = dm.cache.meta["splits"]["train"]
+    names = dm.cache.splits["train"].names
+    originals = [n for n in names if "@" not in n]
+    assert len(originals) == meta["files"]
+    assert len(names) == 3 * meta["files"]  # folk and chorales fit the range: 2 copies each
+    assert dm.cache.meta["splits"]["val"]["docs"] == dm.cache.meta["splits"]["val"]["files"]
+    none = make_dm(real_midi_dir, tmp_path / "cache0", augment={"copies": 0})
+    none.setup()
+    assert none.cache.splits["train"].n_docs == meta["files"]
+
+
+def test_cache_layout_reuse_and_invalidation(real_midi_dir, tmp_path):
+    root = tmp_path / "midi"
+    shutil.copytree(real_midi_dir, root)
+    cache_dir = tmp_path / "cache"
+    dm = make_dm(root, cache_dir)
+    dm.setup()
+    first = dm.cache.path
+    st = dm.cache.splits["train"]
+    assert isinstance(st.tokens, np.memmap)
+    assert st.tokens[0] == BOS_ID and st.tokens[st.offsets[1] - 1] == EOS_ID
+    assert (first / "tokenizer.json").exists()
+    dm.prepare_data()  # Lightning calls it again after setup(): nothing is rebuilt
+    dm.setup()
+    assert [p.name for p in cache_dir.iterdir() if not p.name.startswith(".")] == [first.name]
+    # same inputs: reused, not rebuilt
+    mtime = (first / "meta.json").stat().st_mtime_ns
+    dm2 = make_dm(root, cache_dir)
+    dm2.setup()
+    assert dm2.cache.path == first and (first / "meta.json").stat().st_mtime_ns == mtime
+    # another tokeniser config: another cache
+    dm3 = make_dm(root, cache_dir, tokenizer=PitchTokenizer())
+    dm3.setup()
+    assert dm3.cache.path != first
+    # a changed file: rebuilt
+    victim = sorted(root.rglob("*.mid"))[0]
+    victim.write_bytes(sorted(real_midi_dir.rglob("*.mid"))[1].read_bytes())
+    dm4 = make_dm(root, cache_dir)
+    dm4.setup()
+    assert dm4.cache.path != first
+    # an added file: rebuilt
+    shutil.copy(victim, root / "extra.mid")
+    dm5 = make_dm(root, cache_dir)
+    dm5.setup()
+    assert dm5.cache.path not in (first, dm4.cache.path)
+
+
+def test_batches_from_the_datamodule(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache", mode="seq2one", seq_len=20, stride=1)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 20) and y.shape == (4,)
+    assert int(x.max()) < dm.tokenizer.vocab_size and int(y.max()) < dm.tokenizer.vocab_size
+    assert len(dm.datasets["train"]) == len(dm.cache.splits["train"].tokens) - 20
+
+
+def test_broken_files_are_skipped_and_left_untouched(broken_midi_dir, tmp_path, caplog):
+    before = {p: p.read_bytes() for p in broken_midi_dir.rglob("*") if p.is_file()}
+    dm = make_dm(broken_midi_dir, tmp_path / "cache", val_frac=0.0)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    skipped = dm.cache.meta["skipped"]
+    n_bad = sum(1 for p in before if "good" not in p.name)
+    assert len(skipped) == n_bad
+    assert sum("skipping" in r.message for r in caplog.records) == n_bad
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    dm = make_dm(tmp_path / "empty", tmp_path / "cache")
+    with pytest.raises(ValueError, match="empty"):
+        dm.setup()
+
+
+def test_only_broken_files_is_a_clear_error(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "x.mid").write_bytes(b"")
+    (d / "y.mid").write_text("hello")
+    dm = make_dm(d, tmp_path / "cache", val_frac=0.0)
+    with pytest.raises(ValueError, match="no usable training files"):
+        dm.setup()

@@ -1,0 +1,102 @@
+"""Window counts and contents against a naive materialised implementation."""
+
+import numpy as np
+import pytest
+
+from musicgen.data.windows import IGNORE_INDEX, TokenWindows, n_packed_windows, windows_per_doc
+from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
+
+
+def make_stream(doc_lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    docs = [np.concatenate([[BOS_ID], rng.integers(4, 50, n), [EOS_ID]]) for n in doc_lengths]
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    return np.concatenate(docs).astype(np.uint16), offsets
+
+
+def naive_windows(tokens, offsets, seq_len, stride, mode, pack):
+    out = []
+    if pack:
+        for s in range(0, len(tokens) - seq_len, stride):
+            x = tokens[s : s + seq_len]
+            y = tokens[s + seq_len] if mode == "seq2one" else tokens[s + 1 : s + seq_len + 1]
+            out.append((list(x), y if mode == "seq2one" else list(y)))
+        return out
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        doc = list(tokens[a:b])
+        if mode == "seq2one":
+            for t in range(1, len(doc), stride):
+                ctx = doc[max(0, t - seq_len) : t]
+                out.append(([PAD_ID] * (seq_len - len(ctx)) + ctx, doc[t]))
+        else:
+            s = 0
+            while True:
+                x = doc[s : s + seq_len]
+                y = doc[s + 1 : s + seq_len + 1]
+                out.append((x + [PAD_ID] * (seq_len - len(x)), y + [IGNORE_INDEX] * (seq_len - len(y))))
+                if s + seq_len >= len(doc) - 1:
+                    break
+                s += stride
+    return out
+
+
+@pytest.mark.parametrize("mode,seq_len,stride", [("seq2one", 8, 1), ("seq2one", 5, 3), ("causal", 8, 4), ("causal", 6, 6)])
+@pytest.mark.parametrize("pack", [True, False])
+def test_windows_match_naive(mode, seq_len, stride, pack):
+    tokens, offsets = make_stream([3, 20, 7, 1, 13])
+    ds = TokenWindows(tokens, offsets, seq_len, stride, mode, pack)
+    expected = naive_windows(tokens, offsets, seq_len, stride, mode, pack)
+    assert len(ds) == len(expected)
+    x, y = ds.__getitems__(list(range(len(ds))))
+    assert x.shape == (len(ds), seq_len)
+    for i, (ex, ey) in enumerate(expected):
+        assert x[i].tolist() == [int(v) for v in ex]
+        if mode == "seq2one":
+            assert int(y[i]) == int(ey)
+        else:
+            assert y[i].tolist() == [int(v) for v in ey]
+    xi, yi = ds[len(ds) - 1]
+    assert xi.tolist() == x[-1].tolist()
+
+
+def test_window_count_formulas():
+    # packed: N tokens, windows need seq_len + 1 tokens
+    assert n_packed_windows(101, 100, 1) == 1
+    assert n_packed_windows(1000, 100, 1) == 900
+    assert n_packed_windows(1000, 256, 64) == (1000 - 257) // 64 + 1
+    assert n_packed_windows(256, 256, 64) == 0
+    # padded: a document of L tokens (BOS/EOS included) has L-1 targets
+    assert windows_per_doc(10, 100, 1, "seq2one") == 9
+    assert windows_per_doc(10, 100, 4, "seq2one") == 3
+    assert windows_per_doc(10, 256, 64, "causal") == 1
+    assert windows_per_doc(300, 256, 64, "causal") == 2  # 299 targets: windows at 0 and 64
+    assert windows_per_doc(1, 256, 64, "causal") == 0
+
+
+def test_target_stats_padding_and_separators():
+    tokens, offsets = make_stream([10, 10])  # 2 docs of 12 tokens
+    packed = TokenWindows(tokens, offsets, 4, 1, "seq2one", pack=True).target_stats()
+    targets = tokens[4:]
+    assert packed["pad_share"] == 0
+    assert packed["separator_share"] == pytest.approx(np.isin(targets, [BOS_ID, EOS_ID]).mean())
+    padded = TokenWindows(tokens, offsets, 16, 16, "causal", pack=False).target_stats()
+    # one window per doc: 11 real targets (10 notes + EOS) of 16 slots
+    assert padded["pad_share"] == pytest.approx(5 / 16)
+    assert padded["separator_share"] == pytest.approx(1 / 16)
+
+
+def test_windows_are_views_not_copies(tmp_path):
+    tokens, offsets = make_stream([50] * 40)
+    mm = np.lib.format.open_memmap(tmp_path / "tokens.npy", mode="w+", dtype=np.uint16, shape=tokens.shape)
+    mm[:] = tokens
+    ds = TokenWindows(mm, offsets, 100, 1, "seq2one")
+    assert ds.tokens is mm  # indexes the memmap, holds no per-window copy
+    assert len(ds) == len(tokens) - 100
+
+
+def test_bad_window_args():
+    tokens, offsets = make_stream([5])
+    with pytest.raises(ValueError, match="data.mode"):
+        TokenWindows(tokens, offsets, 4, 1, "bidirectional")
+    with pytest.raises(ValueError, match="stride=0"):
+        TokenWindows(tokens, offsets, 4, 0, "causal")
