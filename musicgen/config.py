@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -26,6 +25,8 @@ TOP_LEVEL_KEYS = {
 
 def default_precision() -> str:
     """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
+    import torch
+
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -44,9 +45,17 @@ def wandb_offline() -> bool:
     return not (netrc.exists() and "api.wandb.ai" in netrc.read_text())
 
 
+def project_root() -> str:
+    """``$MUSICGEN_ROOT``, else this checkout's root (where ``conf/`` lives), else the working directory."""
+    if os.environ.get("MUSICGEN_ROOT"):
+        return os.environ["MUSICGEN_ROOT"]
+    checkout = Path(__file__).resolve().parents[1]
+    return str(checkout) if (checkout / "conf" / "train.yaml").exists() else os.getcwd()
+
+
 def register_resolvers() -> None:
     for name, fn in {
-        "mg_root": lambda: os.environ.get("MUSICGEN_ROOT", os.getcwd()),
+        "mg_root": project_root,
         "mg_precision": default_precision,
         "mg_wandb_offline": wandb_offline,
     }.items():

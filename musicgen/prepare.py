@@ -7,15 +7,12 @@ Thin Hydra entry point; the work is ``musicgen.data.corpus.export_corpus``. Conf
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-# The repository root, for ``${oc.env:PROJECT_ROOT}`` in the config (lightning-hydra-template's
-# convention), so the default data folder does not depend on the working directory.
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 
 log = logging.getLogger(__name__)
 

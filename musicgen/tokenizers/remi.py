@@ -33,9 +33,7 @@ import symusic
 from miditok import TokSequence
 from miditok.constants import CURRENT_MIDITOK_VERSION
 
-# module import, not names: midi_io imports tokenizers.base, so this package may still be
-# initialising when midi_io is imported first
-import musicgen.midi_io as midi_io
+from musicgen import midi_io
 from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, BadMidiError, MusicTokenizer
 from musicgen.tokenizers.pitch import strip_bos_eos
 
