@@ -16,6 +16,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU         := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
 VERSION  ?= v7
+RUN      ?=
 PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
@@ -29,6 +30,7 @@ help: ## Show this help (targets and common variables)
 	@echo "Examples:  make train VERSION=v6 PRESET=cpu"
 	@echo "           make train VERSION=v8 ARGS='logger=wandb trainer.max_epochs=5'"
 	@echo "           make sweep VERSION=v7 ARGS='model.dropout=0.1,0.2'"
+	@echo "           make generate RUN=outputs/train/v7/<run> ARGS='sampling=creative num_samples=8'"
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -60,6 +62,25 @@ train: $(STAMP) ## Train a version: make train VERSION=v7 PRESET=cpu ARGS='...'
 
 sweep: $(STAMP) ## Multirun sweep: make sweep VERSION=v7 ARGS='model.dropout=0.1,0.2'
 	$(PY) -m musicgen.train -m +version=$(VERSION) $(PRESET_ARG) $(ARGS)
+
+DEMO_DIR ?= outputs/demo/v7
+
+demo: $(STAMP) ## Prepare the corpus, train V7 (cpu preset), generate 4 samples, evaluate
+	$(PY) -m musicgen.prepare
+	rm -rf $(DEMO_DIR)
+	$(PY) -m musicgen.train +version=v7 preset=cpu hydra.run.dir=$(DEMO_DIR) $(ARGS)
+	$(PY) -m musicgen.generate ckpt_path=$(DEMO_DIR) num_samples=4 output_dir=$(DEMO_DIR)/samples
+	$(PY) -m musicgen.evaluate ckpt_path=$(DEMO_DIR)
+	@echo ""
+	@echo "MIDI files and piano rolls: $(DEMO_DIR)/samples/ (generation.json lists them)"
+	@echo "evaluation report:          $(DEMO_DIR)/evaluation.md (+ evaluation.json, *.png)"
+	@echo "checkpoints and metrics:    $(DEMO_DIR)/checkpoints/, $(DEMO_DIR)/metrics.json"
+
+generate: $(STAMP) ## Generate from a run: make generate RUN=outputs/train/v7/<run> ARGS='num_samples=8'
+	$(PY) -m musicgen.generate ckpt_path=$(RUN) $(ARGS)
+
+evaluate: $(STAMP) ## Evaluate a run: make evaluate RUN=outputs/train/v7/<run>
+	$(PY) -m musicgen.evaluate ckpt_path=$(RUN) $(ARGS)
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs/* multirun .pytest_cache
