@@ -23,10 +23,13 @@ def plot_piano_roll(score: symusic.Score, path: Path | str | None = None, title:
         vel = np.array([n.velocity for n in notes]) / 127
         colors = [(0.1, 0.3, 0.7, 0.35 + 0.65 * v) for v in vel]
         ax.barh(pitches, durs, left=starts, height=0.8, color=colors, edgecolor="none")
-        ax.set_ylim(pitches.min() - 2, pitches.max() + 2)
+        lo, hi = int(pitches.min()) - 2, int(pitches.max()) + 2
+        ax.set_ylim(lo, hi)
         ax.set_xlim(0, (starts + durs).max())
+        cs = [p for p in range(lo, hi + 1) if p % 12 == 0]  # label the Cs: C4 = 60
+        ax.set_yticks(cs, [f"C{p // 12 - 1}" for p in cs])
     ax.set_xlabel("time (quarter notes)")
-    ax.set_ylabel("MIDI pitch")
+    ax.set_ylabel("pitch")
     ax.set_title(title or f"{len(notes)} notes")
     ax.grid(alpha=0.3)
     fig.tight_layout()
