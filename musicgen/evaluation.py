@@ -127,7 +127,7 @@ def sample_metrics(
     out["syntax_error_rate"] = float(syntax.compute())
     out["pitch_counts"] = pitch_counts(pitches_all).tolist() if pitches_all else [0] * 128
     out["notes_per_piece"] = len(pitches_all) / max(1, len(seqs))
-    out["pieces"] = len(seqs)
+    out["sampled_pieces"] = len(seqs)
     return out
 
 
