@@ -66,7 +66,7 @@ sweep: $(STAMP) ## Multirun sweep: make sweep VERSION=v7 ARGS='model.dropout=0.1
 DEMO_DIR ?= outputs/demo/v7
 
 demo: $(STAMP) ## Prepare the corpus, train V7 (cpu preset), generate 4 samples, evaluate
-	$(PY) -m musicgen.prepare
+	$(PY) -m musicgen.prepare 'corpora=[folk]'
 	rm -rf $(DEMO_DIR)
 	$(PY) -m musicgen.train +version=v7 preset=cpu hydra.run.dir=$(DEMO_DIR) $(ARGS)
 	$(PY) -m musicgen.generate ckpt_path=$(DEMO_DIR) num_samples=4 output_dir=$(DEMO_DIR)/samples
@@ -81,6 +81,10 @@ generate: $(STAMP) ## Generate from a run: make generate RUN=outputs/train/v7/<r
 
 evaluate: $(STAMP) ## Evaluate a run: make evaluate RUN=outputs/train/v7/<run>
 	$(PY) -m musicgen.evaluate ckpt_path=$(RUN) $(ARGS)
+
+bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m musicgen.bench $(ARGS)
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs/* multirun .pytest_cache

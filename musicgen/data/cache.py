@@ -168,7 +168,9 @@ def _encode_one(job: tuple[Path, list[int]]) -> list[list[int]] | str:
 
 def _map(fn, jobs: list, workers: int, desc: str, progress: bool, initargs=None):
     if workers > 1 and len(jobs) >= 200:
-        ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/OpenMP threads
+        # fork, like torch's DataLoader workers: spawn would re-import the caller's __main__
+        # (and its torch) in every worker; the workers only run symusic and MidiTok
+        ctx = mp.get_context("fork")
         with ctx.Pool(workers, initializer=_init_worker if initargs else None, initargs=initargs or ()) as pool:
             yield from tqdm(pool.imap(fn, jobs, chunksize=16), total=len(jobs), desc=desc, disable=not progress)
     else:
