@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from musicgen.checkpoint import LoadedRun, load_run
+from musicgen.checkpoint import LoadedRun, load_run, load_run_cache
 from musicgen.generation import SamplingConfig, generate
 from musicgen.midi_io import atomic_write_text, read_score, write_score
 from musicgen.plots import plot_piano_roll
@@ -43,15 +43,13 @@ def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> t
     if source == "file":
         return [file_prompt(run, cfg.prompt.file, cfg.prompt.bars)] * n, f"file {cfg.prompt.file} (first {cfg.prompt.bars} bars)"
     if source == "data":
-        from musicgen.data.cache import load as load_cache
-
         cache_path = Path(run.metadata.get("cache_path", ""))
         if not (cache_path / "meta.json").exists():
             raise FileNotFoundError(
                 f"prompt.source=data needs the run's token cache at {cache_path}, which is missing; "
                 "use prompt.source=none or prompt.source=file prompt.file=<a .mid>"
             )
-        tokens = load_cache(cache_path).splits["train"].tokens
+        tokens = load_run_cache(run).splits["train"].tokens
         length = min(cfg.prompt.length, len(tokens) - 1)
         starts = rng.integers(0, len(tokens) - length, size=n)
         return [tokens[s : s + length].astype(np.int64).tolist() for s in starts], (
@@ -60,14 +58,19 @@ def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> t
     raise ValueError(f"prompt.source={source!r} must be one of data, file, none")
 
 
-def file_prompt(run: LoadedRun, path: str | None, bars: int) -> list[int]:
-    """BOS + the first ``bars`` bars of a MIDI file, tokenised."""
+def read_prompt_file(path: str | None):
+    """The score of ``prompt.file``, or a ``ValueError`` saying why it cannot be a prompt."""
     if not path:
         raise ValueError("prompt.source=file needs prompt.file=<path to a .mid file>")
     try:
-        score = read_score(path)
+        return read_score(path)
     except BadMidiError as e:
-        raise ValueError(f"prompt.file: {e}") from e
+        raise ValueError(f"prompt.file={e}; pass a MIDI file with notes") from e
+
+
+def file_prompt(run: LoadedRun, path: str | None, bars: int) -> list[int]:
+    """BOS + the first ``bars`` bars of a MIDI file, tokenised."""
+    score = read_prompt_file(path)
     ts = score.time_signatures[0] if len(score.time_signatures) else None
     num, den = (ts.numerator, ts.denominator) if ts else (4, 4)
     bar_ticks = score.ticks_per_quarter * 4 * num // den
@@ -80,6 +83,8 @@ def file_prompt(run: LoadedRun, path: str | None, bars: int) -> list[int]:
 
 def run_generation(cfg: DictConfig) -> dict[str, Any]:
     sampling = SamplingConfig(**cfg.sampling)  # range errors before any model is loaded
+    if cfg.prompt.source == "file":
+        read_prompt_file(cfg.prompt.file)  # and an unusable prompt file
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")

@@ -8,12 +8,17 @@ so callers can skip the file with a warning and count it.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import symusic
 
 MIDI_SUFFIXES = (".mid", ".midi")
+_UMASK = os.umask(0o022)  # read the process umask (the only way), then put it back
+os.umask(_UMASK)
 
 
 class BadMidiError(ValueError):
@@ -23,7 +28,9 @@ class BadMidiError(ValueError):
 def read_score(path: Path | str) -> symusic.Score:
     """The file's score with all non-drum tracks merged into one track (program 0).
 
-    Raises ``BadMidiError`` for zero-byte, truncated, non-MIDI, drums-only and note-less files.
+    Raises ``BadMidiError`` for zero-byte, truncated, non-MIDI, drums-only and note-less files,
+    for SMPTE time division (frames per second, not ticks per quarter note) and for format 2
+    files with several tracks (independent sequences, which merging would play at once).
     """
     path = Path(path)
     try:
@@ -33,8 +40,21 @@ def read_score(path: Path | str) -> symusic.Score:
     if size == 0:
         raise BadMidiError(f"{path}: empty file (0 bytes)")
     with open(path, "rb") as f:
-        if f.read(4) != b"MThd":
-            raise BadMidiError(f"{path}: not a MIDI file (no MThd header)")
+        header = f.read(14)
+    if header[:4] != b"MThd":
+        raise BadMidiError(f"{path}: not a MIDI file (no MThd header)")
+    if len(header) == 14:
+        fmt, n_tracks, division = struct.unpack(">HHh", header[8:14])
+        if division < 0:  # high bit set: -frames per second, ticks per frame
+            raise BadMidiError(
+                f"{path}: SMPTE time division ({-(division >> 8)} fps x {division & 0xFF} ticks per frame) "
+                "is not supported; re-save it with ticks per quarter note"
+            )
+        if fmt == 2 and n_tracks > 1:
+            raise BadMidiError(
+                f"{path}: MIDI format 2 ({n_tracks} independent sequences) is not supported; "
+                "convert it to format 0 or 1"
+            )
     try:
         score = symusic.Score(str(path))
     except Exception as e:  # symusic raises RuntimeError/ValueError with parser messages
@@ -61,20 +81,34 @@ def merge_tracks(score: symusic.Score, source: str = "score") -> symusic.Score:
     return out
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill leaves either the old file or the new one."""
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; moved onto ``path`` when the block succeeds.
+
+    A kill or an error leaves either the old file or the new one, never a half-written file
+    under ``path``: the temporary file is hidden (``.name.XXXX.tmp``), fsynced, then renamed
+    (``os.replace`` is atomic within a file system) and removed if the block raises.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; give it a plain file's permissions
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a kill leaves either the old file or the new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -83,13 +117,5 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def write_score(score: symusic.Score, path: Path | str) -> None:
     """Write a score as a MIDI file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        score.dump_midi(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        score.dump_midi(str(tmp))

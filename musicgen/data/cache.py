@@ -111,11 +111,20 @@ def build_or_load(
     key = cache_key(files, tokenizer, augment, seed)
     final = cache_root / key
     with _locked(cache_root):
+        _remove_leftovers(cache_root)
         if not (final / "meta.json").exists():
             _build(final, files, tokenizer, augment, seed, workers, progress)
         else:
             log.info("reusing token cache %s", final)
     return load(final)
+
+
+def _remove_leftovers(cache_root: Path) -> None:
+    """Temporary build directories of killed builds (never trusted; only their space is lost).
+    Called under the lock, so no live build owns one: each build removes its own when it ends."""
+    for tmp in cache_root.glob(".*.tmp-*"):
+        log.info("removing %s, left by an interrupted cache build", tmp)
+        shutil.rmtree(tmp)
 
 
 def load(path: Path | str) -> TokenCache:

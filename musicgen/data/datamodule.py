@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
@@ -25,6 +27,66 @@ MAESTRO_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 def _batched(batch):
     """``TokenWindows.__getitems__`` already returns a collated batch."""
     return batch
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's window indices for one epoch, in an order that depends only on (seed, epoch).
+
+    ``shuffle``: a permutation drawn with seed ``(seed, epoch)``; else ``0..n-1``. The epoch is
+    ``epoch_source()`` when given (the DataModule passes the trainer's ``current_epoch``: the
+    value Lightning hands to ``set_epoch`` is one ahead after resuming from a checkpoint written
+    at validation end), else the last ``set_epoch``. It is read when an epoch's iteration starts.
+    With ``world_size`` > 1 each rank takes every ``world_size``-th index; a shuffled (training)
+    order is first padded by repeating its start, so every rank runs the same number of batches,
+    as ``DistributedSampler`` does; a sequential (validation) order is not, so every window
+    counts once in the loss.
+
+    ``resume(epoch, skip)``: in that epoch the first ``skip`` indices are left out, because a run
+    interrupted in the middle of it had already trained on them.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_source: Callable[[], int] | None = None,
+    ) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch_source = epoch_source
+        self.epoch = 0  # the epoch whose order is being served
+        self._resume_epoch, self._skip = -1, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self._resume_epoch, self._skip = epoch, skip
+
+    def _indices(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.rank, self.n, self.world_size)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        per_rank = -(-self.n // self.world_size)  # ceil
+        order = np.resize(order, per_rank * self.world_size)  # pads by repeating the start
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        if self.epoch_source is not None:
+            self.epoch = self.epoch_source()
+        idx = self._indices()
+        if self.epoch == self._resume_epoch:
+            idx = idx[self._skip :]
+        return iter(idx.tolist())
+
+    def __len__(self) -> int:
+        """Of the whole epoch (Lightning counts the batches of a resumed epoch itself)."""
+        if not self.shuffle:
+            return len(range(self.rank, self.n, self.world_size))
+        return -(-self.n // self.world_size)
 
 
 class MidiDataModule(L.LightningDataModule):
@@ -92,6 +154,8 @@ class MidiDataModule(L.LightningDataModule):
         self.progress = progress
         self.cache: token_cache.TokenCache | None = None
         self.datasets: dict[str, TokenWindows] = {}
+        self.train_sampler: EpochSampler | None = None
+        self._resume: dict[str, int] | None = None  # data position read from a checkpoint
         check_window_args(mode, seq_len, stride)
 
     # ------------------------------------------------------------------ sources
@@ -173,14 +237,24 @@ class MidiDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.cache is None:
             self.setup()
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
+        sampler = EpochSampler(len(self.datasets[split]), shuffle, self.seed, rank, world, epoch_source)
+        if split == "train":
+            self.train_sampler = sampler
+            if self._resume is not None:
+                sampler.resume(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_batched,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
+            # worker seeds come from here, not from the global RNG, which dropout uses
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -191,3 +265,19 @@ class MidiDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict[str, int]:
+        """The data position, stored in every checkpoint: the epoch whose order the training batches
+        follow and how many of its batches this rank has trained on."""
+        if self.trainer is None or self.train_sampler is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": self.train_sampler.epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if not state_dict:
+            return
+        self._resume = dict(state_dict)
+        if self.train_sampler is not None:
+            self.train_sampler.resume(state_dict["epoch"], state_dict["batches_done"] * self.batch_size)

@@ -4,6 +4,7 @@ loss, metrics, logging and optimisation; they know nothing of MIDI or tokenisers
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import lightning as L
@@ -45,6 +46,7 @@ class LanguageModelModule(L.LightningModule):
         self.net = net
         self.metadata = dict(metadata or {})
         self.train_loss = MeanMetric()
+        self.train_loss.persistent(True)  # in checkpoints: a resumed epoch's mean covers all its batches
         self.val_loss = MeanMetric()  # token-weighted mean over the whole validation set
 
     def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,15 +61,20 @@ class LanguageModelModule(L.LightningModule):
         loss, n = self._step(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"loss is {loss.item()} at global step {self.global_step} (batch {batch_idx}); "
-                "lower optim.lr or use trainer.precision=32; the last good checkpoint is kept"
+                f"training loss is {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped before this step's "
+                "update: lower optim.lr, or use trainer.precision=32-true"
             )
         self.train_loss.update(loss.detach(), n)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_epoch", self.train_loss.compute())
+        with warnings.catch_warnings():
+            # resumed from a checkpoint written at validation end, the running mean comes from the
+            # checkpoint, not from update() calls in this process, and torchmetrics warns
+            warnings.filterwarnings("ignore", message="The ``compute`` method of metric MeanMetric was called before")
+            self.log("train/loss_epoch", self.train_loss.compute())
         self.train_loss.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -1,0 +1,170 @@
+"""What makes a run survive a kill: atomic checkpoint files, a ``last.ckpt`` every N steps and
+on SIGTERM / Ctrl-C, and the state a resumed run needs to continue exactly.
+
+Exact resume needs five things restored; Lightning restores the first two itself:
+1. weights, optimizer, scheduler, loop counters (global step, epoch, batch in epoch);
+2. callback states (best score, early-stopping patience);
+3. the data position: ``MidiDataModule`` orders each epoch by ``(seed, epoch)`` and skips the
+   batches of an interrupted epoch already trained on (its ``state_dict``);
+4. the running mean of the epoch's training loss (a persistent metric of the module);
+5. the global RNGs (dropout) and the last logged metrics: ``ResumeState`` below.
+
+Checkpoints are only written where a run can continue exactly from: after an optimizer step
+inside an epoch (``ResumeCheckpoint``) and at validation end (``ModelCheckpoint`` with
+``save_on_train_epoch_end: false``; after the epoch-end hooks, Lightning would run them twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from musicgen.midi_io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a hidden temporary file beside the target, then ``os.replace``.
+
+    Lightning's own writer stages the file in the system temp folder and moves it, which is a
+    copy (not atomic) when that folder is on another file system; a kill then can leave a
+    truncated ``last.ckpt``. Here a kill leaves the previous checkpoint intact.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+        log.info("wrote checkpoint %s (step %s)", path, checkpoint.get("global_step"))
+
+
+class ResumeCheckpoint(L.Callback):
+    """Writes ``path`` (``last.ckpt``) every ``every_n_train_steps`` optimizer steps inside an
+    epoch, and on SIGTERM (SLURM pre-emption, ``kill``) or a first Ctrl-C, after which training
+    stops with ``SIGTERMException``; a second Ctrl-C stops at once, without a checkpoint.
+
+    Writes happen only after an optimizer step (never inside a gradient accumulation window)
+    and never after an epoch's last batch: from there Lightning resumes by skipping that epoch's
+    validation. A signal during an epoch's last batch or its validation is acted on at the
+    epoch's end instead, before the epoch-end hooks, once validation and the best-checkpoint
+    bookkeeping are done. Lightning's own SIGTERM handling is replaced while training runs,
+    because it stops in the middle of a validation, which a resumed run cannot finish with the
+    right loss. Under DDP the ranks agree at every step whether any of them was signalled, so
+    all stop at the same step. Other exceptions (a NaN loss, a bug) write nothing: the last good
+    checkpoint stays.
+    """
+
+    def __init__(self, path: str, every_n_train_steps: int | None = None) -> None:
+        self.path = Path(path)
+        self.every_n_train_steps = every_n_train_steps
+        self.signal: int | None = None  # the signal that stopped training, if any
+        self._previous_handlers: dict[int, Any] = {}
+        self._last_saved_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signal = None
+        self._last_saved_step = trainer.global_step  # the checkpoint resumed from, if any
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: leave the handlers alone
+                break
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal is None:
+            again = " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else ""
+            log.warning("%s: finishing this step, then writing %s%s", signal.Signals(signum).name, self.path, again)
+            self.signal = signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not stepped or batch_idx + 1 >= trainer.num_training_batches:
+            return
+        if self._stop_requested(trainer):
+            self._save_and_stop(trainer)
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0 and trainer.global_step != self._last_saved_step:
+            trainer.save_checkpoint(self.path)
+            self._last_saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stop_requested(trainer):
+            self._save_and_stop(trainer)
+
+    def _stop_requested(self, trainer: L.Trainer) -> bool:
+        return bool(trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False))
+
+    def _save_and_stop(self, trainer: L.Trainer) -> None:
+        self.signal = self.signal or signal.SIGTERM  # a rank that was not signalled itself
+        trainer.save_checkpoint(self.path)
+        log.warning("stopped by %s at step %d; wrote %s", signal.Signals(self.signal).name, trainer.global_step, self.path)
+        raise SIGTERMException
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()  # before Lightning restores the handlers it found
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers = {}
+
+
+class ResumeState(L.Callback):
+    """What else a resumed run needs to go on exactly as if never stopped, saved in every
+    checkpoint: the global RNG states (python, numpy, torch, CUDA: dropout) and the metrics last
+    logged (``trainer.callback_metrics``).
+
+    The metrics matter because a checkpoint written at validation end comes before that epoch's
+    ``on_train_epoch_end`` hooks, which the resumed run then runs; without the validation result
+    early stopping fails there ("val/loss not available", Lightning issue #18595), and
+    ``metrics.json`` of a run that ends before validating again would have no validation loss.
+
+    Both are restored in ``on_train_start`` (after the data loaders are set up, before the first
+    batch), not when the checkpoint is read: setting up the run in between draws random numbers.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["resume_state"] = {
+            "python": random.getstate(),
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],  # plain lists: loadable with weights_only
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "metrics": {k: v.detach().cpu() for k, v in trainer.callback_metrics.items()},
+        }
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get("resume_state")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        for k, v in state["metrics"].items():
+            trainer.callback_metrics.setdefault(k, v.to(pl_module.device))
