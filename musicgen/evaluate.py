@@ -18,8 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from musicgen.checkpoint import load_run
-from musicgen.data.cache import load as load_cache
+from musicgen.checkpoint import load_run, load_run_cache
 from musicgen.evaluation import (
     REPETITION_NS,
     doc_nll,
@@ -50,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     tok, net = run.tokenizer, run.net.to(device)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = load_cache(run.metadata["cache_path"])
+    cache = load_run_cache(run)
     if cfg.split not in cache.splits or cache.splits[cfg.split].n_docs == 0:
         raise ValueError(f"split={cfg.split} has no pieces in {cache.path}; use split=val or set data.test_frac")
     split, train = cache.splits[cfg.split], cache.splits["train"]
