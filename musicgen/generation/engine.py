@@ -6,7 +6,10 @@ What a model must offer (duck-typed; see ``musicgen.models``):
         LSTM: its training window)
 and, to decode with a KV cache (the Transformer), gpt-fast style:
     model.setup_cache(batch_size, max_len), model(idx, input_pos=pos, last_only=True),
-    model.clear_cache()
+    model.clear_cache(), and optionally model.cache_size -> (batch, max_len) | None.
+A cache the caller set up beforehand (``cache_size`` at least (B, context_len)) is used as it
+is and left in place: that is how a caller keeps the buffers of a compiled decoder across
+calls (``torch.compile`` guards on them). Otherwise each call makes its own and frees it.
 
 The context the model conditions on is ``seq[:, start:n]`` for the ``n`` tokens so far. It
 never exceeds ``context_len`` (W); when it would, ``overflow`` moves ``start``:
@@ -45,7 +48,7 @@ class Decoder:
     tokens between calls; returns logits (B, V) for token n, conditioned on ``seq[:, start:n]``.
     ``start`` follows the overflow policy (module docstring). Tokens already in the cache are not
     re-encoded; a moved ``start`` means one prefill of the kept tail. Call ``close()`` when done
-    (frees the cache).
+    (frees the cache, unless it was the caller's).
     """
 
     def __init__(self, model: nn.Module, batch_size: int, use_cache: bool = True,
@@ -64,7 +67,11 @@ class Decoder:
         self.keep = self.window - margin  # tokens kept by a slide
         self.start = 0  # first token of the context
         self.cached = None  # absolute index one past the last token in the cache; None: nothing cached
-        if self.use_cache:
+        # a cache the caller set up (and keeps) is reused; its stale entries are never read:
+        # every position is written before a query at or after it attends to it
+        size = getattr(model, "cache_size", None) if self.use_cache else None
+        self.owns_cache = self.use_cache and not (size and size[0] >= batch_size and size[1] >= self.window)
+        if self.owns_cache:
             model.setup_cache(batch_size, self.window)
 
     def _context_start(self, n: int) -> int:
@@ -86,12 +93,14 @@ class Decoder:
             self.start, self.cached = start, start  # prefill the kept tail from cache position 0
         # cache position of token j is j - start, always < window
         input_pos = torch.arange(self.cached - start, n - start, device=seq.device)
-        logits = self.model(seq[:, self.cached:n], input_pos=input_pos, last_only=True)
+        # a fresh tensor: a view of seq would carry seq's row stride, which a compiled model guards on
+        idx = seq[:, self.cached:n].clone(memory_format=torch.contiguous_format)
+        logits = self.model(idx, input_pos=input_pos, last_only=True)
         self.cached = n
         return logits
 
     def close(self) -> None:
-        if self.use_cache:
+        if self.owns_cache:
             self.model.clear_cache()
 
 

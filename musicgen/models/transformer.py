@@ -10,8 +10,9 @@ Construction: ``MusicTransformer(**fields)`` (what Hydra's ``_target_`` with fla
 
 Inference (gpt-fast style): ``setup_cache(B, max_len)`` preallocates per-layer K/V buffers, then
 ``forward(idx, input_pos)`` writes k/v at ``input_pos`` and attends over the cache with a causal
-mask. ``forward(idx)`` without ``input_pos`` is the training path and never touches the cache.
-``torch.compile`` is the caller's business.
+mask (eagerly over its filled part only; compiled, over the whole static buffer). ``forward(idx)``
+without ``input_pos`` is the training path and never touches the cache. ``torch.compile`` is the
+caller's business; to compile decoding, set the cache up once and keep it (compile guards on it).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, max_len, hs)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            L = mask.size(-1)  # max_len, or fewer: the positions the mask covers
+            y = F.scaled_dot_product_attention(q, k[:, :, :L], v[:, :, :L], attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): a copy (v stays a strided view: SDPA takes it)
         return self.proj(y)
 
@@ -131,7 +133,7 @@ class MusicTransformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied: one (V, d) matrix
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
-        self.causal_mask: torch.Tensor | None = None  # (max_len, max_len) bool, made by setup_cache
+        self.causal_mask: torch.Tensor | None = None  # (max_len, max_len) additive 0/-inf, made by setup_cache
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layers)
         resid_std = 0.02 / math.sqrt(2 * cfg.n_layers)
@@ -164,7 +166,9 @@ class MusicTransformer(nn.Module):
         hs = self.config.head_dim
         for block in self.layers:
             block.attn.kv_cache = KVCache(batch_size, self.config.n_heads, max_len, hs, dtype, device)
-        self.causal_mask = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()
+        # additive (0 / -inf) rather than bool: SDPA would turn a bool mask into this in every layer
+        causal = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()
+        self.causal_mask = torch.zeros(max_len, max_len, dtype=dtype, device=device).masked_fill(~causal, float("-inf"))
 
     def reset_cache(self) -> None:
         """Zero the cached keys/values, keeping the buffers."""
@@ -182,6 +186,14 @@ class MusicTransformer(nn.Module):
     def has_cache(self) -> bool:
         return self.causal_mask is not None
 
+    @property
+    def cache_size(self) -> tuple[int, int] | None:
+        """(batch_size, max_len) of the current cache, None without one."""
+        if self.causal_mask is None:
+            return None
+        k = self.layers[0].attn.kv_cache.k  # (B, nh, max_len, hs)
+        return k.size(0), k.size(2)
+
     # --- forward ----------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, V), or (B, V) for the last position if ``last_only``.
@@ -198,7 +210,10 @@ class MusicTransformer(nn.Module):
             if self.causal_mask is None:
                 raise RuntimeError("forward with input_pos needs setup_cache() first")
             cos, sin = self.rope.cos[input_pos], self.rope.sin[input_pos]  # (T, hs/2)
-            mask = self.causal_mask[input_pos].view(1, 1, T, -1)  # (1, 1, T, max_len): True = attend
+            # eager decoding attends to the filled part of the cache only; compiled code keeps the
+            # static shape (gpt-fast) and masks the rest
+            kv_len = None if torch.compiler.is_compiling() else int(input_pos.max()) + 1
+            mask = self.causal_mask[input_pos, :kv_len].view(1, 1, T, -1)  # (1, 1, T, kv_len): 0 = attend, -inf = not
         x = self.tok_emb(idx)  # (B, T, C)
         for block in self.layers:
             x = block(x, cos, sin, input_pos, mask)
