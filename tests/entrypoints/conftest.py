@@ -1,5 +1,5 @@
 import pytest
-from fixtures_prepared import prepared_data_dir  # noqa: F401  (session fixture)
+from fixtures_smoke import prepared_data_dir, smoke_override_list  # noqa: F401  (fixtures)
 
 from musicgen.config import compose
 from musicgen.train import train
@@ -10,10 +10,6 @@ def smoke_run(request, tmp_path_factory, prepared_data_dir):
     """A trained smoke run directory per version (parametrise indirectly with the version)."""
     version = getattr(request, "param", "v7")
     tmp = tmp_path_factory.mktemp(f"run_{version}")
-    cfg = compose("train", [
-        f"+version={version}", "preset=smoke", f"paths.data_dir={prepared_data_dir}",
-        f"paths.cache_dir={tmp}/cache", f"paths.output_dir={tmp}/run", "data.max_files=null",
-        "data.val_frac=0.25", "callbacks.progress_bar=null",
-    ])
+    cfg = compose("train", [f"+version={version}", *smoke_override_list(tmp, prepared_data_dir)])
     train(cfg)
     return tmp / "run"
