@@ -40,7 +40,7 @@ def build_optimizer(
     warmup_steps: int,
     min_lr_ratio: float,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr, betas=tuple(betas))
+    opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr, betas=tuple(betas), fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_lr_ratio)
     )
