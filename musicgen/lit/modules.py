@@ -39,15 +39,26 @@ class LanguageModelModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
+        compile: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "metadata"])
         self.net = net
+        # torch.compile'd forward for training and validation; a plain dict, so it adds no
+        # state_dict keys, and self.net stays eager for sampling (whose shapes vary every step)
+        self._compiled: dict[str, Any] = {}
         self.metadata = dict(metadata or {})
         self.train_loss = MeanMetric()
         self.train_loss.persistent(True)  # in checkpoints: a resumed epoch's mean covers all its batches
         self.val_loss = MeanMetric()  # token-weighted mean over the whole validation set
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and "net" not in self._compiled:
+            self._compiled["net"] = torch.compile(self.net)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self._compiled.get("net", self.net)(x, **kwargs)
 
     def loss_sum(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -113,7 +124,7 @@ class Seq2OneLM(LanguageModelModule):
     objective = "seq2one"
 
     def loss_sum(self, x, y):
-        logits = self.net(x, last_only=True)  # (B, V)
+        logits = self(x, last_only=True)  # (B, V)
         total = F.cross_entropy(logits.float(), y, reduction="sum")
         return total, torch.tensor(y.numel(), device=y.device)
 
@@ -124,7 +135,7 @@ class CausalLM(LanguageModelModule):
     objective = "causal"
 
     def loss_sum(self, x, y):
-        logits = self.net(x)  # (B, T, V)
+        logits = self(x)  # (B, T, V)
         total = F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )

@@ -52,3 +52,12 @@ def test_vocab_size_must_agree_with_tokenizer(smoke_overrides):
     cfg = compose("train", ["+version=v6", "model.vocab_size=300", *smoke_overrides])
     with pytest.raises(ValueError, match="model.vocab_size=300 disagrees"):
         train(cfg)
+
+
+def test_compiled_training_forward(smoke_overrides, tmp_path):
+    cfg = compose("train", ["+version=v7", "objective.module.compile=true", *smoke_overrides])
+    metrics = train(cfg)
+    assert metrics["global_step"] == 4 and torch.isfinite(torch.tensor(metrics["val_loss"]))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("_orig_mod" in k for k in state)  # the same keys as eager: loadable by generate
+    assert "net.tok_emb.weight" in state
