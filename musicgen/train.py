@@ -216,8 +216,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tokenizer = build("tokenizer", cfg.tokenizer)
     datamodule = build("data", cfg.data, tokenizer=tokenizer)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule.setup("fit")  # builds the token cache (or loads the matching one); Lightning's later
+    # prepare_data/setup calls are then no-ops
     tokenizer = datamodule.tokenizer  # trained (or loaded from the matching cache)
     tokenizer_text = datamodule.cache.tokenizer_path.read_text(encoding="utf-8")
     atomic_write_text(out_dir / "tokenizer.json", tokenizer_text)
