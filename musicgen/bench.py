@@ -54,9 +54,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from musicgen.config import default_precision  # noqa: E402
+from musicgen.config import cpu_info, default_precision, pick_device  # noqa: E402
 from musicgen.generation import SamplingConfig, generate  # noqa: E402
 from musicgen.lit.optim import param_groups  # noqa: E402
+from musicgen.midi_io import atomic_write_text  # noqa: E402
 from musicgen.models import MelodyLSTM, MusicTransformer  # noqa: E402
 from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 
@@ -67,12 +68,6 @@ STREAM_PASSES = 50  # copies of a weight-sized buffer per memory-bandwidth measu
 
 
 # ----------------------------------------------------------------------------- machine and timing
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def set_threads(threads: int | None) -> int:
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -81,9 +76,7 @@ def set_threads(threads: int | None) -> int:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), []))
+    model, flags = cpu_info()
     try:
         import transformers
 
@@ -884,8 +877,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result = {**flat, **r}
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    (out_dir / "PERFORMANCE.md").write_text(render_markdown(cfg, result))
+    atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1, default=str) + "\n")
+    atomic_write_text(out_dir / "PERFORMANCE.md", render_markdown(cfg, result))
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "PERFORMANCE.md")
     for row in rows:
         log.info("%-60s %s (goal %s)", row["what"], fmt(row["value"], row["unit"]), fmt(row["goal"], row["unit"]))

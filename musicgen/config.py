@@ -23,14 +23,32 @@ TOP_LEVEL_KEYS = {
 }
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """The CPU's model name and its feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    lines = cpuinfo.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return model, flags
+
+
 def default_precision() -> str:
     """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
     import torch
 
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = cpu_info()[1]
     return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+
+
+def pick_device(name: str):
+    """``auto``: CUDA when available, else the CPU; any other name as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def wandb_offline() -> bool:

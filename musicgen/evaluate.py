@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.checkpoint import load_run, load_run_cache
+from musicgen.config import pick_device
 from musicgen.evaluation import (
     REPETITION_NS,
     doc_nll,
@@ -27,7 +28,6 @@ from musicgen.evaluation import (
     reference_histogram,
     sample_metrics,
 )
-from musicgen.generate import pick_device
 from musicgen.generation import SamplingConfig, generate
 from musicgen.metrics import plot_pitch_histograms
 from musicgen.midi_io import atomic_write_text

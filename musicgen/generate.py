@@ -20,18 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from musicgen.checkpoint import LoadedRun, load_run, load_run_cache
+from musicgen.config import pick_device
 from musicgen.generation import SamplingConfig, generate
 from musicgen.midi_io import atomic_write_text, read_score, write_score
 from musicgen.plots import plot_piano_roll
 from musicgen.tokenizers.base import BOS_ID, BadMidiError
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> tuple[list[list[int]], str]:
