@@ -64,13 +64,18 @@ sweep: $(STAMP) ## Multirun sweep: make sweep VERSION=v7 ARGS='model.dropout=0.1
 	$(PY) -m musicgen.train -m +version=$(VERSION) $(PRESET_ARG) $(ARGS)
 
 DEMO_DIR ?= outputs/demo/v7
+# extra overrides for each demo step (ARGS goes to train); tests/test_demo.py runs this target
+# with a small corpus and a short time budget
+PREPARE_ARGS  ?=
+GENERATE_ARGS ?=
+EVALUATE_ARGS ?=
 
 demo: $(STAMP) ## Prepare the corpus, train V7 (cpu preset), generate 4 samples, evaluate
-	$(PY) -m musicgen.prepare 'corpora=[folk]'
+	$(PY) -m musicgen.prepare 'corpora=[folk]' $(PREPARE_ARGS)
 	rm -rf $(DEMO_DIR)
 	$(PY) -m musicgen.train +version=v7 preset=cpu hydra.run.dir=$(DEMO_DIR) $(ARGS)
-	$(PY) -m musicgen.generate ckpt_path=$(DEMO_DIR) num_samples=4 output_dir=$(DEMO_DIR)/samples
-	$(PY) -m musicgen.evaluate ckpt_path=$(DEMO_DIR)
+	$(PY) -m musicgen.generate ckpt_path=$(DEMO_DIR) num_samples=4 output_dir=$(DEMO_DIR)/samples $(GENERATE_ARGS)
+	$(PY) -m musicgen.evaluate ckpt_path=$(DEMO_DIR) $(EVALUATE_ARGS)
 	@echo ""
 	@echo "MIDI files and piano rolls: $(DEMO_DIR)/samples/ (generation.json lists them)"
 	@echo "evaluation report:          $(DEMO_DIR)/evaluation.md (+ evaluation.json, *.png)"

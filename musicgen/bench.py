@@ -54,7 +54,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from musicgen.config import cpu_info, default_precision, pick_device  # noqa: E402
+from musicgen.config import cpu_info, default_precision, pick_device, value_overrides  # noqa: E402
 from musicgen.generation import SamplingConfig, generate  # noqa: E402
 from musicgen.lit.optim import param_groups  # noqa: E402
 from musicgen.midi_io import atomic_write_text  # noqa: E402
@@ -841,10 +841,21 @@ def notes(cfg: DictConfig, r: dict[str, Any]) -> list[str]:
     return n
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run the benchmark; writes results.json and PERFORMANCE.md to ``cfg.out_dir``; returns the results."""
-    if cfg.quick:
-        cfg = OmegaConf.merge(cfg, cfg.quick_overrides)
+def with_quick(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """``quick=true``: ``quick_overrides`` merged, then the command line's ``overrides`` again, so
+    what the user typed wins (``quick=true train.reps=3`` runs 3 repetitions)."""
+    if not cfg.quick:
+        return cfg
+    cfg = OmegaConf.merge(cfg, cfg.quick_overrides)
+    for key, value in value_overrides(overrides):
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the benchmark; writes results.json and PERFORMANCE.md to ``cfg.out_dir``; returns the
+    results. ``overrides``: the command line's, which win over ``quick_overrides``."""
+    cfg = with_quick(cfg, overrides)
     t0 = time.perf_counter()
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
@@ -887,7 +898,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, HydraConfig.get().overrides.task)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Config helpers: OmegaConf resolvers, compute presets, and checks run before anything trains.
+"""Config helpers: OmegaConf resolvers, composition outside ``@hydra.main``, and checks run
+before anything trains.
 
-A preset (``preset=smoke|cpu``) scales any version down. Hydra appends ``+version=`` after
-every default, so a preset in the defaults list could never override a version's values;
-instead ``apply_preset`` merges the preset after composition, explicitly: ``preset.all`` onto
-the whole config, then ``preset.by_model.<model class>`` for the chosen model family, and then
-the command line's own ``key=value`` overrides again, so what the user typed always wins.
+Versions and presets are ordinary Hydra config groups, composed in train.yaml's defaults list in
+the order version, preset, preset-for-the-model-family, so a preset scales any version down and
+the command line's values win over both. Users type ``+version=vN``; ``version_as_choice`` turns
+it into the slot's choice (``version=vN``) before Hydra sees it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -84,8 +84,10 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def model_family(cfg: DictConfig) -> str:
-    return str(cfg.model._target_).rsplit(".", 1)[-1]
+def version_as_choice(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``+version=vN`` -> ``version=vN``: what users type selects the ``version`` slot of
+    train.yaml's defaults list (``+`` would append a second one, which Hydra refuses)."""
+    return [o[1:] if o.startswith("+version=") else o for o in overrides]
 
 
 def value_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, object]]:
@@ -101,32 +103,6 @@ def value_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, o
     return out
 
 
-def apply_preset(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Merge the chosen preset onto ``cfg`` (in place), then re-apply the user's ``overrides``.
-
-    Unknown keys in a preset fail loudly.
-    """
-    preset = cfg.get("preset")
-    if not preset or preset.get("name", "none") == "none":
-        return cfg
-    parts = [preset.get("all")]
-    by_model = preset.get("by_model") or {}
-    parts.append(by_model.get(model_family(cfg)))
-    was_struct = OmegaConf.is_struct(cfg)
-    OmegaConf.set_struct(cfg, True)
-    try:
-        for part in parts:
-            if part is not None:
-                cfg.merge_with(part)
-        for key, value in value_overrides(overrides):
-            OmegaConf.update(cfg, key, value, force_add=True)
-    finally:
-        OmegaConf.set_struct(cfg, was_struct)
-    with open_dict(cfg):
-        cfg.preset = OmegaConf.create({"name": preset.name})
-    return cfg
-
-
 def check_config(cfg: DictConfig) -> None:
     """Fail before training on keys nobody reads (a misspelt top-level key trains silently otherwise)."""
     unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
@@ -135,13 +111,12 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), conf_dir: Path | str = CONF_DIR) -> DictConfig:
-    """Compose a config outside ``@hydra.main`` (tests, notebooks), preset applied, as the CLI does."""
+    """Compose a config outside ``@hydra.main`` (tests, notebooks), as the command line does."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name, overrides=version_as_choice(overrides))
     if config_name == "train":
-        apply_preset(cfg, overrides)
         check_config(cfg)
     return cfg

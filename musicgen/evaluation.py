@@ -101,17 +101,22 @@ def score_pitches(tokenizer: MusicTokenizer, ids: Sequence[int]) -> list[int]:
 def sample_metrics(
     tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference_hist: torch.Tensor
 ) -> dict[str, Any]:
-    """Repetition, compression, pitch-histogram and syntax metrics of a set of pieces."""
+    """Repetition, compression, pitch-histogram and syntax metrics of a set of pieces.
+
+    The metrics describe these pieces only: they never synchronise across processes, so one DDP
+    rank can call this alone (the sample-metrics callback does, on rank 0).
+    """
     seqs = [body(p) for p in pieces]
     out: dict[str, Any] = {}
+    local = {"sync_on_compute": False}
     for n in REPETITION_NS:
-        rep, comp = NgramRepetition(n), CompressionRatio(n)
+        rep, comp = NgramRepetition(n, **local), CompressionRatio(n, **local)
         rep.update(seqs)
         comp.update(seqs)
         out[f"ngram_repetition_{n}"] = float(rep.compute())
         out[f"compression_ratio_{n}"] = float(comp.compute())
-    hist = PitchHistogram(reference_hist, pitch_range=tokenizer.pitch_range)
-    syntax = SyntaxErrorRate()
+    hist = PitchHistogram(reference_hist, pitch_range=tokenizer.pitch_range, **local)
+    syntax = SyntaxErrorRate(**local)
     pitches_all = []
     for s in seqs:
         pitches = score_pitches(tokenizer, s)

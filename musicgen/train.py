@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.checkpoint import ProvenanceError, check_provenance, provenance
-from musicgen.config import apply_preset, check_config
+from musicgen.config import check_config, version_as_choice
 from musicgen.lit.callbacks import ResumeCheckpoint
 from musicgen.metrics.ngram import UnigramLM
 from musicgen.midi_io import atomic_write_text
@@ -285,11 +286,10 @@ def resume_command(overrides: list[str] | tuple[str, ...], run_dir: Path | str) 
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     overrides = HydraConfig.get().overrides.task
-    apply_preset(cfg, overrides)
     try:
         check_config(cfg)
     except ValueError as e:
@@ -306,6 +306,11 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("%s. Continue with:\n  %s", e, resume_command(overrides, cfg.paths.output_dir))
         raise SystemExit(128 + e.signum) from e
     return metrics.get(cfg.optimized_metric.replace("/", "_"))
+
+
+def main() -> None:
+    sys.argv[1:] = version_as_choice(sys.argv[1:])
+    hydra_main()
 
 
 if __name__ == "__main__":

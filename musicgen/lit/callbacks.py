@@ -168,3 +168,97 @@ class ResumeState(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
         for k, v in state["metrics"].items():
             trainer.callback_metrics.setdefault(k, v.to(pl_module.device))
+
+
+class Budget(L.Callback):
+    """Ends a run by its budget with the learning rate at its floor and a final validation.
+
+    Time (``trainer.max_time``): Lightning sizes the schedule from ``max_epochs``
+    (``estimated_stepping_batches``) and knows nothing of the time limit, so a time-capped run
+    would stop with its learning rate near the peak. Here, once ``skip_steps`` optimizer steps
+    are done (compilation, warm caches), and again every ``every_n_steps``, the throughput since
+    then (validation and sampling included: the time limit counts them) gives the steps that fit
+    in the remaining time; the run's end becomes ``step + rate x remaining x safety``, never
+    later than the epoch limit. That count becomes the schedule's ``total_steps`` and the
+    trainer's ``max_steps``, so the run ends by steps, just before the time limit. The estimate
+    is saved in every checkpoint (here and in the scheduler's state), so a resumed run keeps
+    the same schedule; under DDP rank 0's estimate is used by all.
+
+    Steps (``trainer.max_steps``, or the estimate): at the last step the trainer is asked to stop,
+    which makes Lightning validate once more (and write ``best.ckpt``/``last.ckpt``) instead of
+    leaving with the last validation possibly hundreds of steps old.
+    """
+
+    def __init__(self, skip_steps: int = 10, every_n_steps: int = 10, safety: float = 0.97) -> None:
+        if not 0 < safety <= 1:
+            raise ValueError(f"safety={safety} must be in (0, 1]")
+        self.skip_steps, self.every_n_steps, self.safety = skip_steps, every_n_steps, safety
+        self.ref: tuple[int, float] | None = None  # (step, seconds elapsed) where the measurement starts
+        self.total_steps: int | None = None  # the run's end, once estimated from the time budget
+        self._epoch_limit = -1
+        self._last_step = -1
+
+    @staticmethod
+    def _timer(trainer: L.Trainer):
+        from lightning.pytorch.callbacks import Timer
+
+        return next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
+
+    @staticmethod
+    def _schedule(trainer: L.Trainer):
+        from musicgen.lit.optim import WarmupCosine
+
+        for config in trainer.lr_scheduler_configs:
+            for fn in getattr(config.scheduler, "lr_lambdas", []):
+                if isinstance(fn, WarmupCosine):
+                    return fn
+        return None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        limit = trainer.estimated_stepping_batches
+        self._epoch_limit = int(limit) if limit != float("inf") else -1
+        self._last_step = trainer.global_step
+        if self.total_steps is not None and self._timer(trainer) is not None:  # resumed
+            self._apply(trainer, self.total_steps)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # inside a gradient-accumulation window
+            return
+        self._last_step = step
+        timer = self._timer(trainer)
+        if timer is not None:
+            self._estimate(trainer, timer, step)
+        if 0 < trainer.max_steps <= step:
+            trainer.should_stop = True  # Lightning validates before it leaves
+
+    def _estimate(self, trainer: L.Trainer, timer, step: int) -> None:
+        if self.ref is None:
+            if step >= self.skip_steps:
+                self.ref = (step, timer.time_elapsed())
+            return
+        ref_step, ref_time = self.ref
+        if (step - ref_step) % self.every_n_steps:
+            return
+        rate = (step - ref_step) / max(1e-9, timer.time_elapsed() - ref_time)
+        total = max(step + 1, step + int(rate * max(0.0, timer.time_remaining()) * self.safety))
+        if self._epoch_limit > 0:
+            total = min(total, self._epoch_limit)
+        total = int(trainer.strategy.broadcast(total, src=0))
+        if total != self.total_steps:
+            log.debug("time budget: %.2f steps/s, %.0f s left: the run ends at step %d", rate, timer.time_remaining(), total)
+        self._apply(trainer, total)
+
+    def _apply(self, trainer: L.Trainer, total: int) -> None:
+        self.total_steps = total
+        trainer.fit_loop.epoch_loop.max_steps = total
+        schedule = self._schedule(trainer)
+        if schedule is not None:
+            schedule.total_steps = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ref": list(self.ref) if self.ref else None, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.ref = tuple(state_dict["ref"]) if state_dict.get("ref") else None
+        self.total_steps = state_dict.get("total_steps")

@@ -107,9 +107,28 @@ class LanguageModelModule(L.LightningModule):
                 h.warmup_steps, total,
             )
         opt, sched = build_optimizer(
-            self.net, total, h.lr, h.weight_decay, h.betas, h.warmup_steps, h.min_lr_ratio
+            self.net, total, h.lr, h.weight_decay, h.betas, h.warmup_steps, h.min_lr_ratio,
+            fused=not self._scales_gradients(),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _scales_gradients(self) -> bool:
+        """fp16 mixed precision: the loss is scaled, so gradients are too until unscaled."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the true gradients. In fp32 and bf16 no scaler is involved, so the fused AdamW is
+        kept and the gradients are clipped here (Lightning refuses to clip for any fused
+        optimizer under mixed precision, scaler or not). With an fp16 scaler the optimizer is not
+        fused, and Lightning unscales before its own clipping."""
+        if not gradient_clip_val:
+            return
+        if self._scales_gradients():
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["musicgen"] = self.metadata

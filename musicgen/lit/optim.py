@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,6 +32,20 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass
+class WarmupCosine:
+    """``warmup_cosine`` as a callable object: ``LambdaLR`` saves an object's attributes in its
+    ``state_dict`` (a lambda it drops), so a checkpoint records ``total_steps``, which a time
+    budget may set during the run (``musicgen.lit.callbacks.TimeBudget``), and a resume restores it."""
+
+    warmup_steps: int
+    total_steps: int
+    min_lr_ratio: float
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(step, self.warmup_steps, self.total_steps, self.min_lr_ratio)
+
+
 def build_optimizer(
     net: nn.Module,
     total_steps: int,
@@ -39,9 +54,12 @@ def build_optimizer(
     betas: tuple[float, float],
     warmup_steps: int,
     min_lr_ratio: float,
+    fused: bool = True,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr, betas=tuple(betas), fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, warmup_steps, total_steps, min_lr_ratio)
-    )
+    """AdamW (``fused``: one kernel for all parameters; else the multi-tensor ``foreach`` path)
+    under the warmup + cosine schedule. A fused AdamW unscales fp16 gradients inside its step, so
+    a caller training with a gradient scaler and clipping must pass ``fused=False``."""
+    opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr, betas=tuple(betas),
+                            fused=fused, foreach=None if fused else True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
     return opt, sched

@@ -13,6 +13,7 @@ the validated config is ``model.config``. No cache: generation slides a window o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,16 @@ class LSTMConfig:
         return len(self.hidden_sizes)
 
 
+def _fp32_recurrence(device: torch.device):
+    """Under CPU autocast, run the LSTM layers in fp32: oneDNN has no bf16 LSTM kernel on CPUs
+    without AMX ("could not create a primitive descriptor for the LSTM forward propagation
+    primitive", seen on an AVX-512 BF16 EPYC), and the non-oneDNN fallback is about 30x slower
+    than fp32. The output head and attention still run in bf16. CUDA autocast is left as it is."""
+    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
+
+
 class MelodyLSTM(nn.Module):
     def __init__(self, config: LSTMConfig | None = None, **kwargs):
         super().__init__()
@@ -93,10 +104,12 @@ class MelodyLSTM(nn.Module):
             x = (idx.to(self.head.weight.dtype) / self.config.vocab_size).unsqueeze(-1)  # (B, T, 1)
         else:
             x = self.embed(idx)  # (B, T, E)
-        for i, lstm in enumerate(self.lstms):
-            x, _ = lstm(x)  # (B, T, H_i), zero initial state: each window is independent
-            if i < len(self.lstms) - 1:
-                x = self.drop(x)
+        with _fp32_recurrence(x.device):
+            x = x.float()
+            for i, lstm in enumerate(self.lstms):
+                x, _ = lstm(x)  # (B, T, H_i), zero initial state: each window is independent
+                if i < len(self.lstms) - 1:
+                    x = self.drop(x)
         if self.attn is not None:
             if last_only:
                 # only the last query is needed, and it may see every step: no mask

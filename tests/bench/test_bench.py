@@ -62,3 +62,10 @@ def test_time_limit_abandons_a_slow_warmup():
         {"slow": lambda: bench.time.sleep(5), "fast": lambda: None}, clock, warmup=1, reps=2, timeouts={"slow": 0.2}
     )
     assert errors["slow"].startswith("TimeoutError") and set(times) == {"fast"} and len(times["fast"]) == 2
+
+
+def test_command_line_wins_over_quick_overrides(tmp_path, real_midi_dir):
+    typed = ["quick=true", "train.reps=3", "generate.new_tokens=5"]
+    cfg = bench.with_quick(quick_cfg(tmp_path, real_midi_dir, *typed[1:]), typed)
+    assert cfg.train.reps == 3 and cfg.generate.new_tokens == 5
+    assert cfg.model.d_model == 32 and cfg.train.compile is False  # the rest of quick still applies

@@ -19,7 +19,8 @@ def test_injected_nan_stops_training_and_keeps_the_last_good_checkpoint(smoke_ov
         return (total * math.nan if self.global_step == 2 else total), n
 
     monkeypatch.setattr(CausalLM, "loss_sum", loss_sum)
-    cfg = compose("train", ["+version=v7", *smoke_overrides, "callbacks.resume_checkpoint.every_n_train_steps=1"])
+    cfg = compose("train", ["+version=v7", *smoke_overrides, "callbacks.resume_checkpoint.every_n_train_steps=1",
+                            "trainer.accumulate_grad_batches=1"])  # one batch per step: step 2 is batch 2
     with pytest.raises(FloatingPointError, match=r"training loss is nan at global step 2 \(epoch 0, batch 2\)"):
         train(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-from musicgen.config import CONF_DIR
+from musicgen.config import CONF_DIR, version_as_choice
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,8 @@ def test_slurm_launcher_composes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for launcher in ("submitit_slurm", "slurm"):
-            cfg = hydra_compose("train", overrides=["+version=v8", f"hydra/launcher={launcher}"], return_hydra_config=True)
+            cfg = hydra_compose("train", overrides=version_as_choice(["+version=v8", f"hydra/launcher={launcher}"]),
+                                return_hydra_config=True)
             assert "SlurmLauncher" in cfg.hydra.launcher._target_
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 2880
 
@@ -67,3 +68,17 @@ def test_ddp_two_cpu_processes(smoke_overrides, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 4
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_ddp_run_crosses_sampling_epochs(smoke_overrides, tmp_path):
+    """The sample-metrics callback generates on rank 0 alone; its metrics must not enter a
+    collective the other rank never joins (gloo: "collective mismatch"; NCCL: a hang)."""
+    run_cli(["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+             *cli_overrides(smoke_overrides), "trainer.max_steps=-1", "trainer.max_epochs=2",
+             "trainer.limit_train_batches=2", "callbacks.sample_metrics.every_n_epochs=1",
+             "callbacks.sample_metrics.num_samples=2", "callbacks.sample_metrics.max_new_tokens=16"])
+    run = next((tmp_path / "outputs" / "train" / "v7").iterdir())
+    assert json.loads((run / "metrics.json").read_text())["epoch"] == 2
+    sampled = sorted(p.name for p in (run / "samples").iterdir())
+    assert sampled == ["epoch_000", "epoch_001"]  # both sampling epochs, then the run finished
+    assert len(json.loads((run / "samples" / "epoch_001" / "samples.json").read_text())["ids"]) == 2
