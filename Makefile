@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install test test-all data train sweep demo generate evaluate bench clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate bench clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -48,7 +48,10 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP) ## Create .venv and install musicgen with its test dependencies
 
-test: $(STAMP) ## Run the fast test suite (excludes slow and gpu markers)
+lint: $(STAMP) ## Lint the code (ruff; configured in pyproject.toml)
+	$(PY) -m ruff check musicgen tests scripts
+
+test: lint ## Lint, then run the fast test suite (excludes slow and gpu markers)
 	$(PY) -m pytest -q
 
 test-all: $(STAMP) ## Run every test, the slow ones included

@@ -1,5 +1,6 @@
-"""Loading a trained run back (the network, its tokeniser, the metadata stored with it), and the
-provenance that ties a checkpoint to its tokeniser, data split and config.
+"""Checkpoints: loading a trained run back (the network, its tokeniser, the metadata stored with
+it), the provenance that ties a checkpoint to its tokeniser, data split and config, and
+continuing a run from one (which checkpoint, whether it fits, the run directory, the command).
 
 Every checkpoint records ``provenance``: the sha256 of its tokeniser file, of its split (which
 files are in train / val / test) and of the resolved config, plus the split's file lists. A
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +24,13 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from musicgen.errors import CheckpointError, ConfigError, ProvenanceError
 from musicgen.tokenizers import MusicTokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 #: suffix of a transposed copy's name in the cache (``folk/a.mid@+3``)
 _COPY_SUFFIX = re.compile(r"@[+-]\d+$")
-
-
-class ProvenanceError(ValueError):
-    """A checkpoint used with a tokeniser or data split other than the ones it was trained with."""
 
 
 @dataclass
@@ -99,7 +101,7 @@ def read_metadata(ckpt_path: Path | str) -> dict[str, Any]:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     meta = ckpt.get("musicgen")
     if not meta:
-        raise ValueError(f"{ckpt_path} was not written by musicgen.train (no 'musicgen' metadata)")
+        raise CheckpointError(f"{ckpt_path} was not written by musicgen.train (no 'musicgen' metadata)")
     return meta
 
 
@@ -112,9 +114,9 @@ def find_checkpoint(path: Path | str) -> Path:
         for name in ("best.ckpt", "last.ckpt"):
             if (p / "checkpoints" / name).exists():
                 return p / "checkpoints" / name
-        raise FileNotFoundError(f"ckpt_path={path}: no checkpoints/best.ckpt or last.ckpt in this run directory")
+        raise CheckpointError(f"ckpt_path={path}: no checkpoints/best.ckpt or last.ckpt in this run directory")
     if not p.exists():
-        raise FileNotFoundError(f"ckpt_path={path} does not exist; pass a .ckpt file or a run directory under outputs/")
+        raise CheckpointError(f"ckpt_path={path} does not exist; pass a .ckpt file or a run directory under outputs/")
     return p
 
 
@@ -124,7 +126,7 @@ def _tokenizer_text(meta: dict[str, Any], ckpt_path: Path) -> str:
         return meta["tokenizer"]
     tok_file = ckpt_path.parent.parent / meta.get("tokenizer_file", "tokenizer.json")
     if not tok_file.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"{ckpt_path} holds no tokeniser and its tokeniser file {tok_file} is missing; "
             "copy the run's tokenizer.json there"
         )
@@ -141,7 +143,7 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
     meta = ckpt.get("musicgen")
     if not meta:
-        raise ValueError(f"{ckpt_path} was not written by musicgen.train (no 'musicgen' metadata)")
+        raise CheckpointError(f"{ckpt_path} was not written by musicgen.train (no 'musicgen' metadata)")
     text = _tokenizer_text(meta, ckpt_path)
     beside = ckpt_path.parent.parent / meta.get("tokenizer_file", "tokenizer.json")
     candidates = {"embedded tokeniser": text}
@@ -176,10 +178,99 @@ def load_run_cache(run: LoadedRun):
 
     cache_path = Path(run.metadata.get("cache_path", ""))
     if not (cache_path / "meta.json").is_file():
-        raise FileNotFoundError(f"the run's token cache {cache_path} is missing (rebuild it by training the same config)")
+        raise CheckpointError(f"the run's token cache {cache_path} is missing (rebuild it by training the same config)")
     cache = load_cache(cache_path)
     saved = run.metadata.get("provenance")
     if saved:
         current = provenance(cache.tokenizer_path.read_text(encoding="utf-8"), cache.meta, "")
         check_provenance(saved, current, run.ckpt_path, f"use the token cache {cache_path} with")
     return cache
+
+
+# ----------------------------------------------------------------------------- resuming
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or Ctrl-C stopped training after a checkpoint was written."""
+
+    def __init__(self, signum: int, ckpt_path: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {ckpt_path}")
+        self.signum, self.ckpt_path = signum, ckpt_path
+
+
+def resolve_ckpt_path(cfg) -> str | None:
+    """The checkpoint to continue from: ``resume=true`` takes this run directory's ``last.ckpt``;
+    ``ckpt_path`` may be a checkpoint file or a run directory (its ``checkpoints/last.ckpt``)."""
+    if cfg.get("resume"):
+        if cfg.get("ckpt_path") is not None:
+            raise ConfigError("set either resume=true (continue this run directory) or ckpt_path=..., not both")
+        p = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not p.is_file():
+            raise ConfigError(
+                f"resume=true: no checkpoint at {p}; name the run to continue with "
+                "hydra.run.dir=outputs/train/<version>/<run>, or use ckpt_path=<run dir or .ckpt>"
+            )
+        return str(p)
+    if cfg.get("ckpt_path") is None:
+        return None
+    p = Path(cfg.ckpt_path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {p}")
+    return str(p)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume(ckpt_path: str, metadata: dict[str, Any]) -> None:
+    """Refuse to continue a checkpoint with another tokeniser, data split or model; list the
+    other settings that changed (a longer schedule is fine; a different optimiser may not be)."""
+    saved = read_metadata(ckpt_path)
+    if not saved.get("provenance"):
+        raise ProvenanceError(
+            f"{ckpt_path} records no tokeniser or split hashes, so it cannot be checked against this data"
+        )
+    check_provenance(saved["provenance"], metadata["provenance"], ckpt_path, "resume from")
+    before, after = _flatten(saved.get("config", {})), _flatten(metadata["config"])
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and k.split(".")[0] not in ("paths", "resume", "ckpt_path"))
+    model = [k for k in changed if k.startswith("model.")]
+    if model:
+        raise ConfigError(
+            f"cannot resume from {ckpt_path}: the model differs ("
+            + ", ".join(f"{k}={before.get(k)!r} there, {after.get(k)!r} now" for k in model)
+            + "); pass the run's original overrides"
+        )
+    if changed:
+        log.warning("resuming with settings that differ from the checkpoint's: %s",
+                    ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed))
+
+
+def tidy_run_dir(out_dir: Path) -> None:
+    """Before a run starts in a directory that already has one (a resume; call on rank 0 only):
+    keep the previous ``metrics.csv`` (the CSV logger would delete it) and drop temporary files of
+    checkpoint writes a kill interrupted (never trusted, but as large as a checkpoint)."""
+    for csv in out_dir.rglob("metrics.csv"):
+        i = 1
+        while csv.with_name(f"metrics.part{i}.csv").exists():
+            i += 1
+        csv.rename(csv.with_name(f"metrics.part{i}.csv"))
+        log.info("kept the previous %s as %s", csv, csv.with_name(f"metrics.part{i}.csv").name)
+    for tmp in (out_dir / "checkpoints").glob(".*.tmp"):
+        log.info("removing %s, left by an interrupted checkpoint write", tmp)
+        tmp.unlink()
+
+
+def resume_command(overrides: list[str] | tuple[str, ...], run_dir: Path | str) -> str:
+    """The command line that continues this run."""
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "ckpt_path", "hydra.run.dir")]
+    return " ".join(["python -m musicgen.train", *keep, "resume=true", f"hydra.run.dir={run_dir}"])

@@ -10,9 +10,20 @@ it into the slot's choice (``version=vN``) before Hydra sees it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from musicgen.checkpoint import resolve_ckpt_path
+from musicgen.data.sources import DataPathError, require_dir
+from musicgen.errors import ConfigError
+from musicgen.generation import SamplingConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -34,8 +45,6 @@ def cpu_info() -> tuple[str, set[str]]:
 
 def default_precision() -> str:
     """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
-    import torch
-
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     flags = cpu_info()[1]
@@ -44,8 +53,6 @@ def default_precision() -> str:
 
 def pick_device(name: str):
     """``auto``: CUDA when available, else the CPU; any other name as given."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -103,14 +110,96 @@ def value_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, o
     return out
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail before training on keys nobody reads (a misspelt top-level key trains silently otherwise)."""
+def check_keys(cfg: DictConfig) -> None:
+    """Fail on top-level keys nobody reads (a misspelt top-level key trains silently otherwise)."""
     unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
     if unknown:
-        raise ValueError(f"unknown top-level config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+        raise ConfigError(f"unknown top-level config keys {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
 
 
-def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), conf_dir: Path | str = CONF_DIR) -> DictConfig:
+def build(what: str, cfg: Any, **kwargs: Any) -> Any:
+    """``instantiate(cfg)``; a constructor's ``ValueError``/``TypeError`` (a setting it rejects)
+    becomes a one-line ``ConfigError`` naming the config group."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (TypeError, ValueError)):
+            msg = str(e.__cause__)
+            raise ConfigError(msg if msg.startswith(f"{what}.") else f"{what}: {msg}") from e
+        raise
+
+
+@dataclass
+class Checked:
+    """What ``preflight`` built while checking: the run's tokeniser and DataModule (untrained,
+    no data read yet) and the checkpoint to resume from, if any."""
+
+    ckpt_path: str | None
+    tokenizer: Any
+    datamodule: Any
+
+
+def preflight(cfg: DictConfig) -> Checked:
+    """Every check that needs no data, so mistakes fail in seconds rather than after data
+    preparation; all problems found are reported together in one ``ConfigError``."""
+    problems: list[str] = []
+
+    def check(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (ConfigError, DataPathError) as e:
+            problems.append(str(e))
+        except (TypeError, ValueError) as e:
+            problems.append(str(e))
+        return None
+
+    check(lambda: check_keys(cfg))
+    ckpt_path = check(lambda: resolve_ckpt_path(cfg))
+
+    check(lambda: sampling_config(cfg.sampling))
+
+    def model() -> None:
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        model_cfg["vocab_size"] = model_cfg.get("vocab_size") or 512  # the real one comes from the tokeniser
+        with torch.device("meta"):  # shapes only: no memory, no time
+            build("model", model_cfg)
+
+    check(model)
+    for key, example, what in (
+        ("root", "/path/to/your/midi", "a folder of .mid/.midi files"),
+        ("maestro_root", "/path/to/maestro-v3.0.0", "the unpacked MAESTRO v3 folder"),
+    ):
+        if cfg.data.get(key) is not None:
+            check(lambda key=key, example=example, what=what: require_dir(cfg.data[key], f"data.{key}", example, what))
+    tokenizer = check(lambda: build("tokenizer", cfg.tokenizer))
+    datamodule = check(lambda: build("data", cfg.data, tokenizer=tokenizer)) if tokenizer is not None else None
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Checked(ckpt_path, tokenizer, datamodule)
+
+
+def sampling_config(sampling: Any) -> SamplingConfig:
+    """The ``sampling`` group as a ``SamplingConfig``; a value out of range is a ``ConfigError``."""
+    try:
+        return SamplingConfig(**sampling)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"sampling: {e}") from e
+
+
+def resolve_vocab(cfg: DictConfig, tokenizer_vocab: int) -> int:
+    """The model's vocabulary: the tokeniser's, or a configured number that must agree with it."""
+    wanted = cfg.model.get("vocab_size")
+    if wanted is not None and wanted != tokenizer_vocab:
+        raise ConfigError(
+            f"model.vocab_size={wanted} disagrees with the tokeniser's vocabulary of {tokenizer_vocab}; "
+            "set model.vocab_size=null to take the tokeniser's size"
+        )
+    return tokenizer_vocab
+
+
+def compose(
+    config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), conf_dir: Path | str = CONF_DIR
+) -> DictConfig:
     """Compose a config outside ``@hydra.main`` (tests, notebooks), as the command line does."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -118,5 +207,5 @@ def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] =
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = hydra_compose(config_name, overrides=version_as_choice(overrides))
     if config_name == "train":
-        check_config(cfg)
+        check_keys(cfg)
     return cfg

@@ -19,70 +19,26 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from musicgen.checkpoint import LoadedRun, load_run, load_run_cache
-from musicgen.config import pick_device
-from musicgen.generation import SamplingConfig, generate
-from musicgen.midi_io import atomic_write_text, read_score, write_score
+from musicgen.checkpoint import load_run
+from musicgen.config import pick_device, sampling_config
+from musicgen.errors import user_errors
+from musicgen.fs import atomic_write_text
+from musicgen.generation import generate
+from musicgen.generation.prompts import build_prompt, read_prompt_file
+from musicgen.midi_io import write_score
 from musicgen.plots import plot_piano_roll
-from musicgen.tokenizers.base import BOS_ID, BadMidiError
 
 log = logging.getLogger(__name__)
 
 
-def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> tuple[list[list[int]], str]:
-    """Prompt ids per sample and a description of where they came from."""
-    source = cfg.prompt.source
-    n = cfg.num_samples
-    if source == "none":
-        return [[BOS_ID]] * n, "none (start token)"
-    if source == "file":
-        return [file_prompt(run, cfg.prompt.file, cfg.prompt.bars)] * n, f"file {cfg.prompt.file} (first {cfg.prompt.bars} bars)"
-    if source == "data":
-        cache_path = Path(run.metadata.get("cache_path", ""))
-        if not (cache_path / "meta.json").exists():
-            raise FileNotFoundError(
-                f"prompt.source=data needs the run's token cache at {cache_path}, which is missing; "
-                "use prompt.source=none or prompt.source=file prompt.file=<a .mid>"
-            )
-        tokens = load_run_cache(run).splits["train"].tokens
-        length = min(cfg.prompt.length, len(tokens) - 1)
-        starts = rng.integers(0, len(tokens) - length, size=n)
-        return [tokens[s : s + length].astype(np.int64).tolist() for s in starts], (
-            f"data: random {length}-token windows of the training split at {starts.tolist()}"
-        )
-    raise ValueError(f"prompt.source={source!r} must be one of data, file, none")
-
-
-def read_prompt_file(path: str | None):
-    """The score of ``prompt.file``, or a ``ValueError`` saying why it cannot be a prompt."""
-    if not path:
-        raise ValueError("prompt.source=file needs prompt.file=<path to a .mid file>")
-    try:
-        return read_score(path)
-    except BadMidiError as e:
-        raise ValueError(f"prompt.file={e}; pass a MIDI file with notes") from e
-
-
-def file_prompt(run: LoadedRun, path: str | None, bars: int) -> list[int]:
-    """BOS + the first ``bars`` bars of a MIDI file, tokenised."""
-    score = read_prompt_file(path)
-    ts = score.time_signatures[0] if len(score.time_signatures) else None
-    num, den = (ts.numerator, ts.denominator) if ts else (4, 4)
-    bar_ticks = score.ticks_per_quarter * 4 * num // den
-    clipped = score.clip(0, bar_ticks * bars, clip_end=True)
-    ids = run.tokenizer.encode(clipped)
-    if not ids:
-        raise ValueError(f"prompt.file={path}: its first {bars} bars hold no notes")
-    return [BOS_ID, *ids]
-
-
 def run_generation(cfg: DictConfig) -> dict[str, Any]:
-    sampling = SamplingConfig(**cfg.sampling)  # range errors before any model is loaded
+    sampling = sampling_config(cfg.sampling)  # range errors before any model is loaded
     if cfg.prompt.source == "file":
         read_prompt_file(cfg.prompt.file)  # and an unusable prompt file
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     prompts, prompt_desc = build_prompt(run, cfg, rng)
@@ -98,7 +54,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
         for i, p in enumerate(prompts):  # same-length prompts decode together in one batch
             groups.setdefault(len(p), []).append(i)
         outputs: dict[int, list[int]] = {}
-        for length, idx in groups.items():
+        for idx in groups.values():
             prompt = torch.tensor([prompts[i] for i in idx], dtype=torch.long, device=device)
             bar.reset(task)
             ids = generate(
@@ -149,6 +105,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@user_errors
 def main(cfg: DictConfig) -> None:
     report = run_generation(cfg)
     print(f"samples: {report['output_dir']}")

@@ -7,18 +7,14 @@ so callers can skip the file with a warning and count it.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import symusic
 
+from musicgen.fs import atomic_path, atomic_write_text  # noqa: F401  (atomic_write_text: bench imports it from here)
+
 MIDI_SUFFIXES = (".mid", ".midi")
-_UMASK = os.umask(0o022)  # read the process umask (the only way), then put it back
-os.umask(_UMASK)
 
 
 class BadMidiError(ValueError):
@@ -79,40 +75,6 @@ def merge_tracks(score: symusic.Score, source: str = "score") -> symusic.Score:
     out.key_signatures.extend(score.key_signatures)
     out.tracks.append(merged)
     return out
-
-
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; moved onto ``path`` when the block succeeds.
-
-    A kill or an error leaves either the old file or the new one, never a half-written file
-    under ``path``: the temporary file is hidden (``.name.XXXX.tmp``), fsynced, then renamed
-    (``os.replace`` is atomic within a file system) and removed if the block raises.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; give it a plain file's permissions
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill leaves either the old file or the new one."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_score(score: symusic.Score, path: Path | str) -> None:

@@ -1,6 +1,6 @@
 """Export the music21-embedded corpora to MIDI: ``python -m musicgen.prepare``.
 
-Thin Hydra entry point; the work is ``musicgen.data.corpus.export_corpus``. Config:
+Thin Hydra entry point; the work is ``musicgen.data.export.export_corpus``. Config:
 ``conf/prepare.yaml``.
 """
 
@@ -13,14 +13,16 @@ import hydra
 from omegaconf import DictConfig
 
 import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
+from musicgen.data.export import export_corpus
+from musicgen.data.sources import check_corpora
+from musicgen.errors import user_errors
 
 log = logging.getLogger(__name__)
 
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
     """Export each corpus in ``cfg.corpora``; return the number of MIDI files of each."""
-    from musicgen.data.corpus import export_corpus
-
+    check_corpora(cfg.corpora)
     counts = {}
     for name in cfg.corpora:
         manifest = export_corpus(
@@ -35,6 +37,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
 
 @hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 

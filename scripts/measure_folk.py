@@ -23,7 +23,8 @@ def lengths(dm, split: str, originals_only: bool) -> np.ndarray:
 
 
 def main(cache_dir: str) -> None:
-    common = dict(corpora=["folk"], data_dir="data", cache_dir=cache_dir, max_files=None, encode_workers=2, progress=False)
+    common = dict(corpora=["folk"], data_dir="data", cache_dir=cache_dir, max_files=None, encode_workers=2,
+                  progress=False)
     t = time.time()
     remi = MidiDataModule(RemiTokenizer(), mode="seq2one", seq_len=100, stride=1, **common)
     remi.setup()
@@ -39,9 +40,11 @@ def main(cache_dir: str) -> None:
         bpe = MidiDataModule(RemiTokenizer(bpe_vocab_size=n), mode="causal", seq_len=256, stride=64, **common)
         bpe.setup()
         row = {}
-        for name, split, orig in (("train_originals", "train", True), ("train_with_copies", "train", False), ("val", "val", True)):
+        splits = (("train_originals", "train", True), ("train_with_copies", "train", False), ("val", "val", True))
+        for name, split, orig in splits:
             a, b = lengths(remi, split, orig), lengths(bpe, split, orig)
-            row[name] = {"total_ratio": round(a.sum() / b.sum(), 3), "mean_per_tune_ratio": round(float(np.mean(a / b)), 3)}
+            row[name] = {"total_ratio": round(a.sum() / b.sum(), 3),
+                         "mean_per_tune_ratio": round(float(np.mean(a / b)), 3)}
         out[f"bpe{n}"] = row
     print(json.dumps(out, indent=1))
 

@@ -34,7 +34,7 @@ BROKEN_MIDI = {
 def real_midi_dir(tmp_path_factory) -> Path:
     """12 folk tunes under ``folk/<collection>/<abc-stem>/<index>.mid`` (melody only) and two Bach
     chorales under ``chorales/<bwv>.mid`` (all parts), made by the real export functions."""
-    from musicgen.data.corpus import export_abc_file, export_score_file, music21_corpus_dir
+    from musicgen.data.export import export_abc_file, export_score_file, music21_corpus_dir
 
     root = tmp_path_factory.mktemp("real_midi")
     m21 = music21_corpus_dir()

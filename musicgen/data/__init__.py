@@ -1,4 +1,5 @@
-"""Data: corpus export, split, augmentation, token cache, windows and the DataModule.
+"""Data: sources (``sources``), corpus export (``export``), split, augmentation, token cache,
+windows and the DataModule.
 
 ``MidiDataModule`` is imported lazily so that ``python -m musicgen.prepare`` does not pay
 for importing Lightning and torch.

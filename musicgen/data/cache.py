@@ -18,17 +18,19 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from musicgen.constants import BOS_ID, EOS_ID
 from musicgen.data.augment import AugmentConfig, transpositions
-from musicgen.midi_io import atomic_write_text, read_score
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, BadMidiError, MusicTokenizer
+from musicgen.fs import atomic_write_text
+from musicgen.midi_io import read_score
+from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ def _build(
         all_files = [(s, rel, p) for s, fl in files.items() for rel, p in fl]
         spans, skipped = {}, []
         scans = _map(_scan_one, [p for _, _, p in all_files], workers, "scan MIDI", progress)
-        for (s, rel, p), res in zip(all_files, scans):
+        for (s, rel, _), res in zip(all_files, scans):
             if isinstance(res, str):
                 log.warning("skipping %s", res)
                 skipped.append({"file": rel, "reason": res})

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -14,14 +14,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
+from musicgen.data.export import export_corpus
+from musicgen.data.sources import CORPORA, MAESTRO_SPLITS, DataPathError, list_maestro, list_midi_files, load_manifest
 from musicgen.data.split import check_fractions, split_files, subsample
 from musicgen.data.windows import TokenWindows, check_window_args
 from musicgen.tokenizers.base import MusicTokenizer
 
 log = logging.getLogger(__name__)
-
-EMBEDDED_CORPORA = ("folk", "chorales")
-MAESTRO_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
 def _batched(batch):
@@ -130,9 +129,9 @@ class MidiDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_fractions(val_frac, test_frac)
-        unknown = set(corpora) - set(EMBEDDED_CORPORA)
+        unknown = set(corpora) - set(CORPORA)
         if unknown:
-            raise ValueError(f"data.corpora has unknown {sorted(unknown)}; embedded corpora are {list(EMBEDDED_CORPORA)}")
+            raise ValueError(f"data.corpora has unknown {sorted(unknown)}; embedded corpora are {list(CORPORA)}")
         self.tokenizer = tokenizer  # replaced by the trained one in setup()
         self._untrained_tokenizer = tokenizer  # what the cache key is computed from
         self.corpora = list(corpora)
@@ -164,13 +163,11 @@ class MidiDataModule(L.LightningDataModule):
 
     def source_files(self) -> dict[str, list[tuple[str, Path]]]:
         """Files per split, named by ``<source>/<relative path>``."""
-        from musicgen.data import corpus
-
         by_split: dict[str, list[tuple[str, Path]]] = {"train": [], "val": [], "test": []}
         hashed: list[tuple[str, Path]] = []
         if self.root is not None:
             root = Path(self.root)
-            files = [(f"user/{p.relative_to(root).as_posix()}", p) for p in corpus.list_midi_files(root)]
+            files = [(f"user/{p.relative_to(root).as_posix()}", p) for p in list_midi_files(root)]
             hashed += subsample(files, self._cap("user"), self.seed)
         else:
             for name in self.corpora:
@@ -180,7 +177,7 @@ class MidiDataModule(L.LightningDataModule):
             by_split[s] += fl
         if self.maestro_root is not None:
             root = Path(self.maestro_root)
-            for csv_split, paths in corpus.list_maestro(root).items():
+            for csv_split, paths in list_maestro(root).items():
                 files = [(f"maestro/{p.relative_to(root).as_posix()}", p) for p in paths]
                 by_split[MAESTRO_SPLITS[csv_split]] += subsample(files, self._cap("maestro"), self.seed)
         if not any(by_split.values()):
@@ -189,15 +186,13 @@ class MidiDataModule(L.LightningDataModule):
         return by_split
 
     def _embedded(self, name: str) -> list[tuple[str, Path]]:
-        from musicgen.data import corpus
-
         cdir = self.data_dir / name
-        manifest = cdir / "manifest.json"
-        if not manifest.exists():
+        try:
+            manifest = load_manifest(cdir)
+        except DataPathError:
             log.info("embedded corpus %r not prepared yet: exporting it to %s", name, cdir)
-            corpus.export_corpus(name, cdir, progress=self.progress)
-        files = json.loads(manifest.read_text())["files"]
-        return [(rel, cdir / rel) for rel in files]
+            manifest = export_corpus(name, cdir, progress=self.progress)
+        return list(zip(manifest.files, manifest.paths))
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -229,8 +224,9 @@ class MidiDataModule(L.LightningDataModule):
             )
         stats = self.datasets["train"].target_stats()
         log.info(
-            "train windows: %d (%s, %s); targets: %.1f%% padding, %.1f%% separators",
-            stats["windows"], self.mode, "packed" if self.pack else "padded",
+            "%strain windows: %d (%s, %s); targets: %.1f%% padding, %.1f%% separators",
+            f"{self.description}: " if self.description else "", stats["windows"], self.mode,
+            "packed" if self.pack else "padded",
             100 * stats["pad_share"], 100 * stats["separator_share"],
         )
 

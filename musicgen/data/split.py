@@ -8,8 +8,8 @@ augmentation and before any tokeniser training, so nothing from validation leaks
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SPLITS = ("train", "val", "test")
 

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
-
-IGNORE_INDEX = -100
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 
 
 def n_packed_windows(n_tokens: int, seq_len: int, stride: int) -> int:

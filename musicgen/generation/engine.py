@@ -15,7 +15,7 @@ The context the model conditions on is ``seq[:, start:n]`` for the ``n`` tokens 
 never exceeds ``context_len`` (W); when it would, ``overflow`` moves ``start``:
     "slide"  -> keep the most recent ``W - slide_margin`` tokens (default margin W // 4: the
                 last 3/4 of the window), re-encoded in one prefill; context shrinks, never vanishes
-    "reset"  -> keep only the newest token (the seed's behaviour: the cache was reset)
+    "reset"  -> keep only the newest token (the original's behaviour: the cache was reset)
     "window" -> keep the most recent W tokens, every step (a true sliding window: the context
                 the model was trained with; with a KV cache this is a prefill per step)
 The same rule applies with and without the cache, so both give the same logits (and identical
@@ -25,15 +25,14 @@ cache and "window" without one, where every step is a full forward anyway (the L
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
+from musicgen.constants import EOS_ID, PAD_ID
 from musicgen.generation.sampling import SamplingConfig, sample_next
 
-# project-wide special ids (musicgen.tokenizers.base), repeated to keep generation MIDI-free
-PAD_ID, EOS_ID = 0, 2
 OVERFLOW_POLICIES = ("slide", "reset", "window")
 
 
@@ -41,7 +40,7 @@ def supports_cache(model: nn.Module) -> bool:
     return callable(getattr(model, "setup_cache", None))
 
 
-class Decoder:
+class NextTokenLogits:
     """Next-token logits for a growing sequence, reusing a KV cache where the model has one.
 
     Call ``next_logits(seq)`` with the whole sequence so far (B, n), n growing by any number of
@@ -63,7 +62,9 @@ class Decoder:
         self.overflow = overflow
         margin = self.window // 4 if slide_margin is None else slide_margin
         if not 0 <= margin < self.window:
-            raise ValueError(f"slide_margin={slide_margin!r} must be in [0, {self.window - 1}] (context_len={self.window})")
+            raise ValueError(
+                f"slide_margin={slide_margin!r} must be in [0, {self.window - 1}] (context_len={self.window})"
+            )
         self.keep = self.window - margin  # tokens kept by a slide
         self.start = 0  # first token of the context
         self.cached = None  # absolute index one past the last token in the cache; None: nothing cached
@@ -143,7 +144,7 @@ def generate(
 
     was_training = model.training
     model.eval()
-    decoder = Decoder(model, B, use_cache=use_cache, overflow=overflow, slide_margin=slide_margin)
+    decoder = NextTokenLogits(model, B, use_cache=use_cache, overflow=overflow, slide_margin=slide_margin)
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     try:
         for i in range(max_new_tokens):

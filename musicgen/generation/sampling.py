@@ -1,7 +1,7 @@
 """Next-token sampling over logits: temperature, then top-k, then top-p (nucleus).
 
 The most probable token always survives both filters, so the distribution sampled from is never
-empty (the seed fell back to uniform sampling over the first k ids when everything was masked;
+empty (the original fell back to uniform sampling over the first k ids when everything was masked;
 that case cannot arise here). Ties at a cut-off are kept together: top-k keeps every token whose
 logit equals the k-th largest, top-p every token as probable as the last one it needs.
 """

@@ -1,4 +1,6 @@
-"""What makes a run survive a kill: atomic checkpoint files, a ``last.ckpt`` every N steps and
+"""Training callbacks. ``SampleMetrics`` generates and measures samples during training;
+``Budget`` ends a run by its budget with the learning rate at its floor; the rest is what makes
+a run survive a kill: atomic checkpoint files, a ``last.ckpt`` every N steps and
 on SIGTERM / Ctrl-C, and the state a resumed run needs to continue exactly.
 
 Exact resume needs five things restored; Lightning restores the first two itself:
@@ -16,6 +18,7 @@ inside an epoch (``ResumeCheckpoint``) and at validation end (``ModelCheckpoint`
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -26,9 +29,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from musicgen.midi_io import atomic_path
+from musicgen.constants import BOS_ID
+from musicgen.fs import atomic_path, atomic_write_text
+from musicgen.generation import SamplingConfig, generate
+from musicgen.lit.optim import WarmupCosine
+from musicgen.midi_io import write_score
+from musicgen.plots import plot_pitch_histograms, save_figure
+from musicgen.scoring import reference_histogram, sample_metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +100,7 @@ class ResumeCheckpoint(L.Callback):
             log.warning("%s: finishing this step, then writing %s%s", signal.Signals(signum).name, self.path, again)
             self.signal = signum
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         if not stepped or batch_idx + 1 >= trainer.num_training_batches:
             return
@@ -110,7 +121,8 @@ class ResumeCheckpoint(L.Callback):
     def _save_and_stop(self, trainer: L.Trainer) -> None:
         self.signal = self.signal or signal.SIGTERM  # a rank that was not signalled itself
         trainer.save_checkpoint(self.path)
-        log.warning("stopped by %s at step %d; wrote %s", signal.Signals(self.signal).name, trainer.global_step, self.path)
+        name = signal.Signals(self.signal).name
+        log.warning("stopped by %s at step %d; wrote %s", name, trainer.global_step, self.path)
         raise SIGTERMException
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -200,14 +212,10 @@ class Budget(L.Callback):
 
     @staticmethod
     def _timer(trainer: L.Trainer):
-        from lightning.pytorch.callbacks import Timer
-
         return next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
 
     @staticmethod
     def _schedule(trainer: L.Trainer):
-        from musicgen.lit.optim import WarmupCosine
-
         for config in trainer.lr_scheduler_configs:
             for fn in getattr(config.scheduler, "lr_lambdas", []):
                 if isinstance(fn, WarmupCosine):
@@ -221,7 +229,7 @@ class Budget(L.Callback):
         if self.total_steps is not None and self._timer(trainer) is not None:  # resumed
             self._apply(trainer, self.total_steps)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step == self._last_step:  # inside a gradient-accumulation window
             return
@@ -246,7 +254,8 @@ class Budget(L.Callback):
             total = min(total, self._epoch_limit)
         total = int(trainer.strategy.broadcast(total, src=0))
         if total != self.total_steps:
-            log.debug("time budget: %.2f steps/s, %.0f s left: the run ends at step %d", rate, timer.time_remaining(), total)
+            log.debug("time budget: %.2f steps/s, %.0f s left: the run ends at step %d",
+                      rate, timer.time_remaining(), total)
         self._apply(trainer, total)
 
     def _apply(self, trainer: L.Trainer, total: int) -> None:
@@ -262,3 +271,83 @@ class Budget(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.ref = tuple(state_dict["ref"]) if state_dict.get("ref") else None
         self.total_steps = state_dict.get("total_steps")
+
+
+TABLE_COLUMNS = ("sample", "notes", "ngram_repetition_4", "compression_ratio_4", "syntax_error_rate")
+
+
+class SampleMetrics(L.Callback):
+    """Generate ``num_samples`` pieces every ``every_n_epochs`` validation epochs and log their
+    repetition, compression, pitch-histogram and syntax metrics as ``samples/*``; write the MIDI
+    files and a pitch-histogram figure under ``output_dir/epoch_NNN/`` and, on W&B, log the
+    figure as an image, the samples as a table and the MIDI files as an artifact."""
+
+    def __init__(
+        self,
+        output_dir: str,
+        every_n_epochs: int = 5,
+        num_samples: int = 4,
+        max_new_tokens: int = 256,
+        sampling: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1")
+        self.output_dir = Path(output_dir)
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.max_new_tokens = max_new_tokens
+        self.sampling = SamplingConfig(**(sampling or {}))
+        self.seed = seed
+        self._ref_hist: torch.Tensor | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        if not trainer.is_global_zero:  # one process generates; loggers are rank-zero only anyway
+            return
+        dm = trainer.datamodule
+        tok = dm.tokenizer
+        if self._ref_hist is None:
+            train = dm.cache.splits["train"]
+            self._ref_hist = reference_histogram(tok, [train.doc(i) for i in range(train.n_docs)])
+        device = pl_module.device
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        prompt = torch.full((self.num_samples, 1), BOS_ID, dtype=torch.long, device=device)
+        ids = generate(pl_module.net, prompt, self.max_new_tokens, self.sampling, generator=gen)[:, 1:].tolist()
+        metrics = sample_metrics(tok, ids, self._ref_hist)
+
+        step = trainer.global_step
+        scalars = {f"samples/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+
+        epoch_dir = self.output_dir / f"epoch_{trainer.current_epoch:03d}"
+        epoch_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, seq in enumerate(ids):
+            row = sample_metrics(tok, [seq], self._ref_hist)
+            try:
+                score = tok.decode(seq)
+                write_score(score, epoch_dir / f"sample_{i:02d}.mid")
+                notes = sum(len(t.notes) for t in score.tracks)
+            except Exception as e:  # an ill-formed sample is reported, the others still logged
+                log.warning("epoch %d sample %d could not be decoded: %s", trainer.current_epoch, i, e)
+                notes = -1
+            rows.append([i, notes, row["ngram_repetition_4"], row["compression_ratio_4"], row["syntax_error_rate"]])
+        fig = plot_pitch_histograms(torch.tensor(metrics["pitch_counts"]), self._ref_hist,
+                                    title=f"epoch {trainer.current_epoch}: generated vs training pitches")
+        save_figure(fig, epoch_dir / "pitch_histogram.png")
+        atomic_write_text(epoch_dir / "samples.json", json.dumps(
+            {"step": step, "metrics": scalars, "columns": TABLE_COLUMNS, "rows": rows, "ids": ids}, indent=1))
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                image = wandb.Image(str(epoch_dir / "pitch_histogram.png"))
+                logger.log_image("samples/pitch_histogram", [image], step=step)
+                logger.log_table("samples/table", columns=list(TABLE_COLUMNS), data=rows, step=step)
+                art = wandb.Artifact(f"samples-epoch{trainer.current_epoch:03d}", type="midi")
+                art.add_dir(str(epoch_dir))
+                logger.experiment.log_artifact(art)

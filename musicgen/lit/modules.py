@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
-from musicgen.data.windows import IGNORE_INDEX
+from musicgen.constants import IGNORE_INDEX
 from musicgen.lit.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class LanguageModelModule(L.LightningModule):
 
 
 class Seq2OneLM(LanguageModelModule):
-    """The seed's LSTM objective: cross-entropy on the single token after each window."""
+    """The original's LSTM objective: cross-entropy on the single token after each window."""
 
     objective = "seq2one"
 

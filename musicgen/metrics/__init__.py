@@ -13,7 +13,6 @@ from musicgen.metrics.music import (
     SyntaxErrorRate,
     ngram_stats,
     pitch_counts,
-    plot_pitch_histograms,
 )
 from musicgen.metrics.ngram import NgramLM, UnigramLM
 
@@ -28,5 +27,4 @@ __all__ = [
     "UnigramLM",
     "ngram_stats",
     "pitch_counts",
-    "plot_pitch_histograms",
 ]

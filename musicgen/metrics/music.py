@@ -13,7 +13,6 @@ the states can live on any device (MPS has no float64).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from musicgen.constants import IGNORE_INDEX
+
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+    pass
 
 N_PITCHES = 128
 
@@ -103,7 +103,7 @@ class Perplexity(Metric):
     sum_nll: Tensor
     count: Tensor
 
-    def __init__(self, ignore_index: int = -100, **kwargs: Any) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
         self.add_state("sum_nll", default=torch.tensor(0.0), dist_reduce_fx="sum")
@@ -431,53 +431,6 @@ class PitchHistogram(Metric):
         return {"kl": kl, "overlap": overlap, "out_of_range": out_of_range, "histogram": p}
 
 
-def plot_pitch_histograms(
-    generated: Tensor | Sequence[float],
-    reference: Tensor | Sequence[float],
-    path_or_ax: str | Path | Axes | None = None,
-    pitch_range: tuple[int, int] | None = None,
-    title: str | None = "Pitch histogram",
-) -> Figure:
-    """Plot generated against reference pitch distributions (128 counts each, normalised here).
-
-    ``path_or_ax``: a file path (the figure is saved there), a matplotlib ``Axes`` to
-    draw on, or ``None``. Returns the Figure. Uses the object-oriented API with the Agg
-    canvas, never pyplot, so it touches no global backend state and leaks no figures.
-    """
-    from matplotlib.axes import Axes
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    gen = _normalise(torch.as_tensor(generated, dtype=torch.float32).reshape(-1)).cpu().numpy()
-    ref = _normalise(torch.as_tensor(reference, dtype=torch.float32).reshape(-1)).cpu().numpy()
-    if gen.shape[0] != N_PITCHES or ref.shape[0] != N_PITCHES:
-        raise ValueError(f"histograms must have {N_PITCHES} bins, got {gen.shape[0]} and {ref.shape[0]}")
-
-    if isinstance(path_or_ax, Axes):
-        ax = path_or_ax
-        fig = ax.figure
-    else:
-        fig = Figure(figsize=(10, 4))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-    bins = range(N_PITCHES)
-    ax.bar(bins, ref, width=1.0, color="tab:gray", alpha=0.5, label="reference")
-    ax.step(bins, gen, where="mid", color="tab:blue", linewidth=1.2, label="generated")
-    if pitch_range is not None:
-        ax.axvspan(pitch_range[0] - 0.5, pitch_range[1] + 0.5, color="tab:green", alpha=0.08, label="pitch range")
-    ax.set_xlim(-0.5, N_PITCHES - 0.5)
-    ax.set_xlabel("MIDI pitch")
-    ax.set_ylabel("share of notes")
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="upper right")
-    if isinstance(path_or_ax, str | Path):
-        path = Path(path_or_ax)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    return fig  # type: ignore[return-value]
-
 
 __all__ = [
     "CompressionRatio",
@@ -488,5 +441,4 @@ __all__ = [
     "SyntaxErrorRate",
     "ngram_stats",
     "pitch_counts",
-    "plot_pitch_histograms",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-BOS_ID = 1
+from musicgen.constants import BOS_ID
 
 _INT64_MAX = np.iinfo(np.int64).max
 

@@ -46,7 +46,8 @@ class RotaryEmbedding(nn.Module):
 
     def _angles(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # always float32 (float64 would not help: positions stay small); cast at use
-        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32) / self.head_dim))
+        dims = torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
+        inv_freq = 1.0 / (self.base ** (dims / self.head_dim))
         t = torch.arange(length, device=device, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)  # (L, hs/2)
         return freqs.cos(), freqs.sin()

@@ -50,7 +50,8 @@ class LSTMConfig:
             raise ValueError(f"input_mode={self.input_mode!r} must be one of {INPUT_MODES}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
-        if isinstance(self.attention_heads, bool) or not isinstance(self.attention_heads, int) or self.attention_heads < 0:
+        heads = self.attention_heads
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 0:
             raise ValueError(f"attention_heads={self.attention_heads!r} must be a non-negative integer")
         if self.attention_heads and self.hidden_sizes[-1] % self.attention_heads:
             raise ValueError(

@@ -151,6 +151,20 @@ class MusicTransformer(nn.Module):
         """Longest context generation feeds the model (its ``max_seq_len``)."""
         return self.config.max_seq_len
 
+    # --- cost accounting ---------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, the tied embedding / head matrix counted once. ``non_embedding``: without
+        that (V, d) matrix (Kaplan et al.'s N; there are no position embeddings, RoPE has none)."""
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.tok_emb.weight.numel() if non_embedding else total
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token at context ``seq_len``: 6N (forward + backward through every
+        weight, the tied head included) + attention's 12 * layers * d_model * T (the PaLM /
+        nanoGPT convention). Divide by 3 for a forward pass alone."""
+        cfg = self.config
+        return float(6 * self.num_params() + 12 * cfg.n_layers * cfg.d_model * seq_len)
+
     # --- KV cache ---------------------------------------------------------------------------
     def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=None, device=None) -> None:
         """Preallocate K/V buffers for ``batch_size`` rows and positions ``0 .. max_len-1``

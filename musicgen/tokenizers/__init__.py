@@ -10,14 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from musicgen.tokenizers.base import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    UNK_ID,
-    BadMidiError,
-    MusicTokenizer,
-)
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 from musicgen.tokenizers.pitch import PitchTokenizer
 from musicgen.tokenizers.remi import RemiTokenizer
 

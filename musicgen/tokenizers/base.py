@@ -2,22 +2,24 @@
 
 A tokeniser turns a MIDI file (all non-drum tracks merged into one stream) into a list of
 integer ids and back into a one-track ``symusic.Score``. Ids 0..3 are always the special
-tokens PAD, BOS, EOS, UNK (in that order), so data, models and generation can rely on them
-without knowing which tokeniser is in use.
+tokens PAD, BOS, EOS, UNK (in that order, ``musicgen.constants``), so data, models and
+generation can rely on them without knowing which tokeniser is in use.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import symusic
 
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import BadMidiError
 
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-
+#: The ids are re-exported only because ``musicgen.bench`` imports them from here; new code
+#: imports them from ``musicgen.constants``.
 __all__ = ["BadMidiError", "MusicTokenizer", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
 
 
@@ -50,7 +52,7 @@ class MusicTokenizer(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path | str) -> "MusicTokenizer":
+    def load(cls, path: Path | str) -> MusicTokenizer:
         """Read a tokeniser written by ``save``."""
 
     @property

@@ -32,13 +32,15 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import symusic
 
 from musicgen import midi_io
+from musicgen.fs import atomic_write_text
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 log = logging.getLogger(__name__)
@@ -240,10 +242,10 @@ class PitchTokenizer(MusicTokenizer):
 
     def save(self, path: Path | str) -> None:
         data = {"musicgen": {"kind": self.kind, "options": self._options()}, "vocab": self.itos}
-        midi_io.atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: Path | str) -> "PitchTokenizer":
+    def load(cls, path: Path | str) -> PitchTokenizer:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         meta = data.get("musicgen", {})
         if meta.get("kind") != cls.kind:

@@ -2,7 +2,7 @@
 
 One class serves both: ``bpe_vocab_size=None`` is plain REMI (kind "remi"); an integer makes
 ``train`` learn BPE merges on the training split up to that total vocabulary size (kind
-"remi_bpe"). The base vocabulary of the default options is the seed's V6 vocabulary of 362
+"remi_bpe"). The base vocabulary of the default options is the original's V6 vocabulary of 362
 tokens: 4 specials, Bar, 89 Pitch, 32 Velocity, 64 Duration, 32 Position, 14 Chord,
 32 Rest, 32 Tempo and 62 PitchDrum tokens.
 
@@ -25,8 +25,9 @@ import copy
 import hashlib
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import miditok
 import symusic
@@ -34,7 +35,9 @@ from miditok import TokSequence
 from miditok.constants import CURRENT_MIDITOK_VERSION
 
 from musicgen import midi_io
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, BadMidiError, MusicTokenizer
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from musicgen.fs import atomic_write_text
+from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 from musicgen.tokenizers.pitch import strip_bos_eos
 
 log = logging.getLogger(__name__)
@@ -293,10 +296,10 @@ class RemiTokenizer(MusicTokenizer):
         entry with the kind and constructor options, written atomically."""
         data = self._tok.to_dict()
         data["musicgen"] = {"kind": self.kind, "options": self._options}
-        midi_io.atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: Path | str) -> "RemiTokenizer":
+    def load(cls, path: Path | str) -> RemiTokenizer:
         meta = json.loads(Path(path).read_text(encoding="utf-8")).get("musicgen", {})
         if meta.get("kind") not in ("remi", "remi_bpe"):
             raise ValueError(f"{path}: not a REMI tokeniser file (kind {meta.get('kind')!r})")

@@ -2,8 +2,10 @@
 and both outputs are written. The Llama rows need the bench extra (transformers)."""
 
 import json
+import time
 
 import pytest
+import torch
 
 from musicgen import bench
 from musicgen.config import compose
@@ -57,9 +59,9 @@ def test_quick_bench_with_llama_matches_shapes_and_profiles_misses(tmp_path, rea
 
 
 def test_time_limit_abandons_a_slow_warmup():
-    clock = bench.Clock(bench.torch.device("cpu"))
+    clock = bench.Clock(torch.device("cpu"))
     times, first, errors = bench.alternate(
-        {"slow": lambda: bench.time.sleep(5), "fast": lambda: None}, clock, warmup=1, reps=2, timeouts={"slow": 0.2}
+        {"slow": lambda: time.sleep(5), "fast": lambda: None}, clock, warmup=1, reps=2, timeouts={"slow": 0.2}
     )
     assert errors["slow"].startswith("TimeoutError") and set(times) == {"fast"} and len(times["fast"]) == 2
 

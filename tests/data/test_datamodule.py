@@ -1,17 +1,16 @@
 """Split, augmentation, cache and DataModule on real tunes."""
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 
+from musicgen.constants import BOS_ID, EOS_ID
 from musicgen.data import MidiDataModule
 from musicgen.data.augment import AugmentConfig, transpositions
 from musicgen.data.split import split_files, split_of, subsample
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
-from musicgen.tokenizers.base import BOS_ID, EOS_ID
 
 
 def make_dm(root, cache_dir, tokenizer=None, **kw):
@@ -125,7 +124,7 @@ def test_batches_from_the_datamodule(real_midi_dir, tmp_path):
     assert len(dm.datasets["train"]) == len(dm.cache.splits["train"].tokens) - 20
 
 
-def test_broken_files_are_skipped_and_left_untouched(broken_midi_dir, tmp_path, caplog):
+def test_broken_files_are_skipped_and_left_untouched(broken_midi_dir, broken_midi_names, tmp_path, caplog):
     before = {p: p.read_bytes() for p in broken_midi_dir.rglob("*") if p.is_file()}
     dm = make_dm(broken_midi_dir, tmp_path / "cache", val_frac=0.0)
     with caplog.at_level("WARNING"):
@@ -135,6 +134,15 @@ def test_broken_files_are_skipped_and_left_untouched(broken_midi_dir, tmp_path, 
     assert len(skipped) == n_bad
     assert sum("skipping" in r.message for r in caplog.records) == n_bad
     assert {p: p.read_bytes() for p in before} == before
+    # exactly the broken files are skipped, each with the reason read_score gives for it
+    used = sorted(n.removeprefix("user/") for n in dm.cache.meta["splits"]["train"]["names"] if "@" not in n)
+    assert used == ["good_0.mid", "good_1.mid", "good_2.mid"]
+    reasons = {s["file"].removeprefix("user/"): s["reason"] for s in skipped}
+    assert reasons.keys() == broken_midi_names.keys()
+    for name, reason in reasons.items():
+        assert f"{name}: {broken_midi_names[name]}" in reason, (name, reason)
+    lines = [r.getMessage() for r in caplog.records if r.name == "musicgen.data.cache"]
+    assert any(line.startswith(f"skipped {n_bad} of {len(before)} files") for line in lines), lines
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path):

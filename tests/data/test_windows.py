@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from musicgen.data.windows import IGNORE_INDEX, TokenWindows, n_packed_windows, windows_per_doc
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from musicgen.data.windows import TokenWindows, n_packed_windows, windows_per_doc
 
 
 def make_stream(doc_lengths, seed=0):

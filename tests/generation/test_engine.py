@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from musicgen.generation import Decoder, SamplingConfig, generate
+from musicgen.generation import NextTokenLogits, SamplingConfig, generate
 from musicgen.models import MelodyLSTM, MusicTransformer
 
 GREEDY = SamplingConfig(greedy=True)
@@ -185,7 +185,7 @@ def test_slide_keeps_recent_context_and_reset_loses_it(use_cache):
     seq = torch.randint(3, 23, (2, 24), generator=torch.Generator().manual_seed(3))
     last = lambda ids: model(ids)[:, -1]  # noqa: E731  fresh full forward
 
-    dec = Decoder(model, 2, use_cache=use_cache, overflow="slide")
+    dec = NextTokenLogits(model, 2, use_cache=use_cache, overflow="slide")
     for n in range(1, 17):
         torch.testing.assert_close(dec.next_logits(seq[:, :n]), last(seq[:, :n]), atol=1e-4, rtol=0)
     assert dec.start == 0
@@ -195,7 +195,7 @@ def test_slide_keeps_recent_context_and_reset_loses_it(use_cache):
         torch.testing.assert_close(dec.next_logits(seq[:, :n]), last(seq[:, 5:n]), atol=1e-4, rtol=0)
     dec.close()
 
-    dec = Decoder(model, 2, use_cache=use_cache, overflow="reset")
+    dec = NextTokenLogits(model, 2, use_cache=use_cache, overflow="reset")
     dec.next_logits(seq[:, :16])
     torch.testing.assert_close(dec.next_logits(seq[:, :17]), last(seq[:, 16:17]), atol=1e-4, rtol=0)
     torch.testing.assert_close(dec.next_logits(seq[:, :18]), last(seq[:, 16:18]), atol=1e-4, rtol=0)
@@ -204,10 +204,10 @@ def test_slide_keeps_recent_context_and_reset_loses_it(use_cache):
 
 def test_default_overflow_is_slide_with_cache_and_window_without():
     model = tiny_transformer(max_seq_len=16)
-    assert Decoder(model, 1).overflow == "slide"
+    assert NextTokenLogits(model, 1).overflow == "slide"
     model.clear_cache()
-    assert Decoder(model, 1, use_cache=False).overflow == "window"
-    assert Decoder(UniformModel(), 1).overflow == "window"
+    assert NextTokenLogits(model, 1, use_cache=False).overflow == "window"
+    assert NextTokenLogits(UniformModel(), 1).overflow == "window"
 
 
 def test_lstm_generation_slides_its_context_window():

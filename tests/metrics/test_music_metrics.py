@@ -17,7 +17,6 @@ from musicgen.metrics import (
     SyntaxErrorRate,
     ngram_stats,
     pitch_counts,
-    plot_pitch_histograms,
 )
 
 ALT = [1, 2, 1, 2, 1, 2]
@@ -200,18 +199,3 @@ def test_pitch_counts():
     assert pitch_counts(torch.tensor([[0, 127]])).sum() == 2
     with pytest.raises(ValueError):
         pitch_counts([-1])
-
-
-def test_plot_pitch_histograms(tmp_path):
-    from matplotlib.figure import Figure
-
-    gen = pitch_counts([60, 60, 64])
-    path = tmp_path / "plots" / "pitch.png"
-    fig = plot_pitch_histograms(gen, _ref_counts(), path, pitch_range=(60, 62))
-    assert isinstance(fig, Figure)
-    assert path.exists() and path.stat().st_size > 0
-
-    fig2 = Figure()
-    ax = fig2.add_subplot()
-    assert plot_pitch_histograms(gen, _ref_counts(), ax) is fig2
-    assert isinstance(plot_pitch_histograms(gen.tolist(), _ref_counts()), Figure)

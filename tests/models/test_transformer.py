@@ -148,3 +148,20 @@ def test_cache_under_autocast_stores_the_autocast_dtype():
         logits = model(idx, input_pos=torch.arange(6), last_only=True)
     assert model.layers[0].attn.kv_cache.k.dtype == torch.bfloat16
     torch.testing.assert_close(logits.float(), model(idx)[:, -1], atol=0.1, rtol=0)
+
+
+def test_num_params_counts_the_tied_matrix_once():
+    model = tiny()
+    V, d, f, L = TINY["vocab_size"], TINY["d_model"], TINY["d_ff"], TINY["n_layers"]
+    assert model.num_params() == n_params(model) == V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
+    # the head shares the embedding: counting every module's weights would add V * d again
+    assert sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False)) == model.num_params() + V * d
+    assert model.num_params(non_embedding=True) == model.num_params() - V * d
+
+
+def test_flops_per_token_is_6n_plus_attention_and_grows_with_context():
+    model = tiny()
+    N, L, d = n_params(model), TINY["n_layers"], TINY["d_model"]
+    assert model.flops_per_token(16) == 6 * N + 12 * L * d * 16
+    assert model.flops_per_token(32) - model.flops_per_token(16) == 12 * L * d * 16
+    assert isinstance(model.flops_per_token(1), float)

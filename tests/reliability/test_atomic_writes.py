@@ -12,7 +12,8 @@ import torch
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
-from musicgen.data.corpus import export_corpus, list_midi_files, load_manifest
+from musicgen.data.export import export_corpus
+from musicgen.data.sources import list_midi_files, load_manifest
 from musicgen.lit.callbacks import AtomicCheckpointIO
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import RemiTokenizer
@@ -24,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 KILL_IN_ATOMIC_WRITE = """
 import os, signal
 from contextlib import contextmanager
-from musicgen import midi_io
-real, calls = midi_io.atomic_path, [0]
+from musicgen import fs
+real, calls = fs.atomic_path, [0]
 @contextmanager
 def dying_atomic_path(path):
     with real(path) as tmp:
@@ -33,7 +34,7 @@ def dying_atomic_path(path):
         calls[0] += 1
         if calls[0] == {n}:
             os.kill(os.getpid(), signal.SIGKILL)
-midi_io.atomic_path = dying_atomic_path
+fs.atomic_path = dying_atomic_path
 """
 
 
@@ -46,7 +47,7 @@ def test_prepare_killed_mid_write_then_run_again(tmp_path):
     out = tmp_path / "chorales"
     # writes: chorale 1, its record, chorale 2 (killed before its rename)
     run_killed(KILL_IN_ATOMIC_WRITE.format(n=3) + f"""
-from musicgen.data.corpus import export_corpus
+from musicgen.data.export import export_corpus
 export_corpus("chorales", {str(out)!r}, workers=1, limit=3, progress=False)
 """)
     first = sorted(p.name for p in out.glob("*.mid"))

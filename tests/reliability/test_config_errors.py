@@ -3,13 +3,14 @@
 import re
 
 import pytest
-from reliability_helpers import cli, run_train_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from reliability_helpers import cli, run_train_cli
 
 from musicgen.config import compose
+from musicgen.errors import ConfigError
 from musicgen.generate import run_generation
-from musicgen.train import ConfigError, train
+from musicgen.train import train
 
 #: (override, the message: a regular expression matched at its start)
 BEFORE_DATA = [

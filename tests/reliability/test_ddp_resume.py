@@ -6,8 +6,8 @@ import json
 
 import lightning as L
 import pytest
-from reliability_helpers import cli, run_train_cli
 from hydra.utils import instantiate
+from reliability_helpers import cli, run_train_cli
 
 from musicgen.checkpoint import load_run
 from musicgen.config import compose

@@ -9,8 +9,9 @@ import torch
 from faults import signal_at
 from reliability_helpers import cli, run_train_cli
 
+from musicgen.checkpoint import TrainingInterrupted
 from musicgen.config import compose
-from musicgen.train import TrainingInterrupted, train
+from musicgen.train import train
 
 # 12 optimizer steps in 3 epochs of 4 batches, each ending with validation; last.ckpt every 2
 # steps and at each validation. Dropout on, so the restored RNG state matters; every epoch takes

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import symusic
 
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import PitchTokenizer, load_tokenizer
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.tokenizers.pitch import name_pitch, normal_order, pitch_name
 
 

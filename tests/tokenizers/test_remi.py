@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import symusic
 
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import BadMidiError, RemiTokenizer, load_tokenizer
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 # ----------------------------------------------------------------------------- real MIDI

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from probes import probe
 
 from musicgen.config import compose, default_precision
 from musicgen.train import train
-
-from probes import probe
 
 FAMILIES = {"v1": "LSTM, float input, seq2one", "v6": "LSTM, embedding, seq2one", "v7": "Transformer, causal"}
 

@@ -4,11 +4,10 @@ import json
 import time
 
 import pytest
+from wandb_log import finished, history
 
 from musicgen.config import compose
 from musicgen.train import train
-
-from wandb_log import finished, history
 
 SAMPLES_EVERY_EPOCH = [
     "callbacks.sample_metrics.every_n_epochs=1",

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from musicgen.config import CONF_DIR, compose
 
-# (model class, hidden sizes | transformer shape, input, tokeniser, bpe vocab, seed vocab, max_files, schedule)
+# (model class, hidden sizes | transformer shape, input, tokeniser, bpe vocab, original vocab, max_files, schedule)
 TABLE = {
     "v1": ("MelodyLSTM", [256, 512, 256], "float", "PitchTokenizer", None, None, 100),
     "v2": ("MelodyLSTM", [256, 512, 256], "float", "PitchTokenizer", None, 59, 24),
@@ -30,11 +30,11 @@ def base_overrides(tmp_path):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_version_matches_design_table(version, tmp_path):
     cfg = compose("train", [f"+version={version}", *base_overrides(tmp_path)])
-    family, shape, inp, tok, bpe, seed_vocab, max_files = TABLE[version]
+    family, shape, inp, tok, bpe, original_vocab, max_files = TABLE[version]
     assert cfg.version.name == version
     assert cfg.model._target_.endswith(family)
     assert cfg.tokenizer._target_.endswith(tok)
-    assert cfg.version.seed_vocab == seed_vocab
+    assert cfg.version.original_vocab == original_vocab
     assert cfg.data.max_files == max_files
     if family == "MelodyLSTM":
         assert list(cfg.model.hidden_sizes) == shape
@@ -69,7 +69,7 @@ def test_version_instantiates_model_and_datamodule(version, tmp_path):
     dm = instantiate(cfg.data, tokenizer=tokenizer)
     assert dm.mode == cfg.objective.name
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg["vocab_size"] = cfg.version.seed_vocab or 128
+    model_cfg["vocab_size"] = cfg.version.original_vocab or 128
     net = instantiate(model_cfg)
     assert type(net).__name__ == TABLE[version][0]
     instantiate(cfg.objective.module)(net=net, **cfg.optim)

@@ -1,7 +1,7 @@
-"""Where MIDI comes from: the corpora embedded in music21, a folder of the user's MIDI, or MAESTRO.
+"""Exporting the corpora embedded in music21 to MIDI (``python -m musicgen.prepare``).
 
-The embedded corpora are exported once to plain MIDI files (``python -m musicgen.prepare``) so
-that everything downstream only ever reads MIDI:
+The embedded corpora are exported once to plain MIDI files so that everything downstream only
+ever reads MIDI (``musicgen.data.sources`` lists them):
 
 - ``folk``: every tune of music21's ABC folk collections (Essen, O'Neill's 1850, Aird's Airs,
   Ryan's Mammoth Collection, misc folk), melody only, one file per tune:
@@ -13,27 +13,27 @@ written atomically, and a source counts as done only once its record ``.parts/<s
 exists (written atomically after all its tunes). A killed run therefore redoes only the source
 files that had no record, and a finished export is recognised without importing music21.
 
-music21 and the MIDI stack (``musicgen.midi_io``, which pulls in the tokenisers and torch) are
-imported inside the functions that need them, so that checking a finished export (a rerun of
-``python -m musicgen.prepare``) takes a fraction of a second.
+music21 is imported inside the functions that need it, so that checking a finished export (a
+rerun of ``python -m musicgen.prepare``) takes a fraction of a second.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import logging
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+
+from musicgen.data.sources import MANIFEST_NAME, Manifest, check_corpora
+from musicgen.fs import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-CORPORA = ("folk", "chorales")
 #: music21 corpus folders holding the monophonic folk tunes (ABC, usually many tunes per file).
 FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "airdsAirs", "ryansMammoth", "miscFolk")
 #: Files of music21's ``bach`` folder that are not chorales: BWV 846 is the C major prelude of
@@ -41,34 +41,13 @@ FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "airdsAirs", "ryansMammoth",
 #: ``bwv18.5-lz`` and ``bwv18.5-w``, each kept); the three ``.krn`` files duplicate ``.mxl``
 #: files and are not read.
 NOT_CHORALES = frozenset({"bwv846"})
-MANIFEST_NAME = "manifest.json"
 PARTS_DIR = ".parts"
 #: Bumped when the export changes what it writes, so older part records are redone, not trusted.
 EXPORT_VERSION = 1
-MAESTRO_CSV = "maestro-v3.0.0.csv"
-MAESTRO_SPLITS = ("train", "validation", "test")
-
-
-class DataPathError(FileNotFoundError):
-    """A configured data path that does not exist; the message says which key to set."""
-
-
-def require_dir(
-    path: Path | str,
-    key: str = "data.root",
-    example: str = "/path/to/your/midi",
-    what: str = "a folder of .mid/.midi files",
-) -> Path:
-    """``path`` as a Path if it is an existing folder, else a ``DataPathError`` saying how to set it."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        state = "is not a folder" if path.exists() else "does not exist"
-        raise DataPathError(f"{key}={path} {state}; set {key}={example} ({what})")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
-# Sources and manifests
+# Source files
 # ---------------------------------------------------------------------------------------------
 
 
@@ -91,45 +70,6 @@ class Source:
         return f"{PARTS_DIR}/{self.key}.json"
 
 
-@dataclass
-class Manifest:
-    """What an exported corpus folder holds: ``files`` are relative to ``root``, sorted."""
-
-    root: Path
-    files: list[str] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    sources_done: int = 0
-    sources_total: int = 0
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self.root / f for f in self.files]
-
-    @property
-    def complete(self) -> bool:
-        return self.sources_done == self.sources_total
-
-    def to_json(self) -> str:
-        body = {
-            "files": self.files,
-            "failed": self.failed,
-            "sources_done": self.sources_done,
-            "sources_total": self.sources_total,
-        }
-        return json.dumps(body, indent=1) + "\n"
-
-
-def load_manifest(corpus_dir: Path | str) -> Manifest:
-    """The manifest an export wrote into ``corpus_dir`` (``data/folk``...)."""
-    root = Path(corpus_dir)
-    path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise DataPathError(
-            f"{path} does not exist; run `python -m musicgen.prepare` to export the embedded corpora"
-        )
-    body = json.loads(path.read_text())
-    return Manifest(root=root, **body)
-
 
 def music21_corpus_dir() -> Path:
     """music21's bundled corpus folder, found without importing music21 (which takes a second)."""
@@ -150,7 +90,7 @@ def list_sources(name: str, corpus_root: Path | None = None) -> list[Source]:
             if p.suffix in (".mxl", ".xml") and p.name.rsplit(".", 1)[0] not in NOT_CHORALES
         )
     else:
-        raise ValueError(f"corpus={name!r} is unknown; choose from {list(CORPORA)}")
+        check_corpora([name])
     return [Source(name, p, p.relative_to(root).as_posix()) for p in paths]
 
 
@@ -252,7 +192,7 @@ def export_source(source: Source, corpus_dir: Path) -> dict[str, Any]:
     else:
         files, failed = _export_chorale(source, corpus_dir)
     record = {"version": EXPORT_VERSION, "source": source.rel, "files": files, "failed": failed}
-    _atomic_write_text(corpus_dir / source.record_rel, json.dumps(record) + "\n")
+    atomic_write_text(corpus_dir / source.record_rel, json.dumps(record) + "\n")
     return record
 
 
@@ -280,8 +220,6 @@ def export_abc_file(
     Returns the names written and the failures (``{"tune": index, "reason": ...}``); a tune
     that music21 cannot read or write is a failure, never a reason to stop the file.
     """
-    from musicgen.midi_io import atomic_write_bytes
-
     out_dir = Path(out_dir)
     tunes = split_abc_tunes(Path(abc_path).read_text(encoding="utf-8"))[:max_tunes]
     names, failed = [], []
@@ -308,8 +246,6 @@ def _export_chorale(source: Source, corpus_dir: Path) -> tuple[list[str], list[d
 def export_score_file(path: Path | str, out_path: Path | str) -> None:
     """Write every part of a score file music21 reads (MusicXML...) to one MIDI file."""
     from music21 import converter
-
-    from musicgen.midi_io import atomic_write_bytes
 
     # forceSource: parse the file itself, never read or write music21's pickle cache.
     atomic_write_bytes(out_path, score_midi_bytes(converter.parse(Path(path), forceSource=True)))
@@ -382,11 +318,11 @@ def rebuild_part(part):
     Why not write ``part`` itself: music21's ABC reader puts one TimeSignature object into several
     measures (when a metre is restated), so flattening the part inserts the same object twice
     and ``score.write('midi')`` raises "TimeSignature ... is already found in this Stream" on
-    many tunes (16 of the first 80 of essenFolksong/altdeu10.abc, 9 of O'Neill's first 50). Walking measure by measure and giving each time signature
-    occurrence its own object avoids that. Notes are shared, not copied (the caller drops the
-    parsed score; music21's MIDI writer copies everything again anyway). Chord symbols (``"Am"``
-    in ABC) are accompaniment annotations, not notes of the tune, and are left out. So are grace
-    notes: they take no time in music21, music21 writes each as a note-on and note-off at the
+    many tunes (16 of the first 80 of essenFolksong/altdeu10.abc, 9 of O'Neill's first 50).
+    Walking measure by measure and giving each time signature occurrence its own object avoids
+    that. Notes are shared, not copied (the caller drops the parsed score; music21's MIDI writer
+    copies everything again anyway). Chord symbols (``"Am"`` in ABC) are accompaniment
+    annotations, not notes of the tune, and are left out. So are grace notes: they take no time in music21, music21 writes each as a note-on and note-off at the
     same tick, and MIDI readers pair those with later note-offs into notes bars long.
     Repeats are not expanded: the file holds the notes as written.
     """
@@ -450,91 +386,4 @@ def _write_if_changed(path: Path, text: str) -> None:
             return
     except FileNotFoundError:
         pass
-    _atomic_write_text(path, text)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from musicgen.midi_io import atomic_write_text
-
     atomic_write_text(path, text)
-
-
-# ---------------------------------------------------------------------------------------------
-# User corpora
-# ---------------------------------------------------------------------------------------------
-
-
-def list_midi_files(root: Path | str, key: str = "data.root") -> list[Path]:
-    """Every ``.mid``/``.midi`` file under ``root`` (any case, any depth), sorted by path.
-
-    Hidden files (names starting with ``.``, such as the temp files of an interrupted atomic
-    write) and hidden folders are left out. ``key`` names the config key in the error message.
-    """
-    from musicgen.midi_io import MIDI_SUFFIXES
-
-    root = require_dir(root, key)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(MIDI_SUFFIXES):
-                found.append(Path(dirpath) / name)
-    return sorted(found)
-
-
-def list_maestro(root: Path | str, key: str = "data.maestro_root") -> dict[str, list[Path]]:
-    """MAESTRO v3 MIDI files by the split its csv assigns (``train``, ``validation``, ``test``).
-
-    Files named in the csv but absent are an error: a partial download would otherwise change
-    the splits silently.
-    """
-    root = require_dir(root, key, "/path/to/maestro-v3.0.0", f"the unpacked MAESTRO v3 folder holding {MAESTRO_CSV}")
-    csv_path = root / MAESTRO_CSV
-    if not csv_path.is_file():
-        raise DataPathError(f"{key}={root} has no {MAESTRO_CSV}; set {key} to the unpacked maestro-v3.0.0 folder")
-    splits: dict[str, list[Path]] = {s: [] for s in MAESTRO_SPLITS}
-    missing = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            split = row["split"]
-            if split not in splits:
-                raise ValueError(f"{csv_path}: unknown split {split!r} for {row['midi_filename']}")
-            path = root / row["midi_filename"]
-            (splits[split] if path.is_file() else missing).append(path)
-    if missing:
-        raise DataPathError(f"{key}={root}: {len(missing)} MIDI files named in {MAESTRO_CSV} are missing, e.g. {missing[0]}")
-    return {s: sorted(p) for s, p in splits.items()}
-
-
-def scan_midi(paths: Iterable[Path | str]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Split ``paths`` into usable MIDI files and skipped ones with their reason.
-
-    Each skipped file gets one warning line, and a summary line counts the reasons. Files are
-    only read, never changed.
-    """
-    from musicgen.midi_io import read_score
-    from musicgen.midi_io import BadMidiError
-
-    good: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    for p in map(Path, paths):
-        try:
-            read_score(p)
-        except BadMidiError as e:
-            reason = str(e)
-            prefix = f"{p}: "
-            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
-            log.warning("skipping %s: %s", p, reason)
-            skipped.append((p, reason))
-        else:
-            good.append(p)
-    if skipped:
-        kinds = Counter(_reason_kind(r) for _, r in skipped)
-        detail = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-        log.warning("skipped %d of %d files: %s", len(skipped), len(good) + len(skipped), detail)
-    return good, skipped
-
-
-def _reason_kind(reason: str) -> str:
-    """The short class of a ``read_score`` reason ("not a MIDI file (no MThd header)" -> "not a MIDI file")."""
-    return reason.split(" (", 1)[0]

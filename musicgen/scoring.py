@@ -7,13 +7,18 @@ same tokens and beside the same sample metrics computed on real validation piece
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from musicgen.generation import SamplingConfig, generate
 from musicgen.metrics import (
     CompressionRatio,
     NgramLM,
@@ -24,7 +29,7 @@ from musicgen.metrics import (
     SyntaxErrorRate,
     pitch_counts,
 )
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, MusicTokenizer
+from musicgen.tokenizers.base import MusicTokenizer
 
 REPETITION_NS = (2, 4, 8, 16)
 
@@ -47,13 +52,13 @@ def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_
         idx = short[b : b + batch_size]
         T = max(len(docs[i]) for i in idx) - 1
         x = torch.full((len(idx), T), PAD_ID, dtype=torch.long)
-        y = torch.full((len(idx), T), -100, dtype=torch.long)
+        y = torch.full((len(idx), T), IGNORE_INDEX, dtype=torch.long)
         for row, i in enumerate(idx):
             d = torch.as_tensor(np.asarray(docs[i], dtype=np.int64))
             x[row, : len(d) - 1] = d[:-1]
             y[row, : len(d) - 1] = d[1:]
         logits = net(x.to(device)).float()  # (B, T, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=-100, reduction="none")
+        nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=IGNORE_INDEX, reduction="none")
         out[idx] = nll.sum(dim=1).cpu().numpy()
     step = max(1, context_len // 2)
     for i, d in enumerate(docs):
@@ -145,3 +150,50 @@ def reference_histogram(tokenizer: MusicTokenizer, docs: Sequence[np.ndarray], m
 
 def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int) -> NgramLM:
     return NgramLM(order=order, vocab_size=vocab_size).fit([np.asarray(d) for d in train_docs])
+
+
+def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device) -> dict[str, Any]:
+    """The evaluation report of a loaded run on ``cfg.split`` of its token cache: likelihood of
+    the model and of a smoothed n-gram on the same pieces, and the same sample metrics for model
+    samples, n-gram samples and the real pieces. ``cfg``: the ``evaluate`` config."""
+    t0 = time.perf_counter()
+    tok, net = run.tokenizer, run.net.to(device)
+    split, train = cache.splits[cfg.split], cache.splits["train"]
+    docs = [split.doc(i) for i in range(split.n_docs)][: cfg.max_pieces or None]
+    train_docs = [train.doc(i) for i in range(train.n_docs)]
+    notes = [tok.count_notes(d[1:-1].tolist()) for d in docs]
+
+    # likelihood: model vs smoothed n-gram on the same tokens
+    context = int(getattr(net, "context_len", run.metadata.get("seq_len", 256)))
+    model_row = likelihood_metrics(doc_nll(net, docs, context), docs, notes)
+    ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
+    ngram_row = likelihood_metrics(np.array([ngram.nll(d) for d in docs]), docs, notes)
+    ngram_row["order"] = cfg.ngram_order
+
+    # samples: model vs n-gram vs real pieces, with the same sample metrics
+    ref_hist = reference_histogram(tok, train_docs)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    prompt = torch.full((cfg.num_samples, 1), BOS_ID, dtype=torch.long, device=device)
+    t_gen = time.perf_counter()
+    ids = generate(net, prompt, cfg.max_new_tokens, sampling, generator=gen)[:, 1:].tolist()
+    gen_seconds = time.perf_counter() - t_gen
+    model_row.update(sample_metrics(tok, ids, ref_hist))
+    model_row["generation_tokens_per_second"] = cfg.num_samples * cfg.max_new_tokens / gen_seconds
+    rng = np.random.default_rng(cfg.seed)
+    ngram_ids = [ngram.sample(cfg.max_new_tokens, rng) for _ in range(cfg.num_samples)]
+    ngram_row.update(sample_metrics(tok, ngram_ids, ref_hist))
+    real_row = sample_metrics(tok, [d[1:-1][: cfg.max_new_tokens].tolist() for d in docs], ref_hist)
+
+    result = {
+        "ckpt_path": str(run.ckpt_path),
+        "version": run.metadata.get("version"),
+        "split": cfg.split,
+        "settings": {"num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                     "sampling": OmegaConf.to_container(cfg.sampling), "ngram_order": cfg.ngram_order},
+        "model": model_row,
+        "ngram_baseline": ngram_row,
+        "validation_pieces": real_row,
+        "reference_pitch_counts": ref_hist.tolist(),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return result

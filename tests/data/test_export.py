@@ -1,4 +1,5 @@
-"""The embedded-corpus export, user MIDI listing, MAESTRO splits and the scan for unusable files.
+"""The export of music21's embedded corpora to MIDI: source files, ABC splitting, resumable
+atomic export and its manifest.
 
 Exports run against a tiny stand-in for music21's corpus folder (``corpus_root``) built from
 real corpus files, so they take seconds; the full export is one ``slow`` test.
@@ -6,28 +7,16 @@ real corpus files, so they take seconds; the full export is one ``slow`` test.
 
 from __future__ import annotations
 
-import csv
 import json
-import logging
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import symusic
 
-from musicgen.data import corpus
-from musicgen.data.corpus import (
-    DataPathError,
-    export_corpus,
-    list_maestro,
-    list_midi_files,
-    list_sources,
-    load_manifest,
-    music21_corpus_dir,
-    scan_midi,
-    split_abc_tunes,
-)
+from musicgen.data import export
+from musicgen.data.export import export_corpus, list_sources, music21_corpus_dir, split_abc_tunes
+from musicgen.data.sources import list_midi_files, load_manifest
 
 M21 = music21_corpus_dir()
 ONEILLS = M21 / "oneills1850" / "0001-0050.abc"
@@ -91,12 +80,12 @@ def test_split_abc_tunes_keeps_every_tune_and_the_file_header():
 def test_folk_export_beats_the_time_signature_trap_and_keeps_the_melody(tmp_path):
     from music21 import exceptions21, harmony, midi
 
-    tune0 = corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0])
+    tune0 = export.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0])
     # music21's own writer fails on this tune (the same TimeSignature object in two measures)
     with pytest.raises(exceptions21.StreamException, match="already found"):
-        midi.translate.streamToMidiFile(corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
+        midi.translate.streamToMidiFile(export.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
 
-    names, failed = corpus.export_abc_file(ONEILLS, tmp_path, max_tunes=3)
+    names, failed = export.export_abc_file(ONEILLS, tmp_path, max_tunes=3)
     assert names == ["0000.mid", "0001.mid", "0002.mid"] and failed == []
 
     part = tune0.parts[0].stripTies(matchByPitch=True)
@@ -141,8 +130,8 @@ def test_rerun_parses_nothing_and_a_deleted_record_redoes_only_its_source(tmp_pa
     before = _mtimes(out)
 
     parsed = []
-    real_parse = corpus.parse_abc_tune
-    monkeypatch.setattr(corpus, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
+    real_parse = export.parse_abc_tune
+    monkeypatch.setattr(export, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
     again = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
     assert parsed == [] and _mtimes(out) == before and len(again.files) == 7
 
@@ -209,64 +198,3 @@ def test_full_export(tmp_path_factory):
     assert len(folk.files) >= 0.97 * (len(folk.files) + len(folk.failed))
     chorales = export_corpus("chorales", out / "chorales", progress=False)
     assert chorales.complete and len(chorales.files) >= 400
-
-
-# ------------------------------------------------------------------------------ user MIDI
-
-
-def test_list_midi_files_suffixes_nesting_and_order(tmp_path, folk_midi_files):
-    midi = folk_midi_files[0].read_bytes()
-    for rel in ("b.MID", "a.midi", "deep/er/c.mid", "deep/d.Midi", "notes.txt", "e.mid.bak", ".hidden.mid",
-                ".cache/f.mid"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(midi)
-    found = [p.relative_to(tmp_path).as_posix() for p in list_midi_files(tmp_path)]
-    assert found == ["a.midi", "b.MID", "deep/d.Midi", "deep/er/c.mid"]
-
-
-def test_missing_paths_say_how_to_set_them(tmp_path):
-    with pytest.raises(DataPathError, match=r"data.root=/nonexistent does not exist; set data.root=/path/to/your/midi"):
-        list_midi_files("/nonexistent")
-    with pytest.raises(FileNotFoundError, match="data.maestro_root=/nowhere does not exist"):
-        list_maestro("/nowhere")
-    with pytest.raises(DataPathError, match="maestro-v3.0.0.csv"):
-        list_maestro(tmp_path)
-    with pytest.raises(DataPathError, match="prepare"):
-        load_manifest(tmp_path)
-
-
-def test_list_maestro_honours_the_csv_split(tmp_path, folk_midi_files):
-    rows = [("train", "2004/a.midi"), ("validation", "2004/b.midi"), ("train", "2006/c.midi"),
-            ("test", "2006/d.midi"), ("train", "2004/0.midi")]
-    with open(tmp_path / "maestro-v3.0.0.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["canonical_composer", "canonical_title", "split", "year", "midi_filename",
-                    "audio_filename", "duration"])
-        for (split, name), src in zip(rows, folk_midi_files):
-            (tmp_path / name).parent.mkdir(exist_ok=True)
-            shutil.copyfile(src, tmp_path / name)
-            w.writerow(["Bach, J.S.", "Tune, with comma", split, name[:4], name, name[:-5] + ".wav", "1.0"])
-    splits = list_maestro(tmp_path)
-    rel = {k: [p.relative_to(tmp_path).as_posix() for p in v] for k, v in splits.items()}
-    assert rel == {"train": ["2004/0.midi", "2004/a.midi", "2006/c.midi"], "validation": ["2004/b.midi"],
-                   "test": ["2006/d.midi"]}
-
-    os.remove(tmp_path / "2006/d.midi")
-    with pytest.raises(DataPathError, match="1 MIDI files named in maestro-v3.0.0.csv are missing"):
-        list_maestro(tmp_path)
-
-
-def test_scan_midi_skips_exactly_the_broken_files(broken_midi_dir, broken_midi_names, caplog):
-    files = sorted(broken_midi_dir.iterdir())
-    before = {p: p.read_bytes() for p in files}
-    with caplog.at_level(logging.WARNING, logger="musicgen.data.corpus"):
-        good, skipped = scan_midi(files)
-    assert [p.name for p in good] == ["good_0.mid", "good_1.mid", "good_2.mid"]
-    assert {p.name: r for p, r in skipped}.keys() == broken_midi_names.keys()
-    for p, reason in skipped:
-        assert reason.startswith(broken_midi_names[p.name]), (p.name, reason)
-    lines = [r.getMessage() for r in caplog.records]
-    assert sum(line.startswith("skipping ") for line in lines) == len(broken_midi_names)
-    assert lines[-1].startswith(f"skipped {len(broken_midi_names)} of {len(files)} files: ")
-    assert "2 not a MIDI file" in lines[-1]
-    assert {p: p.read_bytes() for p in files} == before

@@ -1,0 +1,125 @@
+"""Row 2: generation of ``new_tokens`` tokens per batch size, same sampling: ``generate()`` on ours
+(eager, and compiled with a kept KV cache) vs ``LlamaForCausalLM.generate``; ours with vs
+without the KV cache; and the memory-bandwidth ceiling (every weight read once per step)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from musicgen.bench.harness import Clock, Fn, alternate, best_ours, decoders, median, top_ops
+from musicgen.bench.llama import build_llama, llama_generate
+from musicgen.config import default_precision
+from musicgen.generation import SamplingConfig, generate
+from musicgen.models import MusicTransformer
+from musicgen.tokenizers.base import BOS_ID
+
+log = logging.getLogger(__name__)
+
+STREAM_PASSES = 50  # copies of a weight-sized buffer per memory-bandwidth measurement
+
+
+def generation_dtype(name: str) -> torch.dtype:
+    if name == "default":
+        return torch.bfloat16 if default_precision().startswith("bf16") else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def checked(fn: Callable[[int], torch.Tensor], batch_size: int, new_tokens: int) -> Fn:
+    """A warmup call that also checks the contender really produced ``new_tokens`` tokens per row."""
+
+    def run() -> None:
+        out = fn(new_tokens)
+        if tuple(out.shape) != (batch_size, 1 + new_tokens):
+            raise RuntimeError(f"generated shape {tuple(out.shape)}, expected {(batch_size, 1 + new_tokens)}")
+
+    return run
+
+
+def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_why: str | None) -> dict[str, Any]:
+    gen_cfg = cfg.generate
+    dtype = generation_dtype(gen_cfg.dtype)
+    sampling = SamplingConfig(**OmegaConf.to_container(gen_cfg.sampling))
+    torch.manual_seed(cfg.seed)
+    ours = MusicTransformer(**OmegaConf.to_container(cfg.model)).to(device=device, dtype=dtype).eval()
+    llama = build_llama(ours).to(device=device, dtype=dtype).eval() if llama_why is None else None
+    compiled, compile_with = None, gen_cfg.compile_with.get(device.type, {}) or {}
+    if gen_cfg.compile:
+        kept = copy.deepcopy(ours)  # its own copy: this one keeps a KV cache between calls
+        # static shapes: one graph per batch size (a dynamic batch dimension decoded 2x slower)
+        compiled = torch.compile(kept, mode=compile_with.get("mode"), dynamic=False)
+        inductor_patch = dict(compile_with.get("inductor") or {})
+
+    def run_compiled(prompt, new_tokens):
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(inductor_patch):  # read while compiling (first call per batch size)
+            return generate(compiled, prompt, new_tokens, sampling)
+
+    llama_fp32 = None
+    if llama is not None and gen_cfg.llama_fp32 and dtype != torch.float32:  # HF's default dtype, for reference
+        llama_fp32 = build_llama(ours).to(device=device).eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    src = torch.empty(weight_bytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+
+    def stream() -> None:  # many passes: a single one is over in ms, too brief to see the machine's load
+        for _ in range(STREAM_PASSES):
+            dst.copy_(src)
+
+    new_tokens = gen_cfg.new_tokens
+    out: dict[str, Any] = {"new_tokens": new_tokens, "dtype": str(dtype).removeprefix("torch."),
+                           "sampling": dict(gen_cfg.sampling), "by_batch": {}}
+    for batch_size in gen_cfg.batch_sizes:
+        log.info("generation: batch %d, %d new tokens, %s", batch_size, new_tokens, dtype)
+        prompt = torch.full((batch_size, 1), BOS_ID, dtype=torch.long, device=device)
+        fns: dict[str, Callable[[int], torch.Tensor]] = {}  # new tokens -> the generated ids
+        fns["ours"] = lambda tokens, prompt=prompt: generate(ours, prompt, tokens, sampling)
+        if compiled is not None:
+            kept.setup_cache(batch_size, kept.context_len)  # kept: compile guards on the cache buffers
+            fns["ours_compiled"] = lambda tokens, prompt=prompt: run_compiled(prompt, tokens)
+        if llama is not None:
+            fns["llama"] = lambda tokens, prompt=prompt: llama_generate(llama, prompt, tokens, sampling)
+        if llama is not None and llama_fp32 is not None:
+            fns["llama_fp32"] = lambda tokens, prompt=prompt: llama_generate(llama_fp32, prompt, tokens, sampling)
+        reps = {name: gen_cfg.reps for name in fns}
+        if gen_cfg.nocache and batch_size == 1:
+            fns["ours_nocache"] = lambda tokens, prompt=prompt: generate(ours, prompt, tokens, sampling, use_cache=False)
+            reps["ours_nocache"] = gen_cfg.nocache_reps
+        timeouts = {"ours_compiled": cfg.train.compile_timeout_s}
+        contenders = {name: (lambda fn=fn: fn(new_tokens)) for name, fn in fns.items()}
+        warm = {name: checked(fn, batch_size, gen_cfg.warmup_tokens) for name, fn in fns.items()}
+        contenders["weights_stream"] = stream
+        reps["weights_stream"] = gen_cfg.reps
+        times, first, errors = alternate(contenders, clock, 1, reps, warm_fns=warm, timeouts=timeouts)
+        result: dict[str, Any] = {"errors": errors, "contenders": {}}
+        if "weights_stream" in times:
+            gbps = 2 * STREAM_PASSES * weight_bytes / median(times.pop("weights_stream")) / 1e9  # read + write
+            # decoding reads every weight once per step: the fastest any decoder can go at this batch
+            result["floor"] = {"weights_mb": weight_bytes / 2**20, "stream_gb_per_s": gbps,
+                               "tokens_per_s": batch_size / (weight_bytes / (gbps * 1e9))}
+        for name, run_times in times.items():
+            result["contenders"][name] = {"tokens_per_s": batch_size * new_tokens / median(run_times),
+                                          "run_s": median(run_times), "runs_s": run_times,
+                                          "first_call_s": first.get(name)}
+        timed = result["contenders"]
+        best_name, best = best_ours(decoders(timed), "tokens_per_s")
+        if (cfg.profile.enabled and batch_size == 1 and best and "llama" in timed
+                and best["tokens_per_s"] / timed["llama"]["tokens_per_s"] < cfg.targets.generate_b1_vs_llama):
+            profiled_tokens = min(32, new_tokens)
+            result["profiles"] = {}
+            for name in [best_name, "llama"]:
+                log.info("profiling generation: %s, %d tokens", name, profiled_tokens)
+                rows = top_ops(lambda name=name: fns[name](profiled_tokens), device, 1, cfg.profile.top)
+                for row in rows:  # per generated token, not per call
+                    row["ms_per_call"] /= profiled_tokens
+                    row["calls"] /= profiled_tokens
+                result["profiles"][name] = rows
+        out["by_batch"][str(batch_size)] = result
+    if compiled is not None:
+        kept.clear_cache()
+    return out
