@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from musicgen.data.cache import load as load_cache
 from musicgen.errors import CheckpointError, ConfigError, ProvenanceError
 from musicgen.tokenizers import MusicTokenizer, load_tokenizer
 
@@ -174,8 +175,6 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
 
 def load_run_cache(run: LoadedRun):
     """The token cache the run was trained on, refused if its tokeniser or split has changed since."""
-    from musicgen.data.cache import load as load_cache
-
     cache_path = Path(run.metadata.get("cache_path", ""))
     if not (cache_path / "meta.json").is_file():
         raise CheckpointError(f"the run's token cache {cache_path} is missing (rebuild it by training the same config)")

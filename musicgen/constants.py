@@ -11,3 +11,4 @@ UNK_ID = 3  # a token the tokeniser cannot represent (e.g. a pitch outside its r
 IGNORE_INDEX = -100  # target value the loss and the metrics skip (padded targets); torch's default
 
 __all__ = ["PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "IGNORE_INDEX"]
+MIDI_SUFFIXES = (".mid", ".midi")  # file names read as MIDI (case-insensitive)

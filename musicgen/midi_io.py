@@ -12,9 +12,7 @@ from pathlib import Path
 
 import symusic
 
-from musicgen.fs import atomic_path, atomic_write_text  # noqa: F401  (atomic_write_text: bench imports it from here)
-
-MIDI_SUFFIXES = (".mid", ".midi")
+from musicgen.fs import atomic_path
 
 
 class BadMidiError(ValueError):

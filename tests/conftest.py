@@ -1,16 +1,20 @@
-"""Shared fixtures: small real MIDI corpora, exported from music21's corpus once per test session.
+"""Shared fixtures: small real MIDI corpora, exported from music21's corpus once per test session,
+a prepared data directory made from them, smoke-run overrides and trained smoke runs.
 
 Everything is written under pytest's temporary folders, never into the repository. Session
-fixtures are shared by many tests: treat their files as read-only (copy before changing).
+fixtures are shared by many tests: treat their files as read-only (copy before changing). Helpers
+that are not fixtures live in ``helpers.py``.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
 
 import pytest
+from helpers import smoke_override_list
 
 #: Tunes exported for ``real_midi_dir``: (music21 corpus file, how many tunes from its start).
 #: O'Neill's tune 0 trips music21's "TimeSignature ... already found" MIDI-writer bug, so the
@@ -89,3 +93,37 @@ def broken_midi_dir(tmp_path_factory, folk_midi_files) -> Path:
 
     assert sorted(p.name for p in root.iterdir() if "good" not in p.name) == sorted(BROKEN_MIDI)
     return root
+
+
+@pytest.fixture(scope="session")
+def prepared_data_dir(tmp_path_factory, folk_midi_files, chorale_midi_files) -> Path:
+    """A ``paths.data_dir`` laid out like ``musicgen.prepare``'s output, from the real test tunes."""
+    root = tmp_path_factory.mktemp("prepared")
+    for name, files in (("folk", folk_midi_files), ("chorales", chorale_midi_files)):
+        (root / name).mkdir()
+        rels = []
+        for i, f in enumerate(files):
+            rel = f"{i:03d}_{f.name}"
+            shutil.copy(f, root / name / rel)
+            rels.append(rel)
+        (root / name / "manifest.json").write_text(json.dumps({"files": rels, "failed": []}))
+    return root
+
+
+@pytest.fixture
+def smoke_overrides(tmp_path, prepared_data_dir) -> list[str]:
+    """``helpers.smoke_override_list`` for this test's ``tmp_path``: the run lands in ``tmp_path/run``."""
+    return smoke_override_list(tmp_path, prepared_data_dir)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(request, tmp_path_factory, prepared_data_dir) -> Path:
+    """A trained smoke run directory per version (parametrise indirectly with the version; v7 if not),
+    trained once per session: pytest groups the tests by version. Read-only, like every session fixture."""
+    from musicgen.config import compose
+    from musicgen.train import train
+
+    version = getattr(request, "param", "v7")
+    tmp = tmp_path_factory.mktemp(f"run_{version}")
+    train(compose("train", [f"+version={version}", *smoke_override_list(tmp, prepared_data_dir)]))
+    return tmp / "run"

@@ -7,15 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import REPO, run_cli
 
 from musicgen.lit.optim import WarmupCosine
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 40
 
 
@@ -73,8 +72,7 @@ def test_run_directory_records_the_preset(demo):
 
 
 def test_cfg_job_shows_the_preset():
-    proc = subprocess.run([sys.executable, "-m", "musicgen.train", "+version=v7", "preset=cpu", "--cfg", "job"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_cli("musicgen.train", ["+version=v7", "preset=cpu", "--cfg", "job"], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["model"]["d_model"] == 256 and cfg["trainer"]["max_time"] == "00:00:11:00"

@@ -1,14 +1,9 @@
 """One error policy for every entry point: a user's mistake is one `error: ...` line, exit 1."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from helpers import run_cli
 
 from musicgen.errors import ConfigError, user_errors
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -17,20 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
     (["musicgen.prepare", "corpora=[nope]"], "error: corpora=['nope']: ['nope'] unknown"),
 ])
 def test_entry_points_print_one_line(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", *args, f"hydra.run.dir={tmp_path}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    module, *overrides = args
+    proc = run_cli(module, [*overrides, f"hydra.run.dir={tmp_path}"], timeout=120)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
 
 
 def test_config_problems_are_reported_together(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "musicgen.train", "+version=v7", "model.n_heads=3",
-                           "sampling.top_p=2", "data.root=/no/midi", f"hydra.run.dir={tmp_path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_cli("musicgen.train", ["+version=v7", "model.n_heads=3", "sampling.top_p=2", "data.root=/no/midi",
+                                      f"hydra.run.dir={tmp_path}"], timeout=120)
     assert proc.returncode == 1
     err = proc.stderr.strip()
-    for problem in ("sampling: top_p=2", "model: d_model=512 is not divisible by n_heads=3", "data.root=/no/midi does not exist"):
+    for problem in ("sampling: top_p=2", "model: d_model=512 is not divisible by n_heads=3",
+                    "data.root=/no/midi does not exist"):
         assert problem in err, err
     assert len(err.splitlines()) == 1 and not (tmp_path / "checkpoints").exists()
 

@@ -43,7 +43,7 @@ from musicgen.bench.llama import build_llama, llama_missing
 from musicgen.bench.report import fmt, notes, render_markdown, summarize
 from musicgen.bench.train import bench_lstm, bench_train
 from musicgen.config import pick_device, value_overrides
-from musicgen.midi_io import atomic_write_text
+from musicgen.fs import atomic_write_text
 
 __all__ = [
     "OMP_WAIT_POLICY", "Clock", "alternate", "bench_data", "bench_generate", "bench_lstm", "bench_train", "build_llama",

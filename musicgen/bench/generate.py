@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -14,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from musicgen.bench.harness import Clock, Fn, alternate, best_ours, decoders, median, top_ops
 from musicgen.bench.llama import build_llama, llama_generate
 from musicgen.config import default_precision
+from musicgen.constants import BOS_ID
 from musicgen.generation import SamplingConfig, generate
 from musicgen.models import MusicTransformer
-from musicgen.tokenizers.base import BOS_ID
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,8 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
             fns["llama_fp32"] = lambda tokens, prompt=prompt: llama_generate(llama_fp32, prompt, tokens, sampling)
         reps = {name: gen_cfg.reps for name in fns}
         if gen_cfg.nocache and batch_size == 1:
-            fns["ours_nocache"] = lambda tokens, prompt=prompt: generate(ours, prompt, tokens, sampling, use_cache=False)
+            fns["ours_nocache"] = lambda tokens, prompt=prompt: generate(
+                ours, prompt, tokens, sampling, use_cache=False)
             reps["ours_nocache"] = gen_cfg.nocache_reps
         timeouts = {"ours_compiled": cfg.train.compile_timeout_s}
         contenders = {name: (lambda fn=fn: fn(new_tokens)) for name, fn in fns.items()}
@@ -114,7 +117,7 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
             result["profiles"] = {}
             for name in [best_name, "llama"]:
                 log.info("profiling generation: %s, %d tokens", name, profiled_tokens)
-                rows = top_ops(lambda name=name: fns[name](profiled_tokens), device, 1, cfg.profile.top)
+                rows = top_ops(partial(fns[name], profiled_tokens), device, 1, cfg.profile.top)
                 for row in rows:  # per generated token, not per call
                     row["ms_per_call"] /= profiled_tokens
                     row["calls"] /= profiled_tokens

@@ -11,8 +11,9 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

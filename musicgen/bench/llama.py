@@ -6,9 +6,9 @@ import inspect
 
 import torch
 
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.generation import SamplingConfig
 from musicgen.models import MusicTransformer
-from musicgen.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
 
 
 def llama_missing() -> str | None:

@@ -36,8 +36,10 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
         flat[f"{key}_eager_vs_llama_ratio"] = ratio(eager, llama)
         flat[f"{key}_compiled_vs_eager_ratio"] = ratio(timed.get("ours_compiled", {}).get("tokens_per_s"), eager)
         if "llama_compiled" in timed:
-            flat[f"{key}_vs_llama_compiled_ratio"] = ratio(ours["tokens_per_s"], timed["llama_compiled"]["tokens_per_s"])
-        gemm_s = result["gemm_flops_per_step"] / (result["gemm_peak_tflops"] * 1e12) if result.get("gemm_peak_tflops") else None
+            llama_compiled = timed["llama_compiled"]["tokens_per_s"]
+            flat[f"{key}_vs_llama_compiled_ratio"] = ratio(ours["tokens_per_s"], llama_compiled)
+        peak_tflops = result.get("gemm_peak_tflops")
+        gemm_s = result["gemm_flops_per_step"] / (peak_tflops * 1e12) if peak_tflops else None
         # the most any model could gain on Llama if everything but its GEMMs took no time
         ceiling = ratio(timed["llama"]["step_s"], gemm_s) if "llama" in timed and gemm_s else None
         flat[f"{key}_ceiling_vs_llama_ratio"] = ceiling
@@ -47,7 +49,8 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
             rows.append(dict(key=f"{key}_vs_llama_ratio", what=f"Training {precision}: ours / Llama tokens/s",
                              goal=targets.train_vs_llama, value=flat[f"{key}_vs_llama_ratio"], unit="x",
                              detail=f"{name} {ours['tokens_per_s']:.0f} vs Llama {llama:.0f} tok/s"
-                             + (f"; GEMM-bound ceiling {ceiling:.2f}x" if ceiling else ""), profile=f"train/{precision}"))
+                             + (f"; GEMM-bound ceiling {ceiling:.2f}x" if ceiling else ""),
+                             profile=f"train/{precision}"))
     if "bf16" in best and "fp32" in best:
         bf16, fp32 = best["bf16"][1]["tokens_per_s"], best["fp32"][1]["tokens_per_s"]
         flat["train_bf16_vs_fp32_ratio"] = bf16 / fp32
@@ -55,13 +58,15 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
         rows.append(dict(key="train_bf16_vs_fp32_ratio", what="Training: default precision (bf16-mixed) / fp32, ours",
                          goal=targets.train_bf16_vs_fp32 if bf16_fast else None, value=flat["train_bf16_vs_fp32_ratio"],
                          unit="x", detail=f"{bf16:.0f} vs {fp32:.0f} tok/s"
-                         + ("" if bf16_fast else "; no target: this machine does not do bf16 fast"), profile="train/bf16"))
+                         + ("" if bf16_fast else "; no target: this machine does not do bf16 fast"),
+                         profile="train/bf16"))
     for precision in ("bf16", "fp32"):
         if precision in best and best[precision][1]["mfu"] is not None:
             rows.append(dict(key=f"mfu_{precision}", what=f"MFU {precision} training, ours, of the measured GEMM peak",
                              goal=targets.mfu_bf16 if precision == "bf16" else None, value=best[precision][1]["mfu"],
                              unit="%", detail=f"peak {train[precision]['gemm_peak_tflops']:.3g} TFLOP/s at the model's "
-                             f"shapes; Llama {flat.get(f'mfu_{precision}_llama') or 0:.0%}", profile=f"train/{precision}"))
+                             f"shapes; Llama {flat.get(f'mfu_{precision}_llama') or 0:.0%}",
+                             profile=f"train/{precision}"))
     for batch, result in results.get("generate", {}).get("by_batch", {}).items():
         timed = result["contenders"]
         name, ours = best_ours(decoders(timed), "tokens_per_s")
@@ -79,15 +84,18 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
             extra = f"; memory-bandwidth ceiling {floor / llama:.2f}x" if floor else ""
             if "llama_fp32" in timed:
                 extra += f"; vs Llama in fp32 (HF's default dtype) {flat[f'{key}_vs_llama_fp32_ratio']:.2f}x"
-            rows.append(dict(key=f"{key}_vs_llama_ratio", what=f"Generation batch {batch}, {dtype}: ours / Llama generate tokens/s",
-                             goal=targets.generate_b1_vs_llama if batch == "1" else None, value=flat[f"{key}_vs_llama_ratio"],
-                             unit="x", detail=f"{name} {ours['tokens_per_s']:.1f} vs Llama {llama:.1f} tok/s" + extra,
+            rows.append(dict(key=f"{key}_vs_llama_ratio",
+                             what=f"Generation batch {batch}, {dtype}: ours / Llama generate tokens/s",
+                             goal=targets.generate_b1_vs_llama if batch == "1" else None,
+                             value=flat[f"{key}_vs_llama_ratio"], unit="x",
+                             detail=f"{name} {ours['tokens_per_s']:.1f} vs Llama {llama:.1f} tok/s" + extra,
                              profile=f"generate/{batch}"))
         if "ours_nocache" in timed and "ours" in timed:
             nocache = timed["ours_nocache"]["tokens_per_s"]
             flat["cache_vs_nocache_ratio"] = timed["ours"]["tokens_per_s"] / nocache
             flat["cache_best_vs_nocache_ratio"] = ours["tokens_per_s"] / nocache
-            rows.append(dict(key="cache_vs_nocache_ratio", what=f"Generation batch {batch}, {dtype}: ours with / without KV cache",
+            rows.append(dict(key="cache_vs_nocache_ratio",
+                             what=f"Generation batch {batch}, {dtype}: ours with / without KV cache",
                              goal=targets.cache_vs_nocache, value=flat["cache_vs_nocache_ratio"], unit="x",
                              detail=f"{timed['ours']['tokens_per_s']:.1f} vs {nocache:.1f} tok/s, eager both; "
                              f"{name} with the cache {flat['cache_best_vs_nocache_ratio']:.2f}x"))
@@ -104,7 +112,8 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
             flat["transformer_windows_vs_consumption_ratio"] = data["serve"]["transformer"]["windows_per_s"] / (
                 transformer[1]["tokens_per_s"] / results["train"]["seq_len"])
         if consume:
-            rows.append(dict(key="lstm_windows_vs_consumption_ratio", what="Data: LSTM stride-1 windows served / V6 LSTM consumes",
+            rows.append(dict(key="lstm_windows_vs_consumption_ratio",
+                             what="Data: LSTM stride-1 windows served / V6 LSTM consumes",
                              goal=targets.lstm_windows_vs_consumption, value=flat["lstm_windows_vs_consumption_ratio"],
                              unit="x", detail=f"{served:.0f} vs {consume:.0f} windows/s"))
         flat["data_peak_memory_vs_cache_ratio"] = data["memory"]["peak_vs_cache_ratio"]
@@ -128,10 +137,10 @@ def notes(cfg: DictConfig, results: dict[str, Any]) -> list[str]:
         "MFU = model FLOPs (6N per token + 12 x layers x d_model x T for attention) / step time / the measured peak: "
         "the model's own GEMMs (forward, input and weight gradients of every linear layer) timed alone, in the same "
         "rounds as the training steps.",
-        "Generation: ours = `musicgen.generation.generate` (static KV cache, one forward per token); compiled = the same "
-        "on `torch.compile(model)` whose KV cache the caller keeps between calls; Llama = `generate(do_sample=True, "
-        "min_new_tokens=max_new_tokens)` with its dynamic cache (min_new_tokens adds one EOS-masking logits "
-        "processor to its loop). No-cache = ours re-encoding the whole sequence each step.",
+        "Generation: ours = `musicgen.generation.generate` (static KV cache, one forward per token); compiled = the "
+        "same on `torch.compile(model)` whose KV cache the caller keeps between calls; Llama = "
+        "`generate(do_sample=True, min_new_tokens=max_new_tokens)` with its dynamic cache (min_new_tokens adds one "
+        "EOS-masking logits processor to its loop). No-cache = ours re-encoding the whole sequence each step.",
         "The LSTM's consumption is its fastest seq2one training rate (windows/s, either precision); the served rate "
         "is one process (num_workers 0) iterating the shuffled train loader.",
     ]
@@ -162,8 +171,8 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
     lines = [
         "# Performance",
         "",
-        f"`python -m musicgen.bench` ({machine['date']}, {results['elapsed_s'] / 60:.1f} min in all). Ratios are medians "
-        "of alternating runs in one process; absolute figures hold for this machine at this moment only.",
+        f"`python -m musicgen.bench` ({machine['date']}, {results['elapsed_s'] / 60:.1f} min in all). Ratios are "
+        "medians of alternating runs in one process; absolute figures hold for this machine at this moment only.",
         "",
         "| machine | |",
         "|---|---|",
@@ -200,10 +209,11 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
         for precision, result in train["by_precision"].items():
             for name, timed in result["contenders"].items():
                 mfu = f"{timed['mfu']:.1%}" if timed["mfu"] is not None else "n/a"
-                lines.append(f"| {precision} | {name} | {timed['tokens_per_s']:.0f} | {timed['step_s'] * 1e3:.0f} ms | {mfu} "
-                             f"| {timed['first_step_s']:.2f} s | {timed['params'] / 1e6:.2f}M |")
+                lines.append(f"| {precision} | {name} | {timed['tokens_per_s']:.0f} | {timed['step_s'] * 1e3:.0f} ms "
+                             f"| {mfu} | {timed['first_step_s']:.2f} s | {timed['params'] / 1e6:.2f}M |")
             if result.get("gemm_peak_tflops"):
-                lines.append(f"| {precision} | GEMM peak (model's GEMMs alone) | | | | | {result['gemm_peak_tflops']:.3g} TFLOP/s |")
+                lines.append(f"| {precision} | GEMM peak (model's GEMMs alone) | | | | "
+                             f"| {result['gemm_peak_tflops']:.3g} TFLOP/s |")
             for name, error in result["errors"].items():
                 lines.append(f"| {precision} | {name} | failed | | | | `{error}` |")
     lstm = results.get("lstm")
@@ -214,8 +224,8 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
                   "| precision | objective | targets/s | windows/s | step |", "|---|---|---:|---:|---:|"]
         for precision, result in lstm["by_precision"].items():
             for objective, timed in result["objectives"].items():
-                lines.append(f"| {precision} | {objective} | {timed['targets_per_s']:.0f} | {timed['windows_per_s']:.0f} "
-                             f"| {timed['step_s'] * 1e3:.0f} ms |")
+                lines.append(f"| {precision} | {objective} | {timed['targets_per_s']:.0f} "
+                             f"| {timed['windows_per_s']:.0f} | {timed['step_s'] * 1e3:.0f} ms |")
     gen = results.get("generate")
     if gen:
         sampling = gen["sampling"]
@@ -228,8 +238,8 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
                              f"| {timed['first_call_s']:.2f} s |")
             if result.get("floor"):
                 floor = result["floor"]
-                lines.append(f"| {batch} | memory-bandwidth ceiling (reading {floor['weights_mb']:.0f} MB of weights per step "
-                             f"at {floor['stream_gb_per_s']:.1f} GB/s) | {floor['tokens_per_s']:.1f} | | |")
+                lines.append(f"| {batch} | memory-bandwidth ceiling (reading {floor['weights_mb']:.0f} MB of weights "
+                             f"per step at {floor['stream_gb_per_s']:.1f} GB/s) | {floor['tokens_per_s']:.1f} | | |")
             for name, error in result["errors"].items():
                 lines.append(f"| {batch} | {name} | failed | | `{error}` |")
     data = results.get("data")
@@ -249,7 +259,8 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
                       f"({tok['cached_s'] * 1e3:.0f} ms) |"]
             for kind, served in data["serve"].items():
                 lines.append(f"| windows served, {kind} ({served['mode']}, {served['seq_len']} tokens, stride "
-                             f"{served['stride']}, batch {served['batch_size']}) | {served['windows_per_s']:.0f} windows/s "
+                             f"{served['stride']}, batch {served['batch_size']}) "
+                             f"| {served['windows_per_s']:.0f} windows/s "
                              f"({served['tokens_per_s'] / 1e6:.1f}M tokens/s) |")
             lines.append(f"| DataModule peak traced memory / token cache size | {mem['peak_traced_mb']:.1f} MB / "
                          f"{mem['cache_mb']:.1f} MB |")

@@ -142,12 +142,13 @@ def profile_train_misses(cfg: DictConfig, device: torch.device, out: dict, preci
     name, ours = best_ours(contenders, "tokens_per_s")
     if ours is None:
         return
-    missed = "llama" in contenders and ours["tokens_per_s"] / contenders["llama"]["tokens_per_s"] < targets.train_vs_llama
+    tokens_per_s = ours["tokens_per_s"]
+    missed = "llama" in contenders and tokens_per_s / contenders["llama"]["tokens_per_s"] < targets.train_vs_llama
     if precision == "bf16":
         missed |= ours["mfu"] is not None and ours["mfu"] < targets.mfu_bf16
         fp32 = out["by_precision"].get("fp32", {}).get("contenders", {})
         if fp32:
-            missed |= ours["tokens_per_s"] / best_ours(fp32, "tokens_per_s")[1]["tokens_per_s"] < targets.train_bf16_vs_fp32
+            missed |= tokens_per_s / best_ours(fp32, "tokens_per_s")[1]["tokens_per_s"] < targets.train_bf16_vs_fp32
     if not missed:
         return
     result["profiles"] = {}

@@ -30,6 +30,7 @@ from musicgen.constants import BOS_ID, EOS_ID
 from musicgen.data.augment import AugmentConfig, transpositions
 from musicgen.fs import atomic_write_text
 from musicgen.midi_io import read_score
+from musicgen.tokenizers import load_tokenizer
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,6 @@ def _remove_leftovers(cache_root: Path) -> None:
 
 
 def load(path: Path | str) -> TokenCache:
-    from musicgen.tokenizers import load_tokenizer
 
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
@@ -161,7 +161,6 @@ _worker_tokenizer: MusicTokenizer | None = None
 
 def _init_worker(tokenizer_path: str) -> None:
     global _worker_tokenizer
-    from musicgen.tokenizers import load_tokenizer
 
     _worker_tokenizer = load_tokenizer(tokenizer_path)
 

@@ -322,8 +322,9 @@ def rebuild_part(part):
     Walking measure by measure and giving each time signature occurrence its own object avoids
     that. Notes are shared, not copied (the caller drops the parsed score; music21's MIDI writer
     copies everything again anyway). Chord symbols (``"Am"`` in ABC) are accompaniment
-    annotations, not notes of the tune, and are left out. So are grace notes: they take no time in music21, music21 writes each as a note-on and note-off at the
-    same tick, and MIDI readers pair those with later note-offs into notes bars long.
+    annotations, not notes of the tune, and are left out. So are grace notes: they take no time
+    in music21, music21 writes each as a note-on and note-off at the same tick, and MIDI readers
+    pair those with later note-offs into notes bars long.
     Repeats are not expanded: the file holds the notes as written.
     """
     import copy

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musicgen.constants import MIDI_SUFFIXES
 from musicgen.errors import ConfigError, UserError
 
 #: The corpora embedded in music21 that ``musicgen.data.export`` exports (``data.corpora``).
@@ -102,7 +103,6 @@ def list_midi_files(root: Path | str, key: str = "data.root") -> list[Path]:
     Hidden files (names starting with ``.``, such as the temp files of an interrupted atomic
     write) and hidden folders are left out. ``key`` names the config key in the error message.
     """
-    from musicgen.midi_io import MIDI_SUFFIXES
 
     root = require_dir(root, key)
     found = []

@@ -209,7 +209,9 @@ class MusicTransformer(nn.Module):
         return k.size(0), k.size(2)
 
     # --- forward ----------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, V), or (B, V) for the last position if ``last_only``.
 
         ``input_pos`` (T,) long: positions of these tokens in the KV cache (needs ``setup_cache``);

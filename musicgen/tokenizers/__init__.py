@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 from musicgen.tokenizers.pitch import PitchTokenizer
 from musicgen.tokenizers.remi import RemiTokenizer
@@ -34,10 +33,6 @@ def load_tokenizer(path: Path | str) -> MusicTokenizer:
 
 
 __all__ = [
-    "BOS_ID",
-    "EOS_ID",
-    "PAD_ID",
-    "UNK_ID",
     "TOKENIZER_CLASSES",
     "BadMidiError",
     "MusicTokenizer",

@@ -18,9 +18,7 @@ import symusic
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import BadMidiError
 
-#: The ids are re-exported only because ``musicgen.bench`` imports them from here; new code
-#: imports them from ``musicgen.constants``.
-__all__ = ["BadMidiError", "MusicTokenizer", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
+__all__ = ["BadMidiError", "MusicTokenizer"]
 
 
 class MusicTokenizer(ABC):

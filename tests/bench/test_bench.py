@@ -37,7 +37,8 @@ def test_quick_bench_without_llama_writes_json_and_table(tmp_path, real_midi_dir
     assert data["tokenize"]["files"] == 12 and data["tokenize"]["cold_files_per_s"] > 0
     assert data["serve"]["lstm"]["windows_per_s"] > 0 and data["serve"]["transformer"]["windows_per_s"] > 0
     assert data["memory"]["cache_mb"] > 0
-    for heading in ("| CPU |", "| flags |", "| threads |", "## Targets", "## Training", "## V6 LSTM", "## Generation", "## Data"):
+    for heading in ("| CPU |", "| flags |", "| threads |", "## Targets", "## Training", "## V6 LSTM", "## Generation",
+                    "## Data"):
         assert heading in md, heading
     assert "Training: default precision (bf16-mixed) / fp32" in md
 

@@ -182,7 +182,8 @@ def test_prepare_entry_point(tmp_path, monkeypatch):
     monkeypatch.delenv("MUSICGEN_DATA_DIR", raising=False)
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         default = compose("prepare")
-        cfg = compose("prepare", [f"data_dir={tmp_path}", "corpora=[chorales]", "limit=1", "workers=1", "progress=false"])
+        cfg = compose("prepare", [f"data_dir={tmp_path}", "corpora=[chorales]", "limit=1", "workers=1",
+                                  "progress=false"])
     assert Path(default.data_dir) == Path(prepare.__file__).resolve().parents[1] / "data"
     assert list(default.corpora) == ["folk", "chorales"]
     assert prepare.prepare(cfg) == {"chorales": 1}

@@ -40,7 +40,8 @@ def naive_windows(tokens, offsets, seq_len, stride, mode, pack):
     return out
 
 
-@pytest.mark.parametrize("mode,seq_len,stride", [("seq2one", 8, 1), ("seq2one", 5, 3), ("causal", 8, 4), ("causal", 6, 6)])
+@pytest.mark.parametrize("mode,seq_len,stride",
+                         [("seq2one", 8, 1), ("seq2one", 5, 3), ("causal", 8, 4), ("causal", 6, 6)])
 @pytest.mark.parametrize("pack", [True, False])
 def test_windows_match_naive(mode, seq_len, stride, pack):
     tokens, offsets = make_stream([3, 20, 7, 1, 13])

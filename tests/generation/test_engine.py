@@ -72,7 +72,8 @@ def test_uniform_mock_loop_mechanics():
     model.train()
     prompt = torch.tensor([[BOS, 5, 6], [BOS, 7, 8]])
     seen = []
-    out = generate(model, prompt, 12, UNIFORM, torch.Generator().manual_seed(0), progress=lambda i, n: seen.append((i, n)))
+    out = generate(model, prompt, 12, UNIFORM, torch.Generator().manual_seed(0),
+                   progress=lambda i, n: seen.append((i, n)))
     assert out.shape == (2, 15) and out.dtype == torch.long
     assert torch.equal(out[:, :3], prompt)
     assert ((out >= 0) & (out < 11)).all()
@@ -227,6 +228,7 @@ def test_lstm_generation_slides_its_context_window():
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_bos_only_prompt(use_cache):
     for model in (tiny_transformer(), MelodyLSTM(vocab_size=23, hidden_sizes=[8], context_len=5)):
-        out = generate(model, torch.full((3, 1), BOS), 20, SamplingConfig(), torch.Generator().manual_seed(0), use_cache=use_cache)
+        out = generate(model, torch.full((3, 1), BOS), 20, SamplingConfig(), torch.Generator().manual_seed(0),
+                       use_cache=use_cache)
         assert out.shape == (3, 21) and (out[:, 0] == BOS).all()
         assert ((out >= 0) & (out < 23)).all()

@@ -23,7 +23,8 @@ class SignalAtStep(L.Callback):
 
 
 def signal_at(step: int, sig: str) -> list[str]:
-    return ["+callbacks.fault._target_=faults.SignalAtStep", f"+callbacks.fault.step={step}", f"+callbacks.fault.sig={sig}"]
+    return ["+callbacks.fault._target_=faults.SignalAtStep", f"+callbacks.fault.step={step}",
+            f"+callbacks.fault.sig={sig}"]
 
 
 class RecordingCheckpointIO(AtomicCheckpointIO):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
@@ -17,8 +18,6 @@ from musicgen.data.sources import list_midi_files, load_manifest
 from musicgen.lit.callbacks import AtomicCheckpointIO
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import RemiTokenizer
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Makes the n-th completed atomic write of this process die by SIGKILL after its data is in the
 #: temporary file and before the rename: the worst moment.
@@ -39,7 +38,8 @@ fs.atomic_path = dying_atomic_path
 
 
 def run_killed(script: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]
 
 

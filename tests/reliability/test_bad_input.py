@@ -90,14 +90,16 @@ def test_broken_and_unusual_files_through_prepare_tokenise_and_train(
     for i, f in enumerate(folk_midi_files):
         shutil.copy(f, corpus / f"tune_{i:02d}.mid")
     before = {p: p.read_bytes() for p in corpus.rglob("*.mid")}
-    expected = {f"broken/{n}": r for n, r in broken_midi_names.items()} | {f"unusual/{n}": r for n, r in UNSUPPORTED.items()}
+    expected = ({f"broken/{n}": r for n, r in broken_midi_names.items()}
+                | {f"unusual/{n}": r for n, r in UNSUPPORTED.items()})
 
     good = [p for p in sorted(corpus.rglob("*.mid")) if p.relative_to(corpus).as_posix() not in expected]
 
     caplog.clear()
     cfg = compose("train", ["+version=v6", "preset=smoke", f"data.root={corpus}", "data.max_files=null",
-                            "data.val_frac=0.25", f"paths.cache_dir={tmp_path}/cache", f"paths.output_dir={tmp_path}/run",
-                            f"paths.log_dir={tmp_path}/outputs", "callbacks.progress_bar=null"])
+                            "data.val_frac=0.25", f"paths.cache_dir={tmp_path}/cache",
+                            f"paths.output_dir={tmp_path}/run", f"paths.log_dir={tmp_path}/outputs",
+                            "callbacks.progress_bar=null"])
     metrics = train(cfg)
     assert metrics["global_step"] == 4
 

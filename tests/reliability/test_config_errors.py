@@ -3,9 +3,8 @@
 import re
 
 import pytest
+from helpers import cli_overrides, gen_cfg, run_cli
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
-from reliability_helpers import cli, run_train_cli
 
 from musicgen.config import compose
 from musicgen.errors import ConfigError
@@ -18,11 +17,13 @@ BEFORE_DATA = [
     ("+model.n_kv_heads=2", "model: .*unexpected keyword argument 'n_kv_heads'"),
     ("sampling.temperature=5", r"sampling: temperature=5 is out of range: allowed 0.1..2.0"),
     ("sampling.top_k=-1", "sampling: top_k=-1 is out of range: allowed 0..500"),
-    ("data.maestro_root=/no/maestro", "data.maestro_root=/no/maestro does not exist; set data.maestro_root=/path/to/maestro-v3.0.0"),
+    ("data.maestro_root=/no/maestro",
+     "data.maestro_root=/no/maestro does not exist; set data.maestro_root=/path/to/maestro-v3.0.0"),
     ("data.root=/no/midi", "data.root=/no/midi does not exist; set data.root=/path/to/your/midi"),
     ("resume=true", "resume=true: no checkpoint at"),
     ("ckpt_path=/no/run", "ckpt_path=/no/run: no checkpoint at /no/run"),
-    ("tokenizer.bpe_vocab_size=300", r"tokenizer: RemiTokenizer: bpe_vocab_size=300 must be larger than the base REMI vocabulary \(362 tokens\)"),
+    ("tokenizer.bpe_vocab_size=300",
+     r"tokenizer: RemiTokenizer: bpe_vocab_size=300 must be larger than the base REMI vocabulary \(362 tokens\)"),
     ("data.val_frac=1.5", r"data.val_frac=1.5 must be in \[0, 1\)"),
 ]
 
@@ -56,7 +57,8 @@ def test_unknown_versions_options_and_keys_are_named(override, message):
 
 
 def test_the_cli_prints_one_line_and_trains_nothing(smoke_overrides, tmp_path):
-    proc = run_train_cli(["+version=v7", *cli(smoke_overrides), f"hydra.run.dir={tmp_path}/run", "model.n_heads=3"])
+    proc = run_cli("musicgen.train", ["+version=v7", *cli_overrides(smoke_overrides), f"hydra.run.dir={tmp_path}/run",
+                                      "model.n_heads=3"])
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: model: d_model=32 is not divisible by n_heads=3"]
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -69,8 +71,6 @@ def test_the_cli_prints_one_line_and_trains_nothing(smoke_overrides, tmp_path):
 def test_generate_with_an_unusable_prompt_file_fails_before_loading(content, message, tmp_path):
     prompt = tmp_path / "prompt.mid"
     prompt.write_bytes(content)
-    cfg = compose("generate", [f"ckpt_path={tmp_path}/no-run", f"output_dir={tmp_path}/out"])
-    OmegaConf.update(cfg, "prompt.source", "file")
-    OmegaConf.update(cfg, "prompt.file", str(prompt))
+    cfg = gen_cfg(f"{tmp_path}/no-run", f"{tmp_path}/out", **{"prompt.source": "file", "prompt.file": str(prompt)})
     with pytest.raises(ValueError, match=f"prompt.file={prompt}: {message}.*pass a MIDI file with notes"):
         run_generation(cfg)

@@ -6,8 +6,8 @@ import json
 
 import lightning as L
 import pytest
+from helpers import cli_overrides, run_cli
 from hydra.utils import instantiate
-from reliability_helpers import cli, run_train_cli
 
 from musicgen.checkpoint import load_run
 from musicgen.config import compose
@@ -21,10 +21,10 @@ DDP = ["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices
 
 def test_ddp_trains_syncs_writes_once_and_resumes(smoke_overrides, tmp_path):
     run = tmp_path / "ddp_run"
-    args = [*DDP, *cli(smoke_overrides), f"hydra.run.dir={run}"]
-    first = run_train_cli([*args, "trainer.max_steps=2"])
+    args = [*DDP, *cli_overrides(smoke_overrides), f"hydra.run.dir={run}"]
+    first = run_cli("musicgen.train", [*args, "trainer.max_steps=2"])
     assert first.returncode == 0, first.stderr[-3000:]
-    second = run_train_cli([*args, "trainer.max_steps=4", "resume=true"])
+    second = run_cli("musicgen.train", [*args, "trainer.max_steps=4", "resume=true"])
     assert second.returncode == 0, second.stderr[-3000:]
 
     metrics = json.loads((run / "metrics.json").read_text())

@@ -31,5 +31,6 @@ def test_injected_nan_stops_training_and_keeps_the_last_good_checkpoint(smoke_ov
 def test_a_huge_learning_rate_fails_with_a_clear_message(smoke_overrides):
     cfg = compose("train", ["+version=v6", *smoke_overrides, "optim.lr=1e30", "trainer.max_steps=8",
                             "trainer.gradient_clip_val=null"])
-    with pytest.raises(FloatingPointError, match=r"training loss is (nan|inf) at global step \d+ \(epoch \d+, batch \d+\).*lower optim.lr"):
+    message = r"training loss is (nan|inf) at global step \d+ \(epoch \d+, batch \d+\).*lower optim.lr"
+    with pytest.raises(FloatingPointError, match=message):
         train(cfg)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from helpers import gen_cfg, smoke_override_list
 
 from musicgen.checkpoint import ProvenanceError, sha256_text, split_files
 from musicgen.config import compose
@@ -15,11 +15,12 @@ from musicgen.generate import run_generation
 from musicgen.tokenizers import RemiTokenizer
 from musicgen.train import train
 
+#: small generation runs
+TINY = ["num_samples=1", "max_new_tokens=4"]
+
 
 def overrides(tmp, prepared, run):
-    return ["+version=v7", "preset=smoke", f"paths.data_dir={prepared}", f"paths.cache_dir={tmp}/cache",
-            f"paths.output_dir={run}", f"paths.log_dir={tmp}/outputs", "data.max_files=null",
-            "data.val_frac=0.25", "callbacks.progress_bar=null"]
+    return ["+version=v7", *smoke_override_list(tmp, prepared, output_dir=run)]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +38,6 @@ def run(trained, tmp_path):
 
 def load(path):
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def gen_cfg(run_dir, out_dir, **kw):
-    cfg = compose("generate", [f"ckpt_path={run_dir}", f"output_dir={out_dir}", "num_samples=1", "max_new_tokens=4"])
-    for k, v in kw.items():
-        OmegaConf.update(cfg, k, v)
-    return cfg
 
 
 def test_checkpoint_records_tokenizer_split_and_config_hashes(trained):
@@ -81,7 +75,7 @@ def test_generate_refuses_a_tokenizer_file_that_is_not_the_checkpoints(run, tmp_
     tok = run / "tokenizer.json"
     tok.write_text(tok.read_text().replace("\n", "\n "))  # same tokens, another file
     with pytest.raises(ProvenanceError, match="tokenizer.json is not the one this model was trained with"):
-        run_generation(gen_cfg(run, tmp_path / "out", **{"prompt.source": "none"}))
+        run_generation(gen_cfg(run, tmp_path / "out", TINY, **{"prompt.source": "none"}))
 
 
 def test_generate_refuses_a_tokenizer_of_another_vocabulary(run, tmp_path):
@@ -95,7 +89,7 @@ def test_generate_refuses_a_tokenizer_of_another_vocabulary(run, tmp_path):
     torch.save(data, ckpt)
     (run / "tokenizer.json").unlink()
     with pytest.raises(ProvenanceError, match=r"the tokeniser has 362 tokens but the model was built for \d+"):
-        run_generation(gen_cfg(run, tmp_path / "out", **{"prompt.source": "none"}))
+        run_generation(gen_cfg(run, tmp_path / "out", TINY, **{"prompt.source": "none"}))
 
 
 def test_generate_names_a_missing_tokenizer_file(run, tmp_path):
@@ -105,7 +99,7 @@ def test_generate_names_a_missing_tokenizer_file(run, tmp_path):
     torch.save(data, ckpt)
     (run / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"its tokeniser file .*tokenizer.json is missing"):
-        run_generation(gen_cfg(run, tmp_path / "out", **{"prompt.source": "none"}))
+        run_generation(gen_cfg(run, tmp_path / "out", TINY, **{"prompt.source": "none"}))
 
 
 def test_generate_from_data_refuses_a_changed_cache(run, tmp_path):
@@ -119,4 +113,4 @@ def test_generate_from_data_refuses_a_changed_cache(run, tmp_path):
     data["musicgen"]["cache_path"] = str(copy)
     torch.save(data, ckpt)
     with pytest.raises(ProvenanceError, match=r"the data split differs: val: 1 file missing"):
-        run_generation(gen_cfg(run, tmp_path / "out"))
+        run_generation(gen_cfg(run, tmp_path / "out", TINY))

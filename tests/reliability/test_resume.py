@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 from faults import signal_at
-from reliability_helpers import cli, run_train_cli
+from helpers import cli_overrides, run_cli, smoke_override_list
 
 from musicgen.checkpoint import TrainingInterrupted
 from musicgen.config import compose
@@ -31,22 +31,21 @@ def shared(tmp_path_factory, prepared_data_dir):
     """A token cache every test of this module reuses, and the uninterrupted run's metrics."""
     tmp = tmp_path_factory.mktemp("resume")
     cache = [f"paths.cache_dir={tmp}/cache"]
-    overrides = [*RUN, "preset=smoke", f"paths.data_dir={prepared_data_dir}", f"paths.log_dir={tmp}/outputs",
-                 "data.max_files=null", "data.val_frac=0.25", "callbacks.progress_bar=null", *cache]
-    return cache, train(compose("train", [*overrides, f"paths.output_dir={tmp}/reference"]))
+    overrides = [*RUN, *smoke_override_list(tmp, prepared_data_dir, output_dir=tmp / "reference")]  # cache: tmp/cache
+    return cache, train(compose("train", overrides))
 
 
 def test_sigkill_then_ctrl_c_resume_to_the_uninterrupted_result(smoke_overrides, shared, tmp_path):
     cache, reference = shared
     run = tmp_path / "cli_run"
-    args = [*RUN, *cli(smoke_overrides), *cache, f"hydra.run.dir={run}"]
+    args = [*RUN, *cli_overrides(smoke_overrides), *cache, f"hydra.run.dir={run}"]
 
-    killed = run_train_cli([*args, *signal_at(7, "SIGKILL")])
+    killed = run_cli("musicgen.train", [*args, *signal_at(7, "SIGKILL")])
     assert killed.returncode == -signal.SIGKILL
     assert ckpt_step(run) == 6  # mid-epoch: 2 of epoch 1's batches done
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
-    stopped = run_train_cli([*args, "resume=true", *signal_at(9, "SIGINT")])
+    stopped = run_cli("musicgen.train", [*args, "resume=true", *signal_at(9, "SIGINT")])
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
     assert ckpt_step(run) == 9
     log = stopped.stdout + stopped.stderr
@@ -58,7 +57,8 @@ def test_sigkill_then_ctrl_c_resume_to_the_uninterrupted_result(smoke_overrides,
     assert metrics["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-5)
     assert metrics["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-5)
     # the logs of the interrupted attempts are kept beside the new one
-    assert sorted(p.name for p in (run / "csv").glob("metrics*.csv")) == ["metrics.csv", "metrics.part1.csv", "metrics.part2.csv"]
+    logs = sorted(p.name for p in (run / "csv").glob("metrics*.csv"))
+    assert logs == ["metrics.csv", "metrics.part1.csv", "metrics.part2.csv"]
 
 
 # step 3: mid-epoch, continued in place (resume=true); step 4: an epoch's last batch (the

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import inspect
 import json
-from pathlib import Path
 
 import hydra.utils
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
+from musicgen.config import CONF_DIR
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer, load_tokenizer
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "tokenizer"
+
+
+def load(name: str):
+    """``conf/tokenizer/<name>.yaml`` as Hydra composes it (its defaults list included)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR / "tokenizer"), version_base="1.3"):
+        return compose(config_name=name)
+
 EXPECTED = {
     "pitch": (PitchTokenizer, "pitch"),
     "remi": (RemiTokenizer, "remi"),
@@ -22,7 +28,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_yaml_instantiates_and_names_every_argument(name):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = load(name)
     tok = hydra.utils.instantiate(cfg)
     cls, kind = EXPECTED[name]
     assert type(tok) is cls and tok.kind == kind
@@ -32,11 +38,11 @@ def test_yaml_instantiates_and_names_every_argument(name):
 
 
 def test_yaml_values():
-    remi = hydra.utils.instantiate(OmegaConf.load(CONF / "remi.yaml"))
-    bpe = hydra.utils.instantiate(OmegaConf.load(CONF / "remi_bpe.yaml"))
+    remi = hydra.utils.instantiate(load("remi"))
+    bpe = hydra.utils.instantiate(load("remi_bpe"))
     assert remi.vocab_size == 362 and remi.config_dict() == RemiTokenizer().config_dict()
     assert bpe.bpe_vocab_size == 512 and bpe.config_dict() == RemiTokenizer(bpe_vocab_size=512).config_dict()
-    v8 = hydra.utils.instantiate(OmegaConf.load(CONF / "remi_bpe.yaml"), bpe_vocab_size=1024)
+    v8 = hydra.utils.instantiate(load("remi_bpe"), bpe_vocab_size=1024)
     assert v8.bpe_vocab_size == 1024
 
 
@@ -54,5 +60,5 @@ def test_load_tokenizer_rejects_unknown_kind(tmp_path):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_dict_is_json_and_stable(name):
     """The data cache hashes ``json.dumps(config_dict(), sort_keys=True)``."""
-    make = lambda: hydra.utils.instantiate(OmegaConf.load(CONF / f"{name}.yaml"))  # noqa: E731
+    make = lambda: hydra.utils.instantiate(load(name))  # noqa: E731
     assert json.dumps(make().config_dict(), sort_keys=True) == json.dumps(make().config_dict(), sort_keys=True)

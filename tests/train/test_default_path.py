@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import VERSIONS
 from probes import probe
 
 from musicgen.config import compose, default_precision
@@ -21,7 +22,7 @@ def run(version, smoke_overrides, tmp_path, *extra):
 
 
 def test_smoke_preset_keeps_the_versions_semantics(tmp_path):
-    for version in ("v1", "v6", "v7", "v8"):
+    for version in VERSIONS:
         full = compose("train", [f"+version={version}"])
         smoke = compose("train", [f"+version={version}", "preset=smoke"])
         for key in ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches"):

@@ -1,49 +1,35 @@
 """Multirun with the basic sweeper and Optuna, SLURM launcher composition, and 2-process CPU DDP."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+import yaml
+from helpers import cli_overrides, run_cli
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
 from musicgen.config import CONF_DIR, version_as_choice
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(args, timeout=600):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "musicgen.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
-
-
-def cli_overrides(smoke_overrides):
-    return [o for o in smoke_overrides if not o.startswith("paths.output_dir")]
+DDP_CPU = ["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
 
 def test_multirun_basic_sweeper(smoke_overrides, tmp_path):
-    run_cli(["-m", "+version=v7", "model.dropout=0.1,0.2", *cli_overrides(smoke_overrides)])
+    run_cli("musicgen.train", ["-m", "+version=v7", "model.dropout=0.1,0.2", *cli_overrides(smoke_overrides)],
+            timeout=600, check=True)
     sweeps = list((tmp_path / "outputs" / "train" / "v7").glob("multirun_*"))
     assert len(sweeps) == 1
     metrics = [json.loads((sweeps[0] / str(i) / "metrics.json").read_text()) for i in (0, 1)]
-    dropouts = [json.loads(json.dumps(__import__("yaml").safe_load((sweeps[0] / str(i) / "config.yaml").read_text())))["model"]["dropout"] for i in (0, 1)]
+    dropouts = [yaml.safe_load((sweeps[0] / str(i) / "config.yaml").read_text())["model"]["dropout"] for i in (0, 1)]
     assert sorted(dropouts) == [0.1, 0.2]
     assert all(m["global_step"] == 4 for m in metrics)
 
 
 def test_optuna_sweep_minimises_val_loss(smoke_overrides, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    run_cli(["-m", "+version=v7", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-             "hydra.sweeper.sampler.n_startup_trials=2", *cli_overrides(smoke_overrides)])
+    run_cli("musicgen.train", ["-m", "+version=v7", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                               "hydra.sweeper.sampler.n_startup_trials=2", *cli_overrides(smoke_overrides)],
+            timeout=600, check=True)
     sweep = next((tmp_path / "outputs" / "train" / "v7").glob("multirun_*"))
-    import yaml
-
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     losses = [json.loads((sweep / str(i) / "metrics.json").read_text())["val_loss"] for i in (0, 1)]
     assert result["best_value"] == pytest.approx(min(losses))
@@ -60,8 +46,7 @@ def test_slurm_launcher_composes(tmp_path):
 
 
 def test_ddp_two_cpu_processes(smoke_overrides, tmp_path):
-    run_cli(["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-             *cli_overrides(smoke_overrides)])
+    run_cli("musicgen.train", [*DDP_CPU, *cli_overrides(smoke_overrides)], timeout=600, check=True)
     runs = list((tmp_path / "outputs" / "train" / "v7").iterdir())
     assert len(runs) == 1, runs  # both ranks share one run directory
     run = runs[0]
@@ -73,10 +58,11 @@ def test_ddp_two_cpu_processes(smoke_overrides, tmp_path):
 def test_ddp_run_crosses_sampling_epochs(smoke_overrides, tmp_path):
     """The sample-metrics callback generates on rank 0 alone; its metrics must not enter a
     collective the other rank never joins (gloo: "collective mismatch"; NCCL: a hang)."""
-    run_cli(["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-             *cli_overrides(smoke_overrides), "trainer.max_steps=-1", "trainer.max_epochs=2",
-             "trainer.limit_train_batches=2", "callbacks.sample_metrics.every_n_epochs=1",
-             "callbacks.sample_metrics.num_samples=2", "callbacks.sample_metrics.max_new_tokens=16"])
+    run_cli("musicgen.train", [*DDP_CPU, *cli_overrides(smoke_overrides), "trainer.max_steps=-1",
+                               "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+                               "callbacks.sample_metrics.every_n_epochs=1", "callbacks.sample_metrics.num_samples=2",
+                               "callbacks.sample_metrics.max_new_tokens=16"],
+            timeout=600, check=True)
     run = next((tmp_path / "outputs" / "train" / "v7").iterdir())
     assert json.loads((run / "metrics.json").read_text())["epoch"] == 2
     sampled = sorted(p.name for p in (run / "samples").iterdir())

@@ -1,21 +1,16 @@
 """Every version trains end to end at smoke size, to a checkpoint and metrics.json."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import VERSIONS, cli_overrides, run_cli
 
 from musicgen.config import compose
 from musicgen.train import train
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.mark.parametrize("version", [f"v{i}" for i in range(1, 9)])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_version_smoke_run(version, smoke_overrides, tmp_path):
     cfg = compose("train", [f"+version={version}", *smoke_overrides])
     metrics = train(cfg)
@@ -36,12 +31,7 @@ def test_version_smoke_run(version, smoke_overrides, tmp_path):
 
 
 def test_cli_runs_a_version(smoke_overrides, tmp_path):
-    overrides = [o for o in smoke_overrides if not o.startswith("paths.output_dir")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "musicgen.train", "+version=v6", *overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_cli("musicgen.train", ["+version=v6", *cli_overrides(smoke_overrides)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "train" / "v6").iterdir())
     assert len(runs) == 1
@@ -58,6 +48,7 @@ def test_compiled_training_forward(smoke_overrides, tmp_path):
     cfg = compose("train", ["+version=v7", "objective.module.compile=true", *smoke_overrides])
     metrics = train(cfg)
     assert metrics["global_step"] == 4 and torch.isfinite(torch.tensor(metrics["val_loss"]))
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
     assert not any("_orig_mod" in k for k in state)  # the same keys as eager: loadable by generate
     assert "net.tok_emb.weight" in state

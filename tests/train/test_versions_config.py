@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+from helpers import VERSIONS
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -20,7 +21,11 @@ TABLE = {
     "v7": ("MusicTransformer", (8, 8, 512, 2048), "embedding", "RemiTokenizer", 512, 512, 275),
     "v8": ("MusicTransformer", (8, 8, 512, 2048), "embedding", "RemiTokenizer", 1024, 1024, 275),
 }
-VERSIONS = sorted(TABLE)
+
+
+def test_design_table_has_a_row_per_version_file():
+    """The versions come from conf/version/: a new one needs its row here before it is tested."""
+    assert sorted(TABLE) == VERSIONS
 
 
 def base_overrides(tmp_path):
@@ -116,6 +121,7 @@ def test_misspelt_top_level_key_fails(tmp_path):
 
 
 def test_command_line_wins_over_the_preset(tmp_path):
-    cfg = compose("train", ["+version=v7", "preset=smoke", "model.dropout=0.3", "trainer.max_steps=7", *base_overrides(tmp_path)])
+    cfg = compose("train", ["+version=v7", "preset=smoke", "model.dropout=0.3", "trainer.max_steps=7",
+                            *base_overrides(tmp_path)])
     assert cfg.model.dropout == 0.3 and cfg.trainer.max_steps == 7
     assert cfg.model.d_model == 32  # the rest of the preset still applies

@@ -1,0 +1,163 @@
+"""musicgen.lit.optim: the warmup + cosine schedule (function and checkpointable object), AdamW's
+parameter groups and ``build_optimizer``."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from musicgen.lit.optim import WarmupCosine, build_optimizer, param_groups, warmup_cosine
+from musicgen.models import MelodyLSTM, MusicTransformer
+
+WARMUP, TOTAL, FLOOR = 4, 20, 0.1
+
+
+def tiny_transformer() -> MusicTransformer:
+    return MusicTransformer(vocab_size=64, n_layers=2, n_heads=2, d_model=32, d_ff=64, max_seq_len=64)
+
+
+def tiny_lstm(input_mode: str) -> MelodyLSTM:
+    return MelodyLSTM(vocab_size=23, hidden_sizes=[8, 8], input_mode=input_mode, embedding_dim=4,
+                      context_len=5, attention_heads=2)
+
+
+# warmup_cosine
+
+
+def test_warmup_is_linear_and_reaches_the_peak_at_its_last_step():
+    values = [warmup_cosine(s, WARMUP, TOTAL, FLOOR) for s in range(WARMUP)]
+    assert values == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert warmup_cosine(WARMUP, WARMUP, TOTAL, FLOOR) == pytest.approx(1.0)  # the decay starts at the peak
+
+
+def test_the_floor_is_reached_at_total_steps_and_kept_after():
+    for step in (TOTAL, TOTAL + 1, 2 * TOTAL, 10**6):
+        assert warmup_cosine(step, WARMUP, TOTAL, FLOOR) == pytest.approx(FLOOR), step
+    assert warmup_cosine(TOTAL - 1, WARMUP, TOTAL, FLOOR) > FLOOR
+
+
+def test_cosine_values_by_hand():
+    # halfway through the decay (step 4 + 16 / 2): cos(pi / 2) = 0, so half way from the peak to the floor
+    assert warmup_cosine(12, WARMUP, TOTAL, FLOOR) == pytest.approx(0.1 + 0.9 * 0.5)
+    # a quarter of the way (step 8): 0.1 + 0.9 * (1 + cos(pi / 4)) / 2
+    assert warmup_cosine(8, WARMUP, TOTAL, FLOOR) == pytest.approx(0.1 + 0.9 * (1 + math.sqrt(0.5)) / 2)
+    assert warmup_cosine(12, 0, 20, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.6)))
+
+
+def test_no_warmup_starts_at_the_peak_and_decays():
+    values = [warmup_cosine(s, 0, 10, FLOOR) for s in range(12)]
+    assert values[0] == pytest.approx(1.0)
+    assert values[5] == pytest.approx((1.0 + FLOOR) / 2)
+    assert values[10] == pytest.approx(FLOOR) and values[11] == pytest.approx(FLOOR)
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never rises
+
+
+# WarmupCosine
+
+
+def test_warmup_cosine_object_equals_the_function():
+    schedule = WarmupCosine(WARMUP, TOTAL, FLOOR)
+    for step in range(TOTAL + 5):
+        assert schedule(step) == warmup_cosine(step, WARMUP, TOTAL, FLOOR), step
+
+
+def _scheduler(schedule: WarmupCosine) -> LambdaLR:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    return LambdaLR(opt, schedule)
+
+
+def test_warmup_cosine_round_trips_through_the_scheduler_state_dict():
+    saved = _scheduler(WarmupCosine(WARMUP, TOTAL, FLOOR))
+    saved.lr_lambdas[0].total_steps = 50  # as a time budget sets it during a run
+    state = saved.state_dict()
+    assert state["lr_lambdas"] == [{"warmup_steps": WARMUP, "total_steps": 50, "min_lr_ratio": FLOOR}]
+
+    loaded = _scheduler(WarmupCosine(WARMUP, TOTAL, FLOOR))
+    loaded.load_state_dict(state)
+    restored = loaded.lr_lambdas[0]
+    assert isinstance(restored, WarmupCosine) and restored.total_steps == 50
+    assert restored == WarmupCosine(WARMUP, 50, FLOOR)
+    assert restored.__dict__ == saved.lr_lambdas[0].__dict__
+    assert WarmupCosine(**state["lr_lambdas"][0]) == restored  # how a checkpoint's schedule is read back
+
+
+# param_groups
+
+
+def _no_decay_names(net: nn.Module) -> set[str]:
+    """What must not decay, by name: norms, biases (1-D) and embedding weights."""
+    embeddings = {f"{name}.weight" for name, m in net.named_modules() if isinstance(m, nn.Embedding)}
+    return {name for name, p in net.named_parameters() if p.ndim < 2 or name in embeddings}
+
+
+def _check_groups(net: nn.Module, weight_decay: float = 0.1) -> tuple[set[str], set[str]]:
+    groups = param_groups(net, weight_decay)
+    assert [g["weight_decay"] for g in groups] == [weight_decay, 0.0]
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) and set(ids) == trainable  # each trainable parameter exactly once
+    names = {id(p): n for n, p in net.named_parameters()}  # tied weights: the first name
+    decay, keep = ({names[id(p)] for p in g["params"]} for g in groups)
+    assert keep == _no_decay_names(net) & {names[i] for i in trainable}
+    return decay, keep
+
+
+def test_transformer_groups_tied_embeddings():
+    net = tiny_transformer()
+    assert net.lm_head.weight is net.tok_emb.weight
+    decay, keep = _check_groups(net)
+    assert "tok_emb.weight" in keep  # the tied embedding / output matrix does not decay
+    assert {"norm.weight", "layers.0.attn_norm.weight", "layers.1.ffn_norm.weight"} <= keep
+    assert {"layers.0.attn.qkv.weight", "layers.0.attn.proj.weight", "layers.1.ffn.w13.weight"} <= decay
+    assert not any("norm" in n or n.endswith("bias") or "emb" in n for n in decay)
+
+
+def test_transformer_groups_untied_embeddings():
+    net = tiny_transformer()
+    net.lm_head.weight = nn.Parameter(net.tok_emb.weight.detach().clone())  # untied: a matrix of its own
+    decay, keep = _check_groups(net)
+    assert "tok_emb.weight" in keep and "lm_head.weight" in decay
+
+
+@pytest.mark.parametrize("input_mode", ["embedding", "float"])
+def test_lstm_groups(input_mode):
+    net = tiny_lstm(input_mode)
+    decay, keep = _check_groups(net)
+    assert ("embed.weight" in keep) == (input_mode == "embedding")
+    assert {"head.bias", "lstms.0.bias_ih_l0", "lstms.1.bias_hh_l0", "attn.in_proj_bias"} <= keep
+    assert {"head.weight", "lstms.0.weight_ih_l0", "lstms.1.weight_hh_l0", "attn.in_proj_weight"} <= decay
+
+
+def test_frozen_parameters_are_left_out():
+    net = tiny_transformer()
+    net.norm.weight.requires_grad_(False)
+    net.layers[0].attn.qkv.weight.requires_grad_(False)
+    decay, keep = _check_groups(net)
+    assert "norm.weight" not in keep and "layers.0.attn.qkv.weight" not in decay
+
+
+# build_optimizer
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_build_optimizer(fused):
+    net = tiny_transformer()
+    opt, sched = build_optimizer(net, total_steps=TOTAL, lr=1e-3, weight_decay=0.1, betas=[0.9, 0.95],
+                                 warmup_steps=WARMUP, min_lr_ratio=FLOOR, fused=fused)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["fused"] is fused
+    assert opt.defaults["foreach"] is (None if fused else True)
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert sched.lr_lambdas[0] == WarmupCosine(WARMUP, TOTAL, FLOOR)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * 0.25] * 2)  # the first warmup step
+
+    loss = net(torch.randint(0, 64, (2, 8))).float().square().mean()
+    loss.backward()
+    before = net.tok_emb.weight.detach().clone()
+    opt.step()
+    sched.step()
+    assert not torch.equal(before, net.tok_emb.weight)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * 0.5] * 2)
