@@ -13,11 +13,11 @@ from musicgen.config import CONF_DIR
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer, load_tokenizer
 
 
-
 def load(name: str):
     """``conf/tokenizer/<name>.yaml`` as Hydra composes it (its defaults list included)."""
     with initialize_config_dir(config_dir=str(CONF_DIR / "tokenizer"), version_base="1.3"):
         return compose(config_name=name)
+
 
 EXPECTED = {
     "pitch": (PitchTokenizer, "pitch"),
