@@ -64,10 +64,11 @@ class LSTMConfig:
 
 
 def _fp32_recurrence(device: torch.device):
-    """Under CPU autocast, run the LSTM layers in fp32: oneDNN has no bf16 LSTM kernel on CPUs
-    without AMX ("could not create a primitive descriptor for the LSTM forward propagation
-    primitive", seen on an AVX-512 BF16 EPYC), and the non-oneDNN fallback is about 30x slower
-    than fp32. The output head and attention still run in bf16. CUDA autocast is left as it is."""
+    """Under CPU autocast, run the LSTM layers in fp32: oneDNN's bf16 LSTM fails on CPUs without
+    bf16 instructions ("could not create a primitive descriptor for the LSTM forward propagation
+    primitive", torch 2.13 on an AVX2-only EPYC), the non-oneDNN fallback is about 30x slower than
+    fp32, and the recurrence would round a float-normalised input (V1..V5) to bf16. The output
+    head and attention still run under autocast. CUDA autocast is left as it is."""
     if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()
