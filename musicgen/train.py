@@ -1,9 +1,10 @@
 """Training entry point: ``python -m musicgen.train +version=v7 [preset=cpu] [key=value ...]``.
 
-``train(cfg)`` checks what it can without data (``preflight``), then instantiates, in a fixed
-order, the tokeniser, the DataModule (which prepares the data and trains the tokeniser), the
-network, the LightningModule, callbacks, loggers and the Trainer; fits; and writes
-``metrics.json``. It returns the metrics so sweepers can use them.
+``train(cfg)`` checks everything it can without data (``musicgen.config.preflight``, which also
+builds the tokeniser and the DataModule), prepares the data (and trains the tokeniser), then
+instantiates the network, the LightningModule, callbacks, loggers and the Trainer; fits; and
+writes ``metrics.json``. It returns the metrics so sweepers can use them. A ``UserError`` is one
+``error: ...`` line (``musicgen.errors.user_errors``).
 
 Continuing a run:
 - ``resume=true hydra.run.dir=<run dir>`` continues that run, in that directory, from its

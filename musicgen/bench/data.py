@@ -14,11 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 from musicgen.bench.harness import Clock
+from musicgen.data.datamodule import MidiDataModule
 
 
 def bench_data(cfg: DictConfig, clock: Clock) -> dict[str, Any]:
-    from musicgen.data import MidiDataModule
-
     data_cfg = cfg.data
     data_dir = Path(cfg.paths.data_dir)
     if data_cfg.root is None and not (data_dir / data_cfg.corpus / "manifest.json").exists():

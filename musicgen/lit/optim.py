@@ -36,7 +36,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
 class WarmupCosine:
     """``warmup_cosine`` as a callable object: ``LambdaLR`` saves an object's attributes in its
     ``state_dict`` (a lambda it drops), so a checkpoint records ``total_steps``, which a time
-    budget may set during the run (``musicgen.lit.callbacks.TimeBudget``), and a resume restores it."""
+    budget may set during the run (``musicgen.lit.callbacks.Budget``), and a resume restores it."""
 
     warmup_steps: int
     total_steps: int
