@@ -10,6 +10,13 @@ TABLE_KEYS = (
 )
 
 
+def describe_sampling(sampling: dict[str, Any]) -> str:
+    if sampling.get("greedy"):
+        return "greedy decoding"
+    return (f"temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, "
+            f"top-p {sampling['top_p'] if sampling['top_p'] < 1 else 'off'}")
+
+
 def report_markdown(result: dict[str, Any]) -> str:
     rows = [
         ("model", result["model"]),
@@ -25,7 +32,8 @@ def report_markdown(result: dict[str, Any]) -> str:
         f"# Evaluation of {result['version']}",
         "",
         f"Checkpoint `{result['ckpt_path']}`, {result['model']['pieces']} {result['split']} pieces scored, "
-        f"{result['settings']['num_samples']} samples of {result['settings']['max_new_tokens']} tokens.",
+        f"{result['settings']['num_samples']} samples of {result['settings']['max_new_tokens']} tokens, "
+        f"model and n-gram both decoded with {describe_sampling(result['settings']['sampling'])}.",
         "",
         "| | " + " | ".join(TABLE_KEYS) + " |",
         "|---|" + "---|" * len(TABLE_KEYS),

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
-from musicgen.generation import SamplingConfig, generate
+from musicgen.generation import SamplingConfig, filter_logits, generate
 from musicgen.metrics import (
     CompressionRatio,
     NgramLM,
@@ -148,6 +148,20 @@ def reference_histogram(tokenizer: MusicTokenizer, docs: Sequence[np.ndarray], m
     return pitch_counts(pitches)
 
 
+def sample_ngram(lm: NgramLM, length: int, sampling: SamplingConfig, rng: np.random.Generator) -> list[int]:
+    """``length`` tokens from the n-gram after BOS, decoded by the same rules as the model's
+    samples (temperature, top-k, top-p; greedy: the most likely token), so the two compare."""
+    out = [lm.bos_id]
+    for _ in range(length):
+        logits = torch.from_numpy(np.log(lm.prob_dist(out)))[None]  # (1, V)
+        if sampling.greedy:
+            out.append(int(logits.argmax()))
+            continue
+        p = filter_logits(logits, sampling).softmax(dim=-1)[0].double().numpy()
+        out.append(int(rng.choice(lm.vocab_size, p=p / p.sum())))
+    return out[1:]
+
+
 def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int) -> NgramLM:
     return NgramLM(order=order, vocab_size=vocab_size).fit([np.asarray(d) for d in train_docs])
 
@@ -180,7 +194,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     model_row.update(sample_metrics(tok, ids, ref_hist))
     model_row["generation_tokens_per_second"] = cfg.num_samples * cfg.max_new_tokens / gen_seconds
     rng = np.random.default_rng(cfg.seed)
-    ngram_ids = [ngram.sample(cfg.max_new_tokens, rng) for _ in range(cfg.num_samples)]
+    ngram_ids = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng) for _ in range(cfg.num_samples)]
     ngram_row.update(sample_metrics(tok, ngram_ids, ref_hist))
     real_row = sample_metrics(tok, [d[1:-1][: cfg.max_new_tokens].tolist() for d in docs], ref_hist)
 
