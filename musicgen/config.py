@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.checkpoint import resolve_ckpt_path
-from musicgen.data.sources import DataPathError, require_dir
-from musicgen.errors import ConfigError
+from musicgen.data.sources import require_dir
+from musicgen.errors import ConfigError, UserError
 from musicgen.generation import SamplingConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -147,15 +147,12 @@ def preflight(cfg: DictConfig) -> Checked:
     def check(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (ConfigError, DataPathError) as e:
+        except UserError as e:  # a setting to change: noted, and the other checks still run
             problems.append(str(e))
-        except (TypeError, ValueError) as e:
-            problems.append(str(e))
-        return None
+            return None
 
     check(lambda: check_keys(cfg))
     ckpt_path = check(lambda: resolve_ckpt_path(cfg))
-
     check(lambda: sampling_config(cfg.sampling))
 
     def model() -> None:
