@@ -87,3 +87,20 @@ def test_hydra_list_and_config_object():
 def test_config_validation_names_field_and_value(fields, message):
     with pytest.raises(ValueError, match=message):
         LSTMConfig(**fields)
+
+
+@pytest.mark.parametrize("vocab", [629, 1279])
+def test_float_input_keeps_every_id_distinct_under_bf16_autocast(vocab):
+    """V1..V5 feed ``id / vocab``: in bf16 only a few hundred distinct values survive
+    (1,279 ids keep 545 distinct bf16 values); under CPU autocast the LSTM runs in fp32, and runs."""
+    model = MelodyLSTM(vocab_size=vocab, hidden_sizes=[8], input_mode="float", dropout=0.0)
+    seen = {}
+    model.lstms[0].register_forward_pre_hook(
+        lambda m, args: seen.update(x=args[0].detach(), autocast=torch.is_autocast_enabled("cpu")))
+    ids = torch.arange(vocab).view(1, -1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids)
+    assert seen["x"].dtype == torch.float32 and seen["autocast"] is False  # the recurrence runs in fp32
+    assert seen["x"].unique().numel() == vocab
+    assert torch.isfinite(logits.float()).all()
+    assert (ids.float() / vocab).bfloat16().unique().numel() < vocab  # what bf16 would have kept
