@@ -300,10 +300,14 @@ class SampleMetrics(L.Callback):
         self.sampling = SamplingConfig(**(sampling or {}))
         self.seed = seed
         self._ref_hist: torch.Tensor | None = None
+        self._sampled_epoch = -1
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        if self._sampled_epoch == trainer.current_epoch:  # validating several times an epoch: once
+            return
+        self._sampled_epoch = trainer.current_epoch
         if not trainer.is_global_zero:  # one process generates; loggers are rank-zero only anyway
             return
         dm = trainer.datamodule

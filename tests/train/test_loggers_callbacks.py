@@ -1,5 +1,6 @@
 """W&B offline logging read back, and the sample-metrics callback."""
 
+import csv
 import json
 import time
 
@@ -55,3 +56,14 @@ def test_sample_metrics_callback_writes_samples(smoke_overrides, tmp_path):
     assert (epochs[0] / "pitch_histogram.png").stat().st_size > 0
     csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "samples/compression_ratio_4" in csv
+
+
+def test_samples_once_per_sampling_epoch_when_validating_more_often(smoke_overrides, tmp_path):
+    cfg = compose("train", ["+version=v6", *SAMPLES_EVERY_EPOCH, *smoke_overrides,
+                            "trainer.val_check_interval=2", "trainer.max_steps=8"])  # 2 validations an epoch
+    metrics = train(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    validations = [r for r in rows if r.get("val/loss")]
+    sampled = [r for r in rows if r.get("samples/compression_ratio_4")]
+    assert len(validations) >= 2 * (metrics["epoch"])  # validated twice in each epoch ...
+    assert len(sampled) == len({r["epoch"] for r in validations})  # ... and sampled once in each
