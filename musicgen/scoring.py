@@ -103,6 +103,13 @@ def score_pitches(tokenizer: MusicTokenizer, ids: Sequence[int]) -> list[int]:
     return [n.pitch for t in tokenizer.decode(list(ids)).tracks for n in t.notes]
 
 
+def reference_range(reference_hist: torch.Tensor) -> tuple[int, int]:
+    """The lowest and highest pitch of the reference (training) pieces: ``out_of_range_pitch_share``
+    counts notes outside it (the tokeniser's own range would admit everything it can decode)."""
+    used = torch.nonzero(torch.as_tensor(reference_hist) > 0).flatten()
+    return int(used.min()), int(used.max())
+
+
 def sample_metrics(
     tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference_hist: torch.Tensor
 ) -> dict[str, Any]:
@@ -120,7 +127,7 @@ def sample_metrics(
         comp.update(seqs)
         out[f"ngram_repetition_{n}"] = float(rep.compute())
         out[f"compression_ratio_{n}"] = float(comp.compute())
-    hist = PitchHistogram(reference_hist, pitch_range=tokenizer.pitch_range, **local)
+    hist = PitchHistogram(reference_hist, pitch_range=reference_range(reference_hist), **local)
     syntax = SyntaxErrorRate(**local)
     pitches_all = []
     for s in seqs:
