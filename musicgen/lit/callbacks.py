@@ -209,10 +209,7 @@ class Budget(L.Callback):
         self.total_steps: int | None = None  # the run's end, once estimated from the time budget
         self._epoch_limit = -1
         self._last_step = -1
-
-    @staticmethod
-    def _timer(trainer: L.Trainer):
-        return next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
+        self._timer: Timer | None = None  # Lightning's max_time timer, found once per fit
 
     @staticmethod
     def _schedule(trainer: L.Trainer):
@@ -226,7 +223,8 @@ class Budget(L.Callback):
         limit = trainer.estimated_stepping_batches
         self._epoch_limit = int(limit) if limit != float("inf") else -1
         self._last_step = trainer.global_step
-        if self.total_steps is not None and self._timer(trainer) is not None:  # resumed
+        self._timer = next((c for c in trainer.callbacks if isinstance(c, Timer) and c._duration is not None), None)
+        if self.total_steps is not None and self._timer is not None:  # resumed
             self._apply(trainer, self.total_steps)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
@@ -234,9 +232,8 @@ class Budget(L.Callback):
         if step == self._last_step:  # inside a gradient-accumulation window
             return
         self._last_step = step
-        timer = self._timer(trainer)
-        if timer is not None:
-            self._estimate(trainer, timer, step)
+        if self._timer is not None:
+            self._estimate(trainer, self._timer, step)
         if 0 < trainer.max_steps <= step:
             trainer.should_stop = True  # Lightning validates before it leaves
 
