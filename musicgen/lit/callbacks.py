@@ -246,7 +246,10 @@ class Budget(L.Callback):
         if (step - ref_step) % self.every_n_steps:
             return
         rate = (step - ref_step) / max(1e-9, timer.time_elapsed() - ref_time)
-        total = max(step + 1, step + int(rate * max(0.0, timer.time_remaining()) * self.safety))
+        # keep room for the final validation (as long as the last one took) and one step of headroom,
+        # so the run ends by steps, with the schedule at its floor, rather than by the clock
+        spare = max(0.0, timer.time_remaining() - timer.time_elapsed("validate"))
+        total = max(step + 1, step + int(rate * spare * self.safety) - 1)
         if self._epoch_limit > 0:
             total = min(total, self._epoch_limit)
         total = int(trainer.strategy.broadcast(total, src=0))
