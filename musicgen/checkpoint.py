@@ -45,6 +45,22 @@ class LoadedRun:
     def run_dir(self) -> Path:
         return self.ckpt_path.parent.parent
 
+    @property
+    def trained_context(self) -> int:
+        """The window the model trained on (``data.seq_len``, stored in the checkpoint): scoring
+        and sampling stay within it unless a longer context is asked for."""
+        return int(self.metadata["seq_len"])
+
+    def context(self, requested: int | None) -> tuple[int, str]:
+        """The context to score and sample with (``requested`` or the trained window), and how a
+        report should label it."""
+        trained = self.trained_context
+        if not requested or requested == trained:
+            return trained, f"{trained} tokens (the trained window)"
+        if requested < 1:
+            raise ConfigError(f"context_len={requested} must be >= 1 (null: the trained window, {trained})")
+        return requested, f"{requested} tokens ({requested / trained:.2g}x the trained window of {trained})"
+
 
 # ----------------------------------------------------------------------------- provenance
 

@@ -1,6 +1,7 @@
 """Evaluation entry point: ``python -m musicgen.evaluate ckpt_path=<run dir or .ckpt>``.
 
-Writes ``evaluation.json`` (sections ``model``, ``ngram_baseline``, ``validation_pieces``),
+Scores the test split by default (the validation split selected the checkpoint). Writes
+``evaluation.json`` (rows ``model``, ``ngram``, ``real``: every figure with its 95% interval),
 ``evaluation.md`` and PNG plots into the run directory. The scoring is ``musicgen.scoring``.
 """
 
@@ -20,7 +21,7 @@ from musicgen.errors import ConfigError, user_errors
 from musicgen.fs import atomic_write_text
 from musicgen.plots import plot_evaluation
 from musicgen.report import report_markdown
-from musicgen.scoring import REPETITION_NS, evaluate_run
+from musicgen.scoring import evaluate_run
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = load_run_cache(run)
     if cfg.split not in cache.splits or cache.splits[cfg.split].n_docs == 0:
-        raise ConfigError(f"split={cfg.split} has no pieces in {cache.path}; use split=val or set data.test_frac")
+        raise ConfigError(
+            f"split={cfg.split} has no pieces in {cache.path}; use split=val, or train with data.test_frac > 0"
+        )
     result = evaluate_run(run, cache, cfg, sampling, device)
     atomic_write_text(out_dir / "evaluation.json", json.dumps(result, indent=1))
-    plot_evaluation(result, out_dir, REPETITION_NS)
+    plot_evaluation(result, out_dir)
     atomic_write_text(out_dir / "evaluation.md", report_markdown(result))
-    log.info("evaluation written to %s", out_dir)
+    log.info("evaluation of the %s split written to %s", cfg.split, out_dir)
     result["output_dir"] = str(out_dir)
     return result
 

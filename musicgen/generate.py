@@ -1,7 +1,9 @@
 """Generation entry point: ``python -m musicgen.generate ckpt_path=<run dir or .ckpt>``.
 
-Writes per sample a ``.mid`` file and a piano-roll PNG, and one ``generation.json`` with the
-settings, the prompt's source, the token ids and the timing.
+A sample is one piece: decoding stops at its EOS (or after ``max_new_tokens``), within the
+context the model trained on unless ``context_len`` asks for more. Writes per sample a ``.mid``
+file and a piano-roll PNG of the whole piece (prompt included), and one ``generation.json``
+with the settings, the prompt's source, the token ids and the timing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from musicgen.checkpoint import load_run
 from musicgen.config import pick_device, sampling_config
+from musicgen.constants import EOS_ID
 from musicgen.errors import user_errors
 from musicgen.fs import atomic_write_text
 from musicgen.generation import generate
@@ -45,6 +48,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     net = run.net.to(device)
+    context, context_desc = run.context(cfg.context_len)
 
     samples = []
     t0 = time.perf_counter()
@@ -59,20 +63,22 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
             bar.reset(task)
             ids = generate(
                 net, prompt, cfg.max_new_tokens, sampling, generator=gen,
-                use_cache=cfg.use_cache, overflow=cfg.overflow,
+                use_cache=cfg.use_cache, overflow=cfg.overflow, stop_at_eos=True, context_len=context,
                 progress=lambda done, total: bar.update(task, completed=done),
             )
             for row, i in enumerate(idx):
                 outputs[i] = ids[row].tolist()
     seconds = time.perf_counter() - t0
-    new_tokens = cfg.num_samples * cfg.max_new_tokens
+    new_tokens = 0
 
     for i in range(cfg.num_samples):
-        ids = outputs[i]
-        new = ids[len(prompts[i]) :]
-        entry: dict[str, Any] = {"index": i, "prompt_ids": prompts[i], "ids": new}
+        new = outputs[i][len(prompts[i]) :]
+        ended = EOS_ID in new
+        new = new[: new.index(EOS_ID)] if ended else new
+        new_tokens += len(new) + ended
+        entry: dict[str, Any] = {"index": i, "prompt_ids": prompts[i], "ids": new, "ended_at_eos": ended}
         try:
-            score = run.tokenizer.decode(new)
+            score = run.tokenizer.decode(prompts[i] + new)  # the whole piece, its prompt included
             n_notes = sum(len(t.notes) for t in score.tracks)
             if n_notes == 0:
                 raise ValueError("the sampled tokens decode to no notes")
@@ -91,7 +97,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
         "settings": {
             "num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
             "sampling": OmegaConf.to_container(cfg.sampling), "use_cache": cfg.use_cache,
-            "overflow": cfg.overflow, "device": str(device),
+            "overflow": cfg.overflow, "context": context_desc, "device": str(device),
         },
         "prompt": prompt_desc,
         "timing": {"seconds": round(seconds, 3), "tokens_per_second": round(new_tokens / seconds, 1)},

@@ -103,24 +103,55 @@ def plot_pitch_histograms(
     return fig  # type: ignore[return-value]
 
 
-def plot_evaluation(result: dict[str, Any], out_dir: Path, repetition_ns: Sequence[int]) -> None:
-    """The evaluation report's figures: ``pitch_histogram.png`` and ``repetition.png``."""
-    ref = torch.tensor(result["reference_pitch_counts"])
-    fig = plot_pitch_histograms(torch.tensor(result["model"]["pitch_counts"]), ref,
-                                title=f"{result['version']}: generated vs training pitches")
-    save_figure(fig, out_dir / "pitch_histogram.png")
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.add_subplot()
-    for name, row in (("model samples", result["model"]), ("n-gram samples", result["ngram_baseline"]),
-                      (f"real {result['split']} pieces", result["validation_pieces"])):
-        if "ngram_repetition_2" in row:
-            ax.plot(repetition_ns, [row[f"ngram_repetition_{n}"] for n in repetition_ns], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(repetition_ns), [str(n) for n in repetition_ns])
-    ax.set_xlabel("n")
-    ax.set_ylabel("share of repeated n-grams")
-    ax.set_title("repetition by n")
-    ax.legend()
-    ax.grid(alpha=0.3)
+ROW_LABELS = {"model": "model samples", "ngram": "n-gram samples", "real": "real pieces"}
+ROW_COLORS = {"model": "tab:blue", "ngram": "tab:orange", "real": "tab:green"}
+#: The figures ``metrics.png`` shows, one panel each, every row with its 95% interval.
+METRIC_PANELS = (
+    "pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
+    "ngram_repetition_4", "copied_8gram_share", "longest_copied_run", "notes_per_piece",
+)
+#: The distributions ``distributions.png`` compares (the reference: untransposed training pieces).
+DISTRIBUTION_PANELS = ("pitch_class", "interval", "duration", "ioi", "notes_per_bar")
+
+
+def plot_evaluation(result: dict[str, Any], out_dir: Path) -> None:
+    """The evaluation report's figures: ``metrics.png`` (each sample figure of the model, n-gram
+    and real rows with its interval) and ``distributions.png`` (each row's histograms against
+    the training pieces')."""
+    from musicgen.metrics.features import HISTOGRAMS
+
+    rows = [r for r in ROW_LABELS if r in result]
+    fig = Figure(figsize=(12, 7), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, key in enumerate(METRIC_PANELS):
+        ax = fig.add_subplot(3, 3, k + 1)
+        for j, r in enumerate(rows):
+            f = result[r].get(key)
+            if not f:
+                continue
+            err = [[max(0.0, f["value"] - f["low"])], [max(0.0, f["high"] - f["value"])]] \
+                if not np.isnan(f["low"]) else None
+            ax.bar(j, f["value"], yerr=err, color=ROW_COLORS[r], capsize=4)
+        ax.set_xticks(range(len(rows)), [ROW_LABELS[r].split()[0] for r in rows])
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{result['version']} on {result['split']}: figures with 95% intervals")
     fig.tight_layout()
-    save_figure(fig, out_dir / "repetition.png")
+    save_figure(fig, out_dir / "metrics.png")
+
+    hist = result["histograms"]
+    fig = Figure(figsize=(14, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, name in enumerate(DISTRIBUTION_PANELS):
+        ax = fig.add_subplot(1, len(DISTRIBUTION_PANELS), k + 1)
+        bins = np.arange(len(HISTOGRAMS[name]))
+        ax.bar(bins, _shares(hist["reference"][name]), width=1.0, color="tab:gray", alpha=0.4, label="training")
+        for r in rows:
+            ax.step(bins, _shares(hist[r][name]), where="mid", color=ROW_COLORS[r], label=ROW_LABELS[r])
+        step = max(1, len(bins) // 6)
+        ax.set_xticks(bins[::step], list(HISTOGRAMS[name])[::step], fontsize=7)
+        ax.set_title(name, fontsize=9)
+    fig.axes[0].set_ylabel("share")
+    fig.axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "distributions.png")

@@ -31,6 +31,8 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
             workers=cfg.workers,
             limit=cfg.limit,
             progress=cfg.progress,
+            max_files=cfg.max_files,
+            seed=cfg.seed,
         )
         counts[name] = len(manifest.files)
     return counts

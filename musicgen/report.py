@@ -1,12 +1,19 @@
-"""The evaluation report as Markdown (``evaluation.md``)."""
+"""The evaluation report as Markdown (``evaluation.md``): every figure with its 95% interval."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-TABLE_KEYS = (
-    "perplexity", "nll_per_note", "ngram_repetition_4", "compression_ratio_4",
-    "pitch_hist_kl", "pitch_hist_overlap", "syntax_error_rate",
+LIKELIHOOD_KEYS = ("perplexity", "nll_per_token", "nll_per_note")
+SAMPLE_KEYS = (
+    "pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
+    "pitch_overlap", "pitch_kl", "ngram_repetition_4", "syntax_error_rate", "notes_per_piece", "ended_at_eos",
+    "out_of_range_pitch_share",
+)
+COPY_KEYS = (
+    "copied_8gram_share", "copied_16gram_share", "longest_copied_run",
+    "copied_8gram_share_with_duration", "copied_16gram_share_with_duration", "longest_copied_run_with_duration",
 )
 
 
@@ -17,37 +24,73 @@ def describe_sampling(sampling: dict[str, Any]) -> str:
             f"top-p {sampling['top_p'] if sampling['top_p'] < 1 else 'off'}")
 
 
+def fmt(figure: dict[str, float] | None, digits: int = 3) -> str:
+    """``0.750 [0.712, 0.781]``; ``-`` where the row has no such figure."""
+    if not figure:
+        return "-"
+    value = f"{figure['value']:.{digits}f}"
+    if math.isnan(figure["low"]):
+        return value
+    return f"{value} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
+
+
+def _table(keys: tuple[str, ...], rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |" for name, row in rows]
+    return lines
+
+
+def separable(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two figures' intervals do not overlap."""
+    return a["high"] < b["low"] or b["high"] < a["low"]
+
+
 def report_markdown(result: dict[str, Any]) -> str:
-    rows = [
-        ("model", result["model"]),
-        (f"n-gram (order {result['ngram_baseline']['order']})", result["ngram_baseline"]),
-        (f"real {result['split']} pieces", result["validation_pieces"]),
-    ]
-
-    def cell(row, k):
-        v = row.get(k)
-        return "-" if v is None else f"{v:.3f}"
-
+    s = result["settings"]
+    model, ngram, real = result["model"], result["ngram"], result["real"]
+    ngram_name = f"n-gram (order {s['ngram_order']})"
+    rows = [("model", model), (ngram_name, ngram), (f"real {result['split']} pieces", real)]
+    verdict = ("the model is better" if model["nll_per_note"]["value"] < ngram["nll_per_note"]["value"]
+               else "the model is NOT better")
+    if not separable(model["nll_per_note"], ngram["nll_per_note"]):
+        verdict += ", but the intervals overlap"
     lines = [
-        f"# Evaluation of {result['version']}",
+        f"# Evaluation of {result['version']} on the {result['split']} split",
         "",
-        f"Checkpoint `{result['ckpt_path']}`, {result['model']['pieces']} {result['split']} pieces scored, "
-        f"{result['settings']['num_samples']} samples of {result['settings']['max_new_tokens']} tokens, "
-        f"model and n-gram both decoded with {describe_sampling(result['settings']['sampling'])}.",
+        f"Checkpoint `{result['ckpt_path']}`; tokeniser {result['tokenizer']}; context {s['context']}; "
+        f"scoring {s['scoring']}. Every figure is its value and a {s['interval']} "
+        f"({s['bootstrap']} redraws).",
         "",
-        "| | " + " | ".join(TABLE_KEYS) + " |",
-        "|---|" + "---|" * len(TABLE_KEYS),
-    ]
-    lines += [f"| {name} | " + " | ".join(cell(row, k) for k in TABLE_KEYS) + " |" for name, row in rows]
-    beat = result["model"]["nll_per_note"] < result["ngram_baseline"]["nll_per_note"]
-    lines += [
+        f"## Likelihood ({model['pieces']} pieces, {model['tokens']} tokens, {model['notes']} notes)",
         "",
-        f"NLL per note: model {result['model']['nll_per_note']:.3f} "
-        f"vs n-gram {result['ngram_baseline']['nll_per_note']:.3f} "
-        f"nats ({'the model beats the baseline' if beat else 'the model does NOT beat the baseline'}).",
-        "Token perplexity compares models on the same tokeniser only; nats per note compare across tokenisations.",
+        *_table(LIKELIHOOD_KEYS, rows[:2]),
         "",
-        "![pitch histogram](pitch_histogram.png) ![repetition](repetition.png)",
+        f"NLL per note: model {fmt(model['nll_per_note'])} vs {ngram_name} {fmt(ngram['nll_per_note'])} nats "
+        f"({verdict}). Notes are counted once, in the source files. Token perplexity and NLL per note compare "
+        "models on one tokeniser, and REMI with REMI+BPE (BPE is lossless); they do not compare pitch strings "
+        "with REMI, which encode different information (pitch strings drop durations, rests and velocities).",
+        "",
+        f"## Samples ({s['num_samples']} pieces per row)",
+        "",
+        f"Model and n-gram samples start from the start token and end at their EOS (or after "
+        f"{s['max_new_tokens']} tokens), both decoded with {describe_sampling(s['sampling'])}; the real row is "
+        f"{s['num_samples']} pieces drawn from the {result['split']} split. Overlaps (1 = identical) and KL are "
+        f"against the {s['reference_pieces']} untransposed training pieces, computed on the decoded notes, so "
+        "they compare across tokenisers; repetition is over the melody's pitches.",
+        "",
+        *_table(SAMPLE_KEYS, rows),
+        "",
+        "## Copying",
+        "",
+        "Share of each piece's 8- and 16-note melodic n-grams (pitch, and pitch with duration) found in the "
+        "training pieces (transposed copies included), and the longest run (notes) found inside one "
+        "training piece, averaged over pieces; the real row is the reference for chance overlap.",
+        "",
+        *_table(COPY_KEYS, rows),
+        "",
+        "![metrics](metrics.png)",
+        "",
+        "![distributions](distributions.png)",
         "",
     ]
     return "\n".join(lines)

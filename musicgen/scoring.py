@@ -1,14 +1,29 @@
 """Evaluation logic behind ``python -m musicgen.evaluate`` and the sample-metrics callback.
 
-Every figure has a reference: the model's numbers sit beside a smoothed n-gram model on the
-same tokens and beside the same sample metrics computed on real validation pieces.
+What is compared, and how:
+
+- **Likelihood**, on every piece of the evaluated split: the model, and a smoothed n-gram on the
+  same tokens. Each token after BOS is scored once, within the context the model trained on
+  (``scoring_plan``); a seq2one LSTM predicts each token from the window before it, as it
+  trained. ``nll_per_note`` divides by the notes of the source files (the same count for every
+  tokeniser), but what it compares is limited: see the README's "What the numbers compare".
+- **Samples**, three rows of the same number of whole pieces: the model's samples and the
+  n-gram's (both decoded with the same sampling rules, each ending at its EOS or at the length
+  cap), and real pieces drawn from the split. Their figures are computed on the decoded music
+  (``musicgen.metrics.features``: the same for every tokeniser) and compared with the untransposed
+  training pieces; copying is measured against everything the model trained on.
+
+Every figure is ``{"value", "low", "high"}``: its value and a 95% percentile-bootstrap interval
+over pieces (``musicgen.metrics.bootstrap``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,203 +33,325 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from musicgen.data.windows import scoring_plan
 from musicgen.generation import SamplingConfig, filter_logits, generate
-from musicgen.metrics import (
-    CompressionRatio,
-    NgramLM,
-    NgramRepetition,
-    NLLPerNote,
-    Perplexity,
-    PitchHistogram,
-    SyntaxErrorRate,
-    pitch_counts,
-)
+from musicgen.metrics import NgramLM
+from musicgen.metrics.bootstrap import bootstrap_ci, kl_from, mean_of, overlap_with, ratio
+from musicgen.metrics.copying import CopyIndex, melody_symbols
+from musicgen.metrics.features import HISTOGRAMS, piece_features
+from musicgen.metrics.music import ngram_stats
 from musicgen.tokenizers.base import MusicTokenizer
 
 REPETITION_NS = (2, 4, 8, 16)
+COPY_SYMBOLS = ("pitch", "pitch_duration")
+
+
+# ----------------------------------------------------------------------------- likelihood
+
+
+def _batches(items: list, key: Callable, batch_size: int):
+    items = sorted(items, key=key)
+    for b in range(0, len(items), batch_size):
+        yield items[b : b + batch_size]
 
 
 @torch.inference_mode()
 def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32) -> np.ndarray:
-    """Total NLL (nats) of each document ``BOS ... EOS``, every token after BOS predicted.
-
-    Documents that fit one context are scored in padded batches (causal models: right padding
-    never changes earlier positions); longer ones with overlapping windows that score each
-    token once, with at least half a window of context.
-    """
+    """Total NLL (nats) of each document ``BOS ... EOS`` under a causal model, every token after
+    BOS predicted once, windows as ``scoring_plan`` lays them out (what validation does too)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     out = np.zeros(len(docs))
-    short = [i for i, d in enumerate(docs) if len(d) - 1 <= context_len]
-    short.sort(key=lambda i: len(docs[i]))
-    for b in range(0, len(short), batch_size):
-        idx = short[b : b + batch_size]
-        T = max(len(docs[i]) for i in idx) - 1
-        x = torch.full((len(idx), T), PAD_ID, dtype=torch.long)
-        y = torch.full((len(idx), T), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(idx):
-            d = torch.as_tensor(np.asarray(docs[i], dtype=np.int64))
+    windows = [(i, *w) for i, d in enumerate(docs) for w in scoring_plan(len(d), context_len)]
+    for batch in _batches(windows, key=lambda w: w[2] - w[1], batch_size=batch_size):
+        T = max(end - 1 - start for _, start, end, _ in batch)
+        x = torch.full((len(batch), T), PAD_ID, dtype=torch.long)
+        y = torch.full((len(batch), T), IGNORE_INDEX, dtype=torch.long)
+        for row, (i, start, end, first) in enumerate(batch):
+            d = torch.as_tensor(np.asarray(docs[i][start:end], dtype=np.int64))
             x[row, : len(d) - 1] = d[:-1]
-            y[row, : len(d) - 1] = d[1:]
+            keep = first - start - 1  # targets before this were scored by an earlier window
+            y[row, keep : len(d) - 1] = d[keep + 1 :]
         logits = net(x.to(device)).float()  # (B, T, V)
         nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=IGNORE_INDEX, reduction="none")
-        out[idx] = nll.sum(dim=1).cpu().numpy()
-    step = max(1, context_len // 2)
-    for i, d in enumerate(docs):
-        if len(d) - 1 <= context_len:
-            continue
-        d = torch.as_tensor(np.asarray(d, dtype=np.int64), device=device)
-        n, total, scored = len(d), 0.0, 1  # position 0 (BOS) is never predicted
-        while scored < n:
-            end = min(n, scored + (context_len if scored == 1 else step))  # score [scored, end)
-            start = max(0, end - 1 - context_len)  # input d[start:end-1], at most context_len
-            logits = net(d[None, start : end - 1]).float()[0]  # (T, V) predicts start+1..end-1
-            nll = F.cross_entropy(logits, d[start + 1 : end], reduction="none")
-            total += float(nll[scored - start - 1 :].sum())
-            scored = end
-        out[i] = total
+        np.add.at(out, [w[0] for w in batch], nll.sum(dim=1).cpu().numpy())
     net.train(was_training)
     return out
 
 
-def likelihood_metrics(nll: np.ndarray, docs: Sequence[np.ndarray], notes: Sequence[int]) -> dict[str, float]:
-    """Token perplexity and nats per note over documents (BOS not predicted)."""
-    ppl, per_note = Perplexity(), NLLPerNote()
-    n_tokens = sum(len(d) - 1 for d in docs)
-    ppl.update_nll(float(nll.sum()), n_tokens)
-    per_note.update(float(nll.sum()), int(sum(notes)))
-    return {
-        "perplexity": float(ppl.compute()),
-        "nll_per_token": float(nll.sum() / n_tokens),
-        "nll_per_note": float(per_note.compute()),
-        "tokens": int(n_tokens),
-        "notes": int(sum(notes)),
-        "pieces": len(docs),
-    }
-
-
-def body(ids: Sequence[int]) -> list[int]:
-    """The ids of a piece without BOS/EOS/PAD (what repetition and syntax metrics look at)."""
-    return [int(t) for t in ids if t not in (BOS_ID, EOS_ID, PAD_ID)]
-
-
-def score_pitches(tokenizer: MusicTokenizer, ids: Sequence[int]) -> list[int]:
-    return [n.pitch for t in tokenizer.decode(list(ids)).tracks for n in t.notes]
-
-
-def reference_range(reference_hist: torch.Tensor) -> tuple[int, int]:
-    """The lowest and highest pitch of the reference (training) pieces: ``out_of_range_pitch_share``
-    counts notes outside it (the tokeniser's own range would admit everything it can decode)."""
-    used = torch.nonzero(torch.as_tensor(reference_hist) > 0).flatten()
-    return int(used.min()), int(used.max())
-
-
-def sample_metrics(
-    tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference_hist: torch.Tensor
-) -> dict[str, Any]:
-    """Repetition, compression, pitch-histogram and syntax metrics of a set of pieces.
-
-    The metrics describe these pieces only: they never synchronise across processes, so one DDP
-    rank can call this alone (the sample-metrics callback does, on rank 0).
-    """
-    seqs = [body(p) for p in pieces]
-    out: dict[str, Any] = {}
-    local = {"sync_on_compute": False}
-    for n in REPETITION_NS:
-        rep, comp = NgramRepetition(n, **local), CompressionRatio(n, **local)
-        rep.update(seqs)
-        comp.update(seqs)
-        out[f"ngram_repetition_{n}"] = float(rep.compute())
-        out[f"compression_ratio_{n}"] = float(comp.compute())
-    hist = PitchHistogram(reference_hist, pitch_range=reference_range(reference_hist), **local)
-    syntax = SyntaxErrorRate(**local)
-    pitches_all = []
-    for s in seqs:
-        pitches = score_pitches(tokenizer, s)
-        pitches_all += pitches
-        syntax.update(tokenizer.syntax_errors(s), max(1, len(s)))
-    if pitches_all:
-        hist.update(torch.tensor(pitches_all))
-        h = hist.compute()
-        out.update(pitch_hist_kl=float(h["kl"]), pitch_hist_overlap=float(h["overlap"]),
-                   out_of_range_pitch_share=float(h["out_of_range"]))
-    else:
-        out.update(pitch_hist_kl=math.nan, pitch_hist_overlap=0.0, out_of_range_pitch_share=math.nan)
-    out["syntax_error_rate"] = float(syntax.compute())
-    out["pitch_counts"] = pitch_counts(pitches_all).tolist() if pitches_all else [0] * 128
-    out["notes_per_piece"] = len(pitches_all) / max(1, len(seqs))
-    out["sampled_pieces"] = len(seqs)
+@torch.inference_mode()
+def seq2one_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 256) -> np.ndarray:
+    """Total NLL of each document under a seq2one model, scored as it trained: each token after
+    BOS predicted from the last output over the (up to ``context_len``) tokens before it."""
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = np.zeros(len(docs))
+    by_length = defaultdict(list)  # one batch shape per context length
+    for i, d in enumerate(docs):
+        for t in range(1, len(d)):
+            by_length[min(t, context_len)].append((i, t))
+    for n, targets in by_length.items():
+        for b in range(0, len(targets), batch_size):
+            chunk = targets[b : b + batch_size]
+            x = torch.as_tensor(np.stack([np.asarray(docs[i][t - n : t], dtype=np.int64) for i, t in chunk]))
+            y = torch.as_tensor([int(docs[i][t]) for i, t in chunk])
+            logits = net(x.to(device), last_only=True).float()  # (B, V)
+            nll = F.cross_entropy(logits, y.to(device), reduction="none")
+            np.add.at(out, [i for i, _ in chunk], nll.cpu().numpy())
+    net.train(was_training)
     return out
 
 
-def reference_histogram(tokenizer: MusicTokenizer, docs: Sequence[np.ndarray], max_docs: int = 500) -> torch.Tensor:
-    """Pitch counts of (up to ``max_docs`` evenly spread) training documents."""
-    step = max(1, len(docs) // max_docs)
-    pitches = [p for d in docs[::step] for p in score_pitches(tokenizer, body(d))]
-    return pitch_counts(pitches)
+def likelihood_metrics(nll: np.ndarray, docs: Sequence[np.ndarray], notes: Sequence[int], n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, Any]:
+    """Token perplexity, nats per token and per note over documents (BOS not predicted), each
+    with its interval over documents."""
+    stats = np.column_stack([nll, [len(d) - 1 for d in docs], notes]).astype(np.float64)
+    out = {
+        "perplexity": _figure(stats, lambda m: np.exp(m[:, 0] / m[:, 1]), n_boot, seed),
+        "nll_per_token": _figure(stats, ratio(0, 1), n_boot, seed),
+        "nll_per_note": _figure(stats, ratio(0, 2), n_boot, seed),
+    }
+    out.update(pieces=len(docs), tokens=int(stats[:, 1].sum()), notes=int(stats[:, 2].sum()))
+    return out
 
 
-def sample_ngram(lm: NgramLM, length: int, sampling: SamplingConfig, rng: np.random.Generator) -> list[int]:
-    """``length`` tokens from the n-gram after BOS, decoded by the same rules as the model's
-    samples (temperature, top-k, top-p; greedy: the most likely token), so the two compare."""
+# ----------------------------------------------------------------------------- samples
+
+
+def body(ids: Sequence[int]) -> list[int]:
+    """The ids of one piece without its BOS and what follows its first EOS (and without PAD)."""
+    out = []
+    for t in map(int, ids):
+        if t == EOS_ID:
+            break
+        if t not in (BOS_ID, PAD_ID):
+            out.append(t)
+    return out
+
+
+@dataclass
+class Reference:
+    """What samples are compared with: the training pieces. ``histograms``: the feature counts
+    of the untransposed training pieces (real test pieces are not transposed either);
+    ``pitch_range``: the lowest and highest pitch of everything the model trained on;
+    ``copies``: a ``CopyIndex`` per symbol kind over everything it trained on (copies included:
+    replaying a transposed training piece is copying too)."""
+
+    histograms: dict[str, np.ndarray]
+    pitch_range: tuple[int, int]
+    copies: dict[str, CopyIndex]
+    pieces: int
+
+
+def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None = None) -> Reference:
+    """The ``Reference`` of a cache's training split (``SplitTokens``), from at most
+    ``max_pieces`` evenly spread documents (null: all)."""
+    n = train.n_docs
+    idx = range(n) if not max_pieces or n <= max_pieces else np.linspace(0, n - 1, max_pieces).astype(int)
+    originals = set(train.originals().tolist())
+    hist = {h: np.zeros(len(bins), dtype=np.int64) for h, bins in HISTOGRAMS.items()}
+    all_pitches = np.zeros(128, dtype=np.int64)
+    symbols: dict[str, list[np.ndarray]] = {k: [] for k in COPY_SYMBOLS}
+    used = 0
+    for i in idx:
+        score = tokenizer.decode(body(train.doc(i)))
+        feats = piece_features(score)
+        all_pitches += feats["pitch"]
+        symbols["pitch"].append(melody_symbols(score))
+        symbols["pitch_duration"].append(melody_symbols(score, with_duration=True))
+        if i in originals:
+            used += 1
+            for h in hist:
+                hist[h] += feats[h]
+    played = np.nonzero(all_pitches)[0]
+    pitch_range = (int(played.min()), int(played.max())) if len(played) else (0, 127)
+    return Reference(hist, pitch_range, {k: CopyIndex(v) for k, v in symbols.items()}, used)
+
+
+def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,
+                ended: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+    """Per-piece statistics blocks ``(P, K)`` of whole pieces (ids without BOS/EOS): the feature
+    histograms, note and token counts, melodic n-gram repetition, syntax errors per base token,
+    copying, and whether the piece ended at its EOS (``ended``; real pieces always do)."""
+    rows: dict[str, list] = defaultdict(list)
+    for k, ids in enumerate(pieces):
+        ids = [int(t) for t in ids]
+        score = tokenizer.decode(ids)
+        feats = piece_features(score)
+        for h in HISTOGRAMS:
+            rows[h].append(feats[h])
+        melody = melody_symbols(score)
+        for n in REPETITION_NS:
+            unique, total = ngram_stats(torch.as_tensor(melody), n)
+            rows[f"repetition_{n}"].append([total - unique, total])
+        rows["notes"].append([int(feats["notes"][0])])
+        rows["tokens"].append([len(ids)])
+        rows["syntax"].append([tokenizer.syntax_errors(ids), tokenizer.base_length(ids)])
+        rows["ended"].append([1.0 if ended is None else float(ended[k])])
+        rows["copy_pitch"].append(reference.copies["pitch"].stats(melody))
+        rows["copy_pitch_duration"].append(
+            reference.copies["pitch_duration"].stats(melody_symbols(score, with_duration=True)))
+    width = {h: len(b) for h, b in HISTOGRAMS.items()}
+    empty = {k: np.zeros((0, width.get(k, 1))) for k in rows}
+    return {k: np.asarray(v, dtype=np.float64).reshape(len(pieces), -1) if v else empty[k] for k, v in rows.items()}
+
+
+def _figure(stats: np.ndarray, statistic, n_boot: int, seed: int) -> dict[str, float]:
+    if n_boot == 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = float(np.asarray(statistic(stats.mean(axis=0, keepdims=True))).reshape(-1)[0]) if len(stats) \
+                else math.nan
+        return {"value": value, "low": math.nan, "high": math.nan}
+    value, low, high = bootstrap_ci(stats, statistic, n_boot=n_boot, seed=seed)
+    return {"value": value, "low": low, "high": high}
+
+
+def _outside(lo: int, hi: int):
+    """The share of notes whose pitch is outside ``lo..hi`` (statistic over pitch histograms)."""
+    def statistic(rows: np.ndarray) -> np.ndarray:
+        outside = rows[:, :lo].sum(axis=1) + rows[:, hi + 1 :].sum(axis=1)
+        return outside / rows.sum(axis=1)
+    return statistic
+
+
+def sample_figures(stats: dict[str, np.ndarray], reference: Reference, n_boot: int = 1000,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """The sample figures of one row from its ``piece_stats``, each with its interval."""
+    out = {}
+    for h in HISTOGRAMS:
+        out[f"{h}_overlap"] = _figure(stats[h], overlap_with(reference.histograms[h]), n_boot, seed)
+    out["pitch_kl"] = _figure(stats["pitch"], kl_from(reference.histograms["pitch"]), n_boot, seed)
+    out["out_of_range_pitch_share"] = _figure(stats["pitch"], _outside(*reference.pitch_range), n_boot, seed)
+    for n in REPETITION_NS:
+        out[f"ngram_repetition_{n}"] = _figure(stats[f"repetition_{n}"], ratio(0, 1), n_boot, seed)
+    for kind in COPY_SYMBOLS:
+        suffix = "" if kind == "pitch" else "_with_duration"
+        block = stats[f"copy_{kind}"]
+        out[f"copied_8gram_share{suffix}"] = _figure(block, ratio(0, 1), n_boot, seed)
+        out[f"copied_16gram_share{suffix}"] = _figure(block, ratio(2, 3), n_boot, seed)
+        out[f"longest_copied_run{suffix}"] = _figure(block, mean_of(4), n_boot, seed)
+    out["syntax_error_rate"] = _figure(stats["syntax"], ratio(0, 1), n_boot, seed)
+    out["notes_per_piece"] = _figure(stats["notes"], mean_of(0), n_boot, seed)
+    out["tokens_per_piece"] = _figure(stats["tokens"], mean_of(0), n_boot, seed)
+    out["ended_at_eos"] = _figure(stats["ended"], mean_of(0), n_boot, seed)
+    return out
+
+
+def sample_metrics(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,
+                   ended: Sequence[bool] | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, float]:
+    """Plain values of the sample figures of a set of pieces (the sample-metrics callback's)."""
+    figures = sample_figures(piece_stats(tokenizer, pieces, reference, ended), reference, n_boot, seed)
+    return {k: v["value"] for k, v in figures.items()}
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def sample_pieces(net: nn.Module, n: int, max_new_tokens: int, sampling: SamplingConfig, context_len: int,
+                  seed: int, batch_size: int = 32) -> tuple[list[list[int]], list[bool], float]:
+    """``n`` pieces from the start token, each ending at its EOS or after ``max_new_tokens``:
+    (ids without BOS/EOS, whether each ended at EOS, seconds spent decoding)."""
+    device = next(net.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    pieces, ended = [], []
+    t0 = time.perf_counter()
+    for b in range(0, n, batch_size):
+        prompt = torch.full((min(batch_size, n - b), 1), BOS_ID, dtype=torch.long, device=device)
+        ids = generate(net, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
+                       context_len=context_len)[:, 1:].tolist()
+        pieces += [body(row) for row in ids]
+        ended += [EOS_ID in row for row in ids]
+    return pieces, ended, time.perf_counter() - t0
+
+
+def sample_ngram(
+    lm: NgramLM, max_len: int, sampling: SamplingConfig, rng: np.random.Generator
+) -> tuple[list[int], bool]:
+    """One piece from the n-gram after BOS, decoded by the same rules as the model's samples
+    (temperature, top-k, top-p; greedy: the most likely token), ending at its EOS or after
+    ``max_len`` tokens: (ids without BOS/EOS, whether it ended at EOS)."""
     out = [lm.bos_id]
-    for _ in range(length):
+    for _ in range(max_len):
         logits = torch.from_numpy(np.log(lm.prob_dist(out)))[None]  # (1, V)
         if sampling.greedy:
-            out.append(int(logits.argmax()))
-            continue
-        p = filter_logits(logits, sampling).softmax(dim=-1)[0].double().numpy()
-        out.append(int(rng.choice(lm.vocab_size, p=p / p.sum())))
-    return out[1:]
+            nxt = int(logits.argmax())
+        else:
+            p = filter_logits(logits, sampling).softmax(dim=-1)[0].double().numpy()
+            nxt = int(rng.choice(lm.vocab_size, p=p / p.sum()))
+        if nxt == EOS_ID:
+            return body(out), True
+        out.append(nxt)
+    return body(out), False
 
 
 def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int) -> NgramLM:
     return NgramLM(order=order, vocab_size=vocab_size).fit([np.asarray(d) for d in train_docs])
 
 
+# ----------------------------------------------------------------------------- the report
+
+
 def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device) -> dict[str, Any]:
-    """The evaluation report of a loaded run on ``cfg.split`` of its token cache: likelihood of
-    the model and of a smoothed n-gram on the same pieces, and the same sample metrics for model
-    samples, n-gram samples and the real pieces. ``cfg``: the ``evaluate`` config."""
+    """The evaluation report of a loaded run on ``cfg.split`` of its token cache (``cfg``: the
+    ``evaluate`` config): likelihood of the model and of a smoothed n-gram on every piece of the
+    split, and the sample figures of ``cfg.num_samples`` model samples, as many n-gram samples and
+    as many real pieces of the split (fewer of each if the split has fewer pieces)."""
     t0 = time.perf_counter()
     tok, net = run.tokenizer, run.net.to(device)
     split, train = cache.splits[cfg.split], cache.splits["train"]
-    docs = [split.doc(i) for i in range(split.n_docs)][: cfg.max_pieces or None]
+    originals = split.originals()[: cfg.max_pieces or None]
+    docs = [split.doc(i) for i in originals]
+    notes = split.notes[originals]
     train_docs = [train.doc(i) for i in range(train.n_docs)]
-    notes = [tok.count_notes(d[1:-1].tolist()) for d in docs]
+    context, context_desc = run.context(cfg.context_len)
+    n_boot, seed = cfg.bootstrap, cfg.seed
 
     # likelihood: model vs smoothed n-gram on the same tokens
-    context = int(getattr(net, "context_len", run.metadata.get("seq_len", 256)))
-    model_row = likelihood_metrics(doc_nll(net, docs, context), docs, notes)
+    seq2one = run.metadata.get("objective") == "seq2one"
+    nll = (seq2one_nll if seq2one else doc_nll)(net, docs, context)
+    model_row = likelihood_metrics(nll, docs, notes, n_boot, seed)
     ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
-    ngram_row = likelihood_metrics(np.array([ngram.nll(d) for d in docs]), docs, notes)
-    ngram_row["order"] = cfg.ngram_order
+    ngram_row = likelihood_metrics(np.array([ngram.nll(d) for d in docs]), docs, notes, n_boot, seed)
 
-    # samples: model vs n-gram vs real pieces, with the same sample metrics
-    ref_hist = reference_histogram(tok, train_docs)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    prompt = torch.full((cfg.num_samples, 1), BOS_ID, dtype=torch.long, device=device)
-    t_gen = time.perf_counter()
-    ids = generate(net, prompt, cfg.max_new_tokens, sampling, generator=gen)[:, 1:].tolist()
-    gen_seconds = time.perf_counter() - t_gen
-    model_row.update(sample_metrics(tok, ids, ref_hist))
-    model_row["generation_tokens_per_second"] = cfg.num_samples * cfg.max_new_tokens / gen_seconds
-    rng = np.random.default_rng(cfg.seed)
-    ngram_ids = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng) for _ in range(cfg.num_samples)]
-    ngram_row.update(sample_metrics(tok, ngram_ids, ref_hist))
-    real_row = sample_metrics(tok, [d[1:-1][: cfg.max_new_tokens].tolist() for d in docs], ref_hist)
+    # samples: equal numbers of model samples, n-gram samples and real pieces
+    n = min(cfg.num_samples, len(docs))
+    reference = training_reference(tok, train, cfg.reference_pieces)
+    model_ids, model_ended, seconds = sample_pieces(net, n, cfg.max_new_tokens, sampling, context, seed)
+    rng = np.random.default_rng(seed)
+    drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng) for _ in range(n)]
+    real = rng.choice(len(docs), size=n, replace=False)
+    rows = {
+        "model": (model_ids, model_ended),
+        "ngram": ([d[0] for d in drawn], [d[1] for d in drawn]),
+        "real": ([body(docs[i]) for i in real], None),
+    }
+    stats = {name: piece_stats(tok, ids, reference, ended) for name, (ids, ended) in rows.items()}
+    samples = {name: sample_figures(s, reference, n_boot, seed) for name, s in stats.items()}
+    model_row.update(samples["model"])
+    model_row["generation_tokens_per_second"] = sum(len(p) + e for p, e in zip(model_ids, model_ended)) / seconds
+    ngram_row.update(samples["ngram"])
 
-    result = {
+    return {
         "ckpt_path": str(run.ckpt_path),
         "version": run.metadata.get("version"),
+        "tokenizer": type(tok).__name__,
         "split": cfg.split,
-        "settings": {"num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                     "sampling": OmegaConf.to_container(cfg.sampling), "ngram_order": cfg.ngram_order},
+        "settings": {
+            "num_samples": n, "max_new_tokens": cfg.max_new_tokens, "seed": seed,
+            "sampling": OmegaConf.to_container(cfg.sampling), "ngram_order": cfg.ngram_order,
+            "context": context_desc, "scoring": "seq2one (as trained)" if seq2one else "causal",
+            "bootstrap": n_boot, "interval": "95% percentile bootstrap over pieces",
+            "reference_pieces": reference.pieces, "reference_pitch_range": list(reference.pitch_range),
+        },
         "model": model_row,
-        "ngram_baseline": ngram_row,
-        "validation_pieces": real_row,
-        "reference_pitch_counts": ref_hist.tolist(),
+        "ngram": ngram_row,
+        "real": samples["real"],
+        "histograms": {
+            "reference": {h: v.tolist() for h, v in reference.histograms.items()},
+            **{name: {h: s[h].sum(axis=0).tolist() for h in HISTOGRAMS} for name, s in stats.items()},
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return result

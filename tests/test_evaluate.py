@@ -1,7 +1,9 @@
-"""musicgen.evaluate on smoke checkpoints of both model families: the report's sections, metrics
-and figures."""
+"""musicgen.evaluate on smoke checkpoints of both model families: the test split by default, equal
+piece counts per row, every figure with its interval, the same tokens for model and n-gram, and
+validation perplexity equal to evaluation's on the same checkpoint and split."""
 
 import json
+import math
 
 import pytest
 
@@ -13,18 +15,38 @@ VERSIONS = ["v6", "v7"]  # the LSTM (sliding window) and the Transformer (KV cac
 
 @pytest.mark.parametrize("smoke_run", VERSIONS, indirect=True)
 def test_evaluate_writes_report(smoke_run, tmp_path):
-    cfg = compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "num_samples=2",
-                               "max_new_tokens=32"])
+    cfg = compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "num_samples=3",
+                               "max_new_tokens=32", "bootstrap=50"])
+    assert cfg.split == "test"  # model selection used val; the report is on held-out pieces
     result = evaluate(cfg)
     saved = json.loads((tmp_path / "evaluation.json").read_text())
-    for section in ("model", "ngram_baseline", "validation_pieces"):
-        assert section in saved
-    for key in ("perplexity", "nll_per_note", "ngram_repetition_4", "compression_ratio_4",
-                "pitch_hist_kl", "pitch_hist_overlap", "syntax_error_rate"):
-        assert key in saved["model"], key
-    assert saved["model"]["nll_per_note"] > 0 and saved["ngram_baseline"]["nll_per_note"] > 0
-    assert saved["validation_pieces"]["syntax_error_rate"] == 0.0  # real pieces are well-formed
+    assert saved["split"] == "test" and "trained window" in saved["settings"]["context"]
+    n = saved["settings"]["num_samples"]
+    for row in ("model", "ngram", "real"):
+        for key in ("pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap",
+                    "notes_per_bar_overlap", "ngram_repetition_4", "copied_8gram_share", "longest_copied_run",
+                    "syntax_error_rate", "notes_per_piece"):
+            figure = saved[row][key]
+            assert set(figure) == {"value", "low", "high"}, (row, key)
+            assert math.isnan(figure["low"]) or figure["low"] <= figure["high"]
+        assert sum(saved["histograms"][row]["pitch"]) > 0 or row != "real"
+    assert n == min(3, saved["model"]["pieces"])  # as many samples as real pieces: equal counts
+    assert saved["real"]["syntax_error_rate"]["value"] == 0.0  # real pieces are well-formed
+    assert saved["real"]["ended_at_eos"]["value"] == 1.0
+    assert saved["model"]["nll_per_note"]["value"] > 0 and saved["ngram"]["nll_per_note"]["value"] > 0
+    assert result["model"]["tokens"] == saved["ngram"]["tokens"]  # same tokens scored
+    assert saved["settings"]["scoring"] == ("seq2one (as trained)" if "v6" in str(smoke_run) else "causal")
     md = (tmp_path / "evaluation.md").read_text()
-    assert "| model |" in md and "n-gram" in md
-    assert (tmp_path / "pitch_histogram.png").exists() and (tmp_path / "repetition.png").exists()
-    assert result["model"]["tokens"] == saved["ngram_baseline"]["tokens"]  # same tokens scored
+    assert "| model |" in md and "n-gram" in md and "[" in md
+    assert (tmp_path / "metrics.png").exists() and (tmp_path / "distributions.png").exists()
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_validation_perplexity_is_evaluations(smoke_run, tmp_path):
+    """Validation scores each token once with the evaluation's windows: on the checkpoint it
+    selected, val/ppl and evaluate's perplexity on the val split agree within 1%."""
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    cfg = compose("evaluate", [f"ckpt_path={smoke_run}/checkpoints/best.ckpt", f"output_dir={tmp_path}",
+                               "split=val", "num_samples=1", "max_new_tokens=8", "bootstrap=10"])
+    ppl = evaluate(cfg)["model"]["perplexity"]["value"]
+    assert ppl == pytest.approx(metrics["best_val_ppl"], rel=0.01)

@@ -22,7 +22,8 @@ def test_generate_writes_midi_png_and_json(smoke_run, tmp_path):
     assert saved["prompt"].startswith("data")
     assert len(saved["samples"]) == 3
     for s in saved["samples"]:
-        assert len(s["ids"]) == 48
+        assert len(s["ids"]) <= 48 and 2 not in s["ids"]  # one piece: it ends at its EOS, nothing after
+        assert len(s["ids"]) == 48 or s["ended_at_eos"]
         if "error" in s:
             continue
         path = tmp_path / s["midi"]
@@ -46,6 +47,20 @@ def test_generation_is_reproducible_and_prompts_work(smoke_run, tmp_path, folk_m
     f = run_generation(gen_cfg(smoke_run, tmp_path / "d", num_samples=1, max_new_tokens=8,
                                **{"prompt.source": "file", "prompt.file": str(folk_midi_files[0])}))
     assert f["samples"][0]["prompt_ids"][0] == 1 and len(f["samples"][0]["prompt_ids"]) > 3
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_data_prompts_are_openings_of_whole_untransposed_pieces(smoke_run, tmp_path):
+    from musicgen.checkpoint import load_run, load_run_cache
+
+    report = run_generation(gen_cfg(smoke_run, tmp_path, num_samples=4, max_new_tokens=4,
+                                    **{"prompt.length": 6, "prompt.split": "train"}))
+    train = load_run_cache(load_run(smoke_run)).splits["train"]
+    openings = {tuple(train.doc(i)[:7].tolist()): train.names[i] for i in range(train.n_docs)}
+    for s in report["samples"]:
+        name = openings[tuple(s["prompt_ids"])]  # BOS + the first 6 tokens of a training piece
+        assert "@" not in name  # never a transposed copy
+    assert "train pieces" in report["prompt"]
 
 
 def test_sampling_values_out_of_range_fail_before_loading(tmp_path):

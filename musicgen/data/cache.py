@@ -2,9 +2,11 @@
 
 Built once per (file list, split, augmentation, tokeniser config, seed), reused by every run
 that matches and rebuilt when any of them changes. Each document is stored as
-``BOS ids EOS``, so a split's array is already the packed stream windows run over. The
-trained tokeniser is saved beside the arrays. The cache is written into a temporary
-directory and renamed into place, so a killed build leaves nothing a later run trusts.
+``BOS ids EOS``, so a split's array is already the packed stream windows run over; beside it
+the note count of each document's source file (``notes``: the same for every tokeniser, what
+NLL per note divides by). The trained tokeniser is saved beside the arrays. The cache is
+written into a temporary directory and renamed into place, so a killed build leaves nothing a
+later run trusts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -24,10 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import symusic
 from tqdm.auto import tqdm
 
 from musicgen.constants import BOS_ID, EOS_ID
 from musicgen.data.augment import AugmentConfig, transpositions
+from musicgen.errors import CheckpointError
 from musicgen.fs import atomic_write_text
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import load_tokenizer
@@ -35,17 +40,26 @@ from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-document source note counts ({split}.notes.npy)
 FileList = Sequence[tuple[str, Path]]  # (relative name, path)
+
+#: suffix of a transposed copy's name (``folk/a.mid@+3``)
+_COPY_SUFFIX = re.compile(r"@[+-]\d+$")
+
+
+def is_transposed_copy(name: str) -> bool:
+    """Whether a document name is a transposed training copy (``folk/a.mid@+3``), not an original."""
+    return _COPY_SUFFIX.search(name) is not None
 
 
 @dataclass
 class SplitTokens:
-    """One split of the cache: documents ``tokens[offsets[i]:offsets[i+1]]``."""
+    """One split of the cache: documents ``tokens[offsets[i]:offsets[i+1]]``, ``notes[i]`` notes each."""
 
     tokens: np.ndarray  # (N,) uint16 or int32, memory-mapped
     offsets: np.ndarray  # (n_docs + 1,) int64
     names: list[str]
+    notes: np.ndarray  # (n_docs,) int64: notes of the source file (a transposed copy: its original's)
 
     @property
     def n_docs(self) -> int:
@@ -53,6 +67,10 @@ class SplitTokens:
 
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def originals(self) -> np.ndarray:
+        """Indices of the untransposed documents (what evaluation's references use)."""
+        return np.array([i for i, n in enumerate(self.names) if not is_transposed_copy(n)], dtype=np.int64)
 
 
 @dataclass
@@ -80,6 +98,7 @@ def cache_key(
         "format": CACHE_FORMAT,
         "tokenizer": type(tokenizer).__name__,
         "tokenizer_config": tokenizer.config_dict(),
+        "tokenizer_learns_from_copies": getattr(tokenizer, "learns_from_copies", False),
         "augment": asdict(augment),
         "seed": seed,
         "files": {s: [[rel, *ident(p)] for rel, p in fl] for s, fl in sorted(files.items())},
@@ -108,15 +127,19 @@ def build_or_load(
     seed: int,
     workers: int = 1,
     progress: bool = True,
+    groups: dict[str, int] | None = None,
 ) -> TokenCache:
-    """The cache for these inputs, building it first if no matching one exists."""
+    """The cache for these inputs, building it first if no matching one exists.
+
+    ``groups``: figures about the split (``musicgen.data.split.merged_groups``), stored in meta.json.
+    """
     cache_root = Path(cache_root)
     key = cache_key(files, tokenizer, augment, seed)
     final = cache_root / key
     with _locked(cache_root):
         _remove_leftovers(cache_root)
         if not (final / "meta.json").exists():
-            _build(final, files, tokenizer, augment, seed, workers, progress)
+            _build(final, files, tokenizer, augment, seed, workers, progress, groups or {})
         else:
             log.info("reusing token cache %s", final)
     return load(final)
@@ -131,29 +154,44 @@ def _remove_leftovers(cache_root: Path) -> None:
 
 
 def load(path: Path | str) -> TokenCache:
-
+    """A built cache; one of another format (an older musicgen's) is refused, never half read."""
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != CACHE_FORMAT:
+        raise CheckpointError(
+            f"the token cache {path} has format {meta.get('format')}, this musicgen reads format {CACHE_FORMAT} "
+            "(with the source note count of each piece): train the same config again to rebuild it"
+        )
     splits = {}
     for s, info in meta["splits"].items():
         splits[s] = SplitTokens(
             tokens=np.load(path / f"{s}.tokens.npy", mmap_mode="r"),
             offsets=np.load(path / f"{s}.offsets.npy"),
             names=info["names"],
+            notes=np.load(path / f"{s}.notes.npy"),
         )
     return TokenCache(path, load_tokenizer(path / "tokenizer.json"), splits, meta)
 
 
 # ----------------------------------------------------------------------------- building
 
-def _scan_one(path: Path) -> tuple[int, int] | str:
-    """Lowest and highest pitch of a usable file, or the reason it is unusable."""
+def _scan_one(path: Path) -> tuple[int, int, int] | str:
+    """Lowest and highest pitch and number of notes of a usable file, or the reason it is unusable."""
     try:
         score = read_score(path)
     except BadMidiError as e:
         return str(e)
-    pitches = [n.pitch for n in score.tracks[0].notes]
-    return min(pitches), max(pitches)
+    pitches = score.tracks[0].notes.numpy()["pitch"]
+    return int(pitches.min()), int(pitches.max()), len(pitches)
+
+
+def _with_copies(jobs: list[tuple[Path, list[int]]]) -> Iterator[symusic.Score]:
+    """The scores of ``(path, shifts)`` jobs, each file transposed by each of its shifts (0 = the
+    original), one file read at a time: what a tokeniser that ``learns_from_copies`` learns from."""
+    for path, shifts in jobs:
+        score = read_score(path)
+        for s in shifts:
+            yield score.shift_pitch(s) if s else score
 
 
 _worker_tokenizer: MusicTokenizer | None = None
@@ -197,15 +235,16 @@ def _build(
     seed: int,
     workers: int,
     progress: bool,
+    groups: dict[str, int],
 ) -> None:
     t0 = time.perf_counter()
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        # 1. scan: skip unusable files (one warning each), learn each file's pitch span
+        # 1. scan: skip unusable files (one warning each), learn each file's pitch span and note count
         all_files = [(s, rel, p) for s, fl in files.items() for rel, p in fl]
-        spans, skipped = {}, []
+        spans, skipped = {}, []  # (split, rel) -> (lowest pitch, highest pitch, notes)
         scans = _map(_scan_one, [p for _, _, p in all_files], workers, "scan MIDI", progress)
         for (s, rel, _), res in zip(all_files, scans):
             if isinstance(res, str):
@@ -219,32 +258,40 @@ def _build(
         if not good.get("train"):
             raise ValueError(f"no usable training files left after filtering ({len(skipped)} skipped)")
 
-        # 2. train the tokeniser on the training split only (originals, before augmentation);
-        #    a copy, so the caller's untrained tokeniser (and so the cache key) never changes
+        # 2. the transpositions of each training file (0 = the original); the pitch range they
+        #    must stay in is part of the tokeniser's config, known before training
+        jobs: dict[str, list[tuple[Path, list[int]]]] = {}  # split -> (path, shifts) per file
+        for s, fl in good.items():
+            jobs[s] = []
+            for rel, p in fl:
+                lo, hi, _ = spans[(s, rel)]
+                copies = transpositions(rel, lo, hi, tokenizer.pitch_range, augment, seed) if s == "train" else []
+                jobs[s].append((p, [0, *copies]))
+
+        # 3. train the tokeniser on the training split only. One that ``learns_from_copies`` (a
+        #    vocabulary of strings) learns from everything the model trains on, the originals and
+        #    their transposed copies, so that no training token is UNK; the others (BPE merges) from
+        #    the originals. A copy, so the caller's untrained tokeniser (and the cache key) never change
         tokenizer = copy.deepcopy(tokenizer)
-        tokenizer.train([p for _, p in good["train"]])
+        if getattr(tokenizer, "learns_from_copies", False):
+            tokenizer.train(_with_copies(jobs["train"]))
+        else:
+            tokenizer.train([p for _, p in good["train"]])
         tokenizer.save(tmp / "tokenizer.json")
 
-        # 3. encode, with transposed copies of training files
+        # 4. encode, with the transposed copies of training files
         meta_splits = {}
         for s, fl in good.items():
-            jobs, shift_lists = [], []
-            for rel, p in fl:
-                shifts = [0]
-                if s == "train":
-                    lo, hi = spans[(s, rel)]
-                    shifts += transpositions(rel, lo, hi, tokenizer.pitch_range, augment, seed)
-                jobs.append((p, shifts))
-                shift_lists.append(shifts)
-            docs, names = [], []
-            encoded = _map(_encode_one, jobs, workers, f"encode {s}", progress, (str(tmp / "tokenizer.json"),))
-            for (rel, _), shifts, many in zip(fl, shift_lists, encoded):
+            docs, names, notes = [], [], []
+            encoded = _map(_encode_one, jobs[s], workers, f"encode {s}", progress, (str(tmp / "tokenizer.json"),))
+            for (rel, _), (_, file_shifts), many in zip(fl, jobs[s], encoded):
                 if isinstance(many, str):
                     log.warning("skipping %s", many)
                     skipped.append({"file": rel, "reason": many})
                     continue
                 docs += many
-                names += [rel if k == 0 else f"{rel}@{k:+d}" for k in shifts]
+                names += [rel if k == 0 else f"{rel}@{k:+d}" for k in file_shifts]
+                notes += [spans[(s, rel)][2]] * len(file_shifts)
             lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
             offsets = np.zeros(len(docs) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
@@ -256,7 +303,9 @@ def _build(
                 tokens[start + 1 + len(d)] = EOS_ID
             np.save(tmp / f"{s}.tokens.npy", tokens)
             np.save(tmp / f"{s}.offsets.npy", offsets)
-            meta_splits[s] = {"files": len(fl), "docs": len(docs), "tokens": int(offsets[-1]), "names": names}
+            np.save(tmp / f"{s}.notes.npy", np.array(notes, dtype=np.int64))
+            meta_splits[s] = {"files": len(fl), "docs": len(docs), "tokens": int(offsets[-1]),
+                              "notes": int(sum(notes)), "names": names}
 
         meta = {
             "format": CACHE_FORMAT,
@@ -266,6 +315,7 @@ def _build(
             "seed": seed,
             "augment": asdict(augment),
             "skipped": skipped,
+            **groups,
             "build_seconds": round(time.perf_counter() - t0, 2),
             "splits": meta_splits,
         }

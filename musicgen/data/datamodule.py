@@ -16,15 +16,18 @@ from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
 from musicgen.data.export import export_corpus
 from musicgen.data.sources import CORPORA, MAESTRO_SPLITS, DataPathError, list_maestro, list_midi_files, load_manifest
-from musicgen.data.split import check_fractions, split_files, subsample
-from musicgen.data.windows import TokenWindows, check_window_args
+from musicgen.data.split import check_fractions, group_keys, merged_groups, split_files, subsample
+from musicgen.data.windows import ScoringWindows, TokenWindows, check_window_args
 from musicgen.tokenizers.base import MusicTokenizer
 
 log = logging.getLogger(__name__)
 
+#: The memo of content keys (``musicgen.data.split.group_keys``) in the cache folder.
+CONTENT_KEYS_FILE = "content_keys.json"
+
 
 def _batched(batch):
-    """``TokenWindows.__getitems__`` already returns a collated batch."""
+    """``TokenWindows.__getitems__`` (and ``ScoringWindows.__getitems__``) already returns a collated batch."""
     return batch
 
 
@@ -98,7 +101,11 @@ class MidiDataModule(L.LightningDataModule):
         maestro_root: a MAESTRO v3 folder, added to the above with its own csv split.
         max_files: cap on files taken from each source (null: all), chosen by a stable hash order.
         max_files_per_corpus: per-source caps that replace ``max_files`` (e.g. ``{chorales: null}``).
-        mode / seq_len / stride / pack: see ``musicgen.data.windows``.
+        val_frac / test_frac: shares of the split; copies of one piece (a chorale's versions, one
+            tune in two collections) land on one side (``musicgen.data.split``). MAESTRO keeps its own.
+        mode / seq_len / stride / pack: see ``musicgen.data.windows``; they shape the training windows.
+            Validation and test score every token once: in causal mode with evaluation's plan
+            (``ScoringWindows``, each document on its own), in seq2one mode with stride 1.
     """
 
     def __init__(
@@ -113,7 +120,7 @@ class MidiDataModule(L.LightningDataModule):
         max_files: int | None = None,
         max_files_per_corpus: dict[str, int | None] | None = None,
         val_frac: float = 0.1,
-        test_frac: float = 0.0,
+        test_frac: float = 0.1,
         seed: int = 0,
         augment: dict[str, Any] | None = None,
         mode: str = "causal",
@@ -152,7 +159,8 @@ class MidiDataModule(L.LightningDataModule):
         self.encode_workers = encode_workers
         self.progress = progress
         self.cache: token_cache.TokenCache | None = None
-        self.datasets: dict[str, TokenWindows] = {}
+        self.split_groups: dict[str, int] = {}  # merged_groups of the last source_files()
+        self.datasets: dict[str, TokenWindows | ScoringWindows] = {}
         self.train_sampler: EpochSampler | None = None
         self._resume: dict[str, int] | None = None  # data position read from a checkpoint
         check_window_args(mode, seq_len, stride)
@@ -162,7 +170,8 @@ class MidiDataModule(L.LightningDataModule):
         return self.max_files_per_corpus.get(source, self.max_files)
 
     def source_files(self) -> dict[str, list[tuple[str, Path]]]:
-        """Files per split, named by ``<source>/<relative path>``."""
+        """Files per split, named by ``<source>/<relative path>``, split by group key (the content
+        keys are remembered in the cache folder, so only new or changed files are read)."""
         by_split: dict[str, list[tuple[str, Path]]] = {"train": [], "val": [], "test": []}
         hashed: list[tuple[str, Path]] = []
         if self.root is not None:
@@ -173,7 +182,13 @@ class MidiDataModule(L.LightningDataModule):
             for name in self.corpora:
                 files = [(f"{name}/{rel}", p) for rel, p in self._embedded(name)]
                 hashed += subsample(files, self._cap(name), self.seed)
-        for s, fl in split_files(hashed, self.seed, self.val_frac, self.test_frac).items():
+        keys = group_keys(hashed, self.cache_dir / CONTENT_KEYS_FILE)
+        self.split_groups = merged_groups(keys)
+        log.info(
+            "split: %d groups of near-duplicates hold %d of %d files; each group stays on one side",
+            self.split_groups["groups_merged"], self.split_groups["files_in_merged_groups"], len(hashed),
+        )
+        for s, fl in split_files(hashed, self.seed, self.val_frac, self.test_frac, keys).items():
             by_split[s] += fl
         if self.maestro_root is not None:
             root = Path(self.maestro_root)
@@ -186,12 +201,16 @@ class MidiDataModule(L.LightningDataModule):
         return by_split
 
     def _embedded(self, name: str) -> list[tuple[str, Path]]:
+        """The files of an embedded corpus. One exported only in part (``prepare max_files=`` or
+        ``limit=``, or an earlier capped run) is first completed with the pieces this run's cap
+        chooses, so a run never trains on fewer files than it asked for."""
         cdir = self.data_dir / name
         try:
             manifest = load_manifest(cdir)
         except DataPathError:
-            log.info("embedded corpus %r not prepared yet: exporting it to %s", name, cdir)
-            manifest = export_corpus(name, cdir, progress=self.progress)
+            manifest = None
+        if manifest is None or not manifest.complete:
+            manifest = export_corpus(name, cdir, progress=self.progress, max_files=self._cap(name), seed=self.seed)
         return list(zip(manifest.files, manifest.paths))
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -200,14 +219,16 @@ class MidiDataModule(L.LightningDataModule):
             self._build_cache()
 
     def _build_cache(self) -> token_cache.TokenCache:
+        files = self.source_files()
         return token_cache.build_or_load(
             self.cache_dir,
-            self.source_files(),
+            files,
             self._untrained_tokenizer,
             self.augment,
             self.seed,
             workers=self.encode_workers,
             progress=self.progress,
+            groups=self.split_groups,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -216,7 +237,7 @@ class MidiDataModule(L.LightningDataModule):
         self.cache = self._build_cache()
         self.tokenizer = self.cache.tokenizer
         for s, st in self.cache.splits.items():
-            self.datasets[s] = TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, self.mode, self.pack)
+            self.datasets[s] = self._dataset(s, st)
         if len(self.datasets["train"]) == 0:
             raise ValueError(
                 f"the training split has {len(self.cache.splits['train'].tokens)} tokens, fewer than one window "
@@ -229,6 +250,15 @@ class MidiDataModule(L.LightningDataModule):
             "packed" if self.pack else "padded",
             100 * stats["pad_share"], 100 * stats["separator_share"],
         )
+
+    def _dataset(self, split: str, st: token_cache.SplitTokens) -> TokenWindows | ScoringWindows:
+        """Training windows as configured; validation and test windows that count each token once,
+        as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
+        if split == "train":
+            return TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, self.mode, self.pack)
+        if self.mode == "causal":
+            return ScoringWindows(st.tokens, st.offsets, self.seq_len)
+        return TokenWindows(st.tokens, st.offsets, self.seq_len, 1, self.mode, self.pack)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if self.cache is None:

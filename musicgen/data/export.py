@@ -13,6 +13,12 @@ written atomically, and a source counts as done only once its record ``.parts/<s
 exists (written atomically after all its tunes). A killed run therefore redoes only the source
 files that had no record, and a finished export is recognised without importing music21.
 
+``max_files`` exports only the pieces a DataModule capped at ``data.max_files`` trains on (the
+same stable hash order over piece names, ``musicgen.data.split.subsample``): folk tunes are
+named from the ABC text alone, so the others are never parsed. Such a source's record lists the
+tunes it covers (``tunes``), the manifest counts it as partial, and a later export that wants
+more (a larger cap, or all) converts only the tunes still missing.
+
 music21 is imported inside the functions that need it, so that checking a finished export (a
 rerun of ``python -m musicgen.prepare``) takes a fraction of a second.
 """
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from musicgen.data.sources import MANIFEST_NAME, Manifest, check_corpora
+from musicgen.data.split import subsample
 from musicgen.fs import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,14 @@ class Source:
     @property
     def record_rel(self) -> str:
         return f"{PARTS_DIR}/{self.key}.json"
+
+    def piece_names(self) -> list[str]:
+        """The names of the MIDI files this source can yield, by piece index (folk: one per tune,
+        known from the ABC text without parsing it)."""
+        if self.corpus == "chorales":
+            return [f"{self.key}.mid"]
+        n = len(split_abc_tunes(self.path.read_text(encoding="utf-8")))
+        return [f"{self.key}/{i:04d}.mid" for i in range(n)]
 
 
 
@@ -124,74 +139,121 @@ def export_corpus(
     limit: int | None = None,
     progress: bool = True,
     corpus_root: Path | None = None,
+    max_files: int | None = None,
+    seed: int = 0,
 ) -> Manifest:
     """Export corpus ``name`` (``folk`` or ``chorales``) as MIDI into ``out_dir``; return its manifest.
 
     Source files that already have a trusted record are not parsed again. ``limit`` caps how
     many source files (in ``list_sources`` order) this call makes sure are done (for tests and
-    quick trials); the manifest always lists every finished source, whatever the limit.
+    quick trials). ``max_files`` makes sure of the ``max_files`` pieces a DataModule with
+    ``data.max_files=max_files`` and ``seed`` trains on, and converts no other (when some of them
+    fail to convert, the next ones in the same order replace them, as the DataModule's choice
+    among the exported files would). The manifest always lists every exported piece.
     """
     out = Path(out_dir)
     sources = list_sources(name, corpus_root)
-    wanted = sources if limit is None else sources[:limit]
     records = {s.rel: r for s in sources if (r := _read_record(out, s)) is not None}
-    todo = [s for s in wanted if s.rel not in records]
-    if todo:
-        from tqdm.contrib.logging import logging_redirect_tqdm  # warnings print above the bar
-
-        t0 = time.perf_counter()
-        with logging_redirect_tqdm():
-            for record in _run(todo, out, workers, progress, desc=name):
-                records[record["source"]] = record
-                for f in record["failed"]:
-                    log.warning("%s: not exported: %s", f["source"], f["reason"])
-        log.info("%s: exported %d source files in %.1f s", name, len(todo), time.perf_counter() - t0)
+    if max_files is None:
+        _export(name, out, [(s, None) for s in sources[:limit] if _covers(records.get(s.rel), None) is not True],
+                records, workers, progress)
+    else:
+        pieces = [(f"{name}/{piece}", (s, i)) for s in sources[:limit] for i, piece in enumerate(s.piece_names())]
+        k = max_files
+        while True:
+            chosen = subsample(pieces, k, seed)
+            wanted: dict[str, tuple[Source, set[int]]] = {}
+            for _, (s, i) in chosen:
+                wanted.setdefault(s.rel, (s, set()))[1].add(i)
+            todo = [(s, want) for s, want in wanted.values() if not _covers(records.get(s.rel), want)]
+            _export(name, out, todo, records, workers, progress)
+            exported = {f"{name}/{f}" for rel in wanted for f in records[rel]["files"]}
+            ok = sum(piece in exported for piece, _ in chosen)
+            if ok >= max_files or k >= len(pieces):
+                break
+            k += max_files - ok  # the next pieces in the same order replace those that failed
     manifest = _manifest(out, sources, records)
     _write_if_changed(out / MANIFEST_NAME, manifest.to_json())
     n_failed = len(manifest.failed)
     log.info(
-        "%s: %d MIDI files, %d failed (%.1f%%), %d/%d source files done -> %s",
+        "%s: %d MIDI files, %d failed (%.1f%%), %d/%d source files done%s -> %s",
         name, len(manifest.files), n_failed,
         100 * n_failed / max(1, n_failed + len(manifest.files)),
-        manifest.sources_done, manifest.sources_total, out,
+        manifest.sources_done, manifest.sources_total,
+        f", {manifest.sources_partial} partly" if manifest.sources_partial else "", out,
     )
     return manifest
 
 
-def _run(todo: list[Source], out: Path, workers: int | None, progress: bool, desc: str):
+def _covers(record: dict[str, Any] | None, want: set[int] | None) -> bool:
+    """Whether ``record`` already covers (exported or failed) the pieces ``want`` (None: all)."""
+    if record is None:
+        return False
+    if "tunes" not in record:
+        return True
+    return want is not None and want <= set(record["tunes"])
+
+
+def _export(name: str, out: Path, todo: list[tuple[Source, set[int] | None]], records: dict[str, dict[str, Any]],
+            workers: int | None, progress: bool) -> None:
+    """Export ``todo`` (source, tune indices or None for all) and put the new records in ``records``."""
+    if not todo:
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm  # warnings print above the bar
+
+    t0 = time.perf_counter()
+    with logging_redirect_tqdm():
+        for record in _run(todo, out, workers, progress, desc=name):
+            before = records.get(record["source"])
+            new_failures = record["failed"][len(before["failed"]) if before else 0:]
+            records[record["source"]] = record
+            for f in new_failures:
+                log.warning("%s: not exported: %s", f["source"], f["reason"])
+    log.info("%s: exported %d source files in %.1f s", name, len(todo), time.perf_counter() - t0)
+
+
+def _run(todo: list[tuple[Source, set[int] | None]], out: Path, workers: int | None, progress: bool, desc: str):
     """Yield the record of each source in ``todo`` as it finishes (in a process pool if useful)."""
     from tqdm import tqdm
 
     workers = min(workers or os.cpu_count() or 1, len(todo))
     # Largest files first: a 300-tune Essen file started last would leave the other cores idle.
-    todo = sorted(todo, key=lambda s: s.path.stat().st_size, reverse=True)
+    todo = sorted(todo, key=lambda job: job[0].path.stat().st_size, reverse=True)
     bar = tqdm(total=len(todo), desc=desc, unit="file", disable=not progress)
     with bar:
         if workers <= 1:
-            for source in todo:
-                yield export_source(source, out)
+            for source, tunes in todo:
+                yield export_source(source, out, tunes)
                 bar.update()
             return
         import multiprocessing as mp
 
         with mp.Pool(workers) as pool:
-            for record in pool.imap_unordered(_export_source_star, [(s, out) for s in todo]):
+            for record in pool.imap_unordered(_export_source_star, [(s, out, t) for s, t in todo]):
                 yield record
                 bar.update()
 
 
-def _export_source_star(args: tuple[Source, Path]) -> dict[str, Any]:
+def _export_source_star(args: tuple[Source, Path, set[int] | None]) -> dict[str, Any]:
     return export_source(*args)
 
 
-def export_source(source: Source, corpus_dir: Path) -> dict[str, Any]:
-    """Export every piece of one source file, then write (and return) its completion record."""
+def export_source(source: Source, corpus_dir: Path, tunes: set[int] | None = None) -> dict[str, Any]:
+    """Export the pieces of one source file (``tunes``: only these tune indices of a folk file;
+    None: all), then write (and return) its record, merged with an earlier partial one's."""
     _remove_stale_temps(corpus_dir, source)
+    earlier = _read_record(corpus_dir, source) or {"files": [], "failed": [], "tunes": []}
     if source.corpus == "folk":
-        files, failed = _export_folk_file(source, corpus_dir)
+        done = set(earlier.get("tunes", []))
+        files, failed, n_tunes = _export_folk_file(source, corpus_dir, None if tunes is None else tunes - done, done)
+        covered = done | (set(range(n_tunes)) if tunes is None else tunes)
     else:
         files, failed = _export_chorale(source, corpus_dir)
-    record = {"version": EXPORT_VERSION, "source": source.rel, "files": files, "failed": failed}
+        covered, n_tunes = {0}, 1
+    record = {"version": EXPORT_VERSION, "source": source.rel,
+              "files": sorted(set(earlier["files"]) | set(files)), "failed": earlier["failed"] + failed}
+    if len(covered & set(range(n_tunes))) < n_tunes:
+        record["tunes"] = sorted(covered)
     atomic_write_text(corpus_dir / source.record_rel, json.dumps(record) + "\n")
     return record
 
@@ -206,24 +268,29 @@ def _remove_stale_temps(corpus_dir: Path, source: Source) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _export_folk_file(source: Source, corpus_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    names, failed = export_abc_file(source.path, corpus_dir / source.key)
+def _export_folk_file(
+    source: Source, corpus_dir: Path, tunes: set[int] | None, skip: set[int]
+) -> tuple[list[str], list[dict[str, Any]], int]:
+    names, failed, n_tunes = export_abc_file(source.path, corpus_dir / source.key, tunes, skip)
     files = [f"{source.key}/{name}" for name in names]
-    return files, [{"source": f"{source.rel}#{f['tune']:04d}", "reason": f["reason"]} for f in failed]
+    return files, [{"source": f"{source.rel}#{f['tune']:04d}", "reason": f["reason"]} for f in failed], n_tunes
 
 
 def export_abc_file(
-    abc_path: Path | str, out_dir: Path | str, max_tunes: int | None = None
-) -> tuple[list[str], list[dict[str, Any]]]:
+    abc_path: Path | str, out_dir: Path | str, tunes: set[int] | None = None, skip: set[int] = frozenset()
+) -> tuple[list[str], list[dict[str, Any]], int]:
     """Write the melody of each tune of an ABC file to ``out_dir/<tune-index:04d>.mid``.
 
-    Returns the names written and the failures (``{"tune": index, "reason": ...}``); a tune
-    that music21 cannot read or write is a failure, never a reason to stop the file.
+    ``tunes``: only these tune indices (None: all); ``skip``: never these. Returns the names
+    written, the failures (``{"tune": index, "reason": ...}``; a tune that music21 cannot read or
+    write is a failure, never a reason to stop the file) and the number of tunes in the file.
     """
     out_dir = Path(out_dir)
-    tunes = split_abc_tunes(Path(abc_path).read_text(encoding="utf-8"))[:max_tunes]
+    texts = split_abc_tunes(Path(abc_path).read_text(encoding="utf-8"))
     names, failed = [], []
-    for i, tune in enumerate(tunes):
+    for i, tune in enumerate(texts):
+        if i in skip or (tunes is not None and i not in tunes):
+            continue
         try:
             data = melody_midi_bytes(parse_abc_tune(tune))
         except Exception as e:  # any music21 failure on one tune: recorded, listed, reported
@@ -231,7 +298,7 @@ def export_abc_file(
             continue
         atomic_write_bytes(out_dir / f"{i:04d}.mid", data)
         names.append(f"{i:04d}.mid")
-    return names, failed
+    return names, failed, len(texts)
 
 
 def _export_chorale(source: Source, corpus_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -375,8 +442,9 @@ def _manifest(out: Path, sources: Sequence[Source], records: dict[str, dict[str,
         root=out,
         files=sorted(f for r in done for f in r["files"]),
         failed=sorted((f for r in done for f in r["failed"]), key=lambda f: f["source"]),
-        sources_done=len(done),
+        sources_done=sum("tunes" not in r for r in done),
         sources_total=len(sources),
+        sources_partial=sum("tunes" in r for r in done),
     )
 
 

@@ -59,13 +59,18 @@ def require_dir(
 
 @dataclass
 class Manifest:
-    """What an exported corpus folder holds: ``files`` are relative to ``root``, sorted."""
+    """What an exported corpus folder holds: ``files`` are relative to ``root``, sorted.
+
+    ``sources_done`` counts source files exported whole, ``sources_partial`` those of which only
+    the pieces a capped run needed were (``musicgen.data.export``, ``max_files``).
+    """
 
     root: Path
     files: list[str] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     sources_done: int = 0
     sources_total: int = 0
+    sources_partial: int = 0
 
     @property
     def paths(self) -> list[Path]:
@@ -81,6 +86,7 @@ class Manifest:
             "failed": self.failed,
             "sources_done": self.sources_done,
             "sources_total": self.sources_total,
+            "sources_partial": self.sources_partial,
         }
         return json.dumps(body, indent=1) + "\n"
 

@@ -8,6 +8,10 @@ Packed (default): windows run over the split's whole stream ``BOS doc EOS BOS do
 as language models do; folk tunes are shorter than a window, so stopping at file boundaries
 would drop or pad most of the corpus. Padded (``pack=False``): windows stay inside one
 document; inputs are padded with PAD and padded targets are ``IGNORE_INDEX`` (masked loss).
+
+Validation and test in causal mode use ``ScoringWindows`` instead: evaluation's plan
+(``scoring_plan``), which scores every token of every document exactly once, each document on
+its own, so ``val/ppl`` is the perplexity evaluation reports.
 """
 
 from __future__ import annotations
@@ -39,6 +43,32 @@ def check_window_args(mode: str, seq_len: int, stride: int) -> None:
         raise ValueError(f"data.mode={mode!r} must be 'seq2one' or 'causal'")
     if seq_len < 1 or stride < 1:
         raise ValueError(f"data.seq_len={seq_len} and data.stride={stride} must be >= 1")
+
+
+def scoring_plan(doc_len: int, context_len: int) -> list[tuple[int, int, int]]:
+    """How one document ``BOS ... EOS`` of ``doc_len`` tokens is scored, every token after BOS once.
+
+    Windows ``(start, end, first_scored)``: the input is ``doc[start:end-1]`` (at most
+    ``context_len`` tokens), the targets ``doc[start+1:end]``, and only targets at positions
+    ``>= first_scored`` count. A document that fits one context (``doc_len - 1 <= context_len``)
+    is one window. A longer one: the first window scores all its ``context_len`` targets, each
+    later one is a full window ending ``context_len // 2`` targets further (fewer at the end of the
+    document) and scores only those, so every scored token has at least half a window of context.
+    Evaluation (``musicgen.scoring``) and validation (``ScoringWindows``) both follow this plan.
+    """
+    if context_len < 1:
+        raise ValueError(f"context_len={context_len} must be >= 1")
+    if doc_len < 2:
+        return []
+    if doc_len - 1 <= context_len:
+        return [(0, doc_len, 1)]
+    step = max(1, context_len // 2)
+    plan, scored = [], 1  # position 0 (BOS) is never a target
+    while scored < doc_len:
+        end = min(doc_len, scored + (context_len if scored == 1 else step))  # score [scored, end)
+        plan.append((max(0, end - 1 - context_len), end, scored))
+        scored = end
+    return plan
 
 
 class TokenWindows(Dataset):
@@ -139,3 +169,49 @@ class TokenWindows(Dataset):
             "pad_share": (slots - real) / slots,
             "separator_share": sep / slots,
         }
+
+
+class ScoringWindows(Dataset):
+    """Evaluation's windows over one split (``scoring_plan`` per document), for causal validation.
+
+    Each document on its own (never packed with its neighbours), every token after its BOS a
+    target exactly once. Inputs are right-padded with PAD to ``seq_len``; padded targets and
+    targets a window only gives context for are ``IGNORE_INDEX``, so a causal model's masked loss
+    over all windows is the summed NLL evaluation computes. Serves batches like ``TokenWindows``.
+    """
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int) -> None:
+        check_window_args("causal", seq_len, 1)
+        self.tokens, self.offsets = tokens, np.asarray(offsets, dtype=np.int64)
+        self.seq_len = seq_len
+        rows = [
+            (doc_start + s, doc_start + e, doc_start + f)
+            for doc_start, doc_end in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
+            for s, e, f in scoring_plan(doc_end - doc_start, seq_len)
+        ]
+        # (n, 3) absolute positions in the split's stream: start, end, first scored target
+        self.windows = np.array(rows, dtype=np.int64).reshape(-1, 3)
+        self._arange = np.arange(seq_len + 1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"window index out of range 0..{len(self) - 1}")
+        start, end, first = (self.windows[idx, k][:, None] for k in range(3))
+        pos = start + self._arange  # (B, L+1): inputs, and the targets one further
+        seq = self.tokens[np.minimum(pos, max(0, len(self.tokens) - 1))].astype(np.int64)
+        x = np.where(pos[:, :-1] < end - 1, seq[:, :-1], PAD_ID)
+        scored = (pos[:, 1:] >= first) & (pos[:, 1:] < end)
+        y = np.where(scored, seq[:, 1:], IGNORE_INDEX)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def n_targets(self) -> int:
+        """Scored targets over all windows: every token of every document but its BOS."""
+        return int((self.windows[:, 1] - self.windows[:, 2]).sum())

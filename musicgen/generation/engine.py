@@ -2,8 +2,9 @@
 
 What a model must offer (duck-typed; see ``musicgen.models``):
     model(idx (B, T), last_only=True) -> logits (B, V)
-    model.context_len -> int: the longest context to feed it (Transformer: max_seq_len,
-        LSTM: its training window)
+    model.context_len -> int: the longest context it can take (Transformer: max_seq_len, LSTM:
+        its training window); callers pass ``context_len`` to stay within the window the model
+        trained on (``LoadedRun.trained_context``), which is what ``generate`` and ``evaluate`` do
 and, to decode with a KV cache (the Transformer), gpt-fast style:
     model.setup_cache(batch_size, max_len), model(idx, input_pos=pos, last_only=True),
     model.clear_cache(), and optionally model.cache_size -> (batch, max_len) | None.
@@ -51,9 +52,9 @@ class NextTokenLogits:
     """
 
     def __init__(self, model: nn.Module, batch_size: int, use_cache: bool = True,
-                 overflow: str | None = None, slide_margin: int | None = None):
+                 overflow: str | None = None, slide_margin: int | None = None, context_len: int | None = None):
         self.model = model
-        self.window = int(model.context_len)
+        self.window = int(context_len or model.context_len)
         self.use_cache = use_cache and supports_cache(model)
         if overflow is None:
             overflow = "slide" if self.use_cache else "window"
@@ -116,6 +117,7 @@ def generate(
     overflow: str | None = None,
     slide_margin: int | None = None,
     stop_at_eos: bool = False,
+    context_len: int | None = None,
     eos_id: int = EOS_ID,
     pad_id: int = PAD_ID,
     progress: Callable[[int, int], None] | None = None,
@@ -125,7 +127,8 @@ def generate(
     All B rows decode together (one forward per step). ``sampling`` defaults to
     ``SamplingConfig()``; ``generator`` (on the model's device) makes the draw reproducible.
     ``use_cache``: use the model's KV cache if it has one. ``overflow``/``slide_margin``: what
-    happens when the context would exceed ``model.context_len`` (module docstring).
+    happens when the context would exceed ``context_len`` (default ``model.context_len``; module
+    docstring).
     ``stop_at_eos``: a row that emits ``eos_id`` is filled with ``pad_id`` afterwards, and the
     loop ends early once every row has; the shape stays (B, T + max_new_tokens).
     ``progress(done, total)`` is called after each step. The model runs in eval mode and gets its
@@ -144,7 +147,8 @@ def generate(
 
     was_training = model.training
     model.eval()
-    decoder = NextTokenLogits(model, B, use_cache=use_cache, overflow=overflow, slide_margin=slide_margin)
+    decoder = NextTokenLogits(model, B, use_cache=use_cache, overflow=overflow, slide_margin=slide_margin,
+                              context_len=context_len)
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     try:
         for i in range(max_new_tokens):

@@ -1,5 +1,6 @@
-"""Prompts for generation: the start token, the first bars of a MIDI file, or windows of a run's
-training data."""
+"""Prompts for generation: the start token, the first bars of a MIDI file, or the openings of
+whole pieces of one split of a run's data (never a transposed copy, never a window that starts
+mid-piece)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,17 @@ def build_prompt(run: LoadedRun, cfg: DictConfig, rng: np.random.Generator) -> t
                 f"prompt.source=data needs the run's token cache at {cache_path}, which is missing; "
                 "use prompt.source=none or prompt.source=file prompt.file=<a .mid>"
             )
-        tokens = load_run_cache(run).splits["train"].tokens
-        length = min(cfg.prompt.length, len(tokens) - 1)
-        starts = rng.integers(0, len(tokens) - length, size=n)
-        return [tokens[s : s + length].astype(np.int64).tolist() for s in starts], (
-            f"data: random {length}-token windows of the training split at {starts.tolist()}"
-        )
+        split = cfg.prompt.split
+        splits = load_run_cache(run).splits
+        if split not in splits or not len(splits[split].originals()):
+            raise ConfigError(f"prompt.split={split}: the run's data has no pieces there; use train, val or test")
+        pieces = splits[split]
+        chosen = rng.choice(pieces.originals(), size=n, replace=len(pieces.originals()) < n)
+        length = cfg.prompt.length
+        prompts = [pieces.doc(i)[: 1 + length].astype(np.int64).tolist() for i in chosen]  # BOS + opening
+        names = sorted({pieces.names[i] for i in chosen})
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        return prompts, f"data: the first {length} tokens of {n} random {split} pieces ({shown})"
     raise ConfigError(f"prompt.source={source!r} must be one of data, file, none")
 
 

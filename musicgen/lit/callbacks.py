@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import signal
 from pathlib import Path
@@ -33,13 +34,12 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from musicgen.constants import BOS_ID
 from musicgen.fs import atomic_path, atomic_write_text
-from musicgen.generation import SamplingConfig, generate
+from musicgen.generation import SamplingConfig
 from musicgen.lit.optim import WarmupCosine
 from musicgen.midi_io import write_score
 from musicgen.plots import plot_pitch_histograms, save_figure
-from musicgen.scoring import reference_histogram, sample_metrics
+from musicgen.scoring import Reference, sample_metrics, sample_pieces, training_reference
 
 log = logging.getLogger(__name__)
 
@@ -273,14 +273,16 @@ class Budget(L.Callback):
         self.total_steps = state_dict.get("total_steps")
 
 
-TABLE_COLUMNS = ("sample", "notes", "ngram_repetition_4", "compression_ratio_4", "syntax_error_rate")
+TABLE_COLUMNS = ("sample", "notes", "tokens", "ended_at_eos", "ngram_repetition_4", "syntax_error_rate")
 
 
 class SampleMetrics(L.Callback):
     """Generate ``num_samples`` pieces every ``every_n_epochs`` validation epochs and log their
-    repetition, compression, pitch-histogram and syntax metrics as ``samples/*``; write the MIDI
-    files and a pitch-histogram figure under ``output_dir/epoch_NNN/`` and, on W&B, log the
-    figure as an image, the samples as a table and the MIDI files as an artifact."""
+    figures (``musicgen.scoring.sample_metrics``: distribution overlaps with the training pieces,
+    repetition, copying, syntax errors) as ``samples/*``; write the MIDI files and a
+    pitch-histogram figure under ``output_dir/epoch_NNN/`` and, on W&B, log the figure as an
+    image, the samples as a table and the MIDI files as an artifact. Each sample is one piece,
+    from the start token to its EOS (at most ``max_new_tokens``), within the trained window."""
 
     def __init__(
         self,
@@ -299,7 +301,7 @@ class SampleMetrics(L.Callback):
         self.max_new_tokens = max_new_tokens
         self.sampling = SamplingConfig(**(sampling or {}))
         self.seed = seed
-        self._ref_hist: torch.Tensor | None = None
+        self._reference: Reference | None = None
         self._sampled_epoch = -1
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -312,34 +314,32 @@ class SampleMetrics(L.Callback):
             return
         dm = trainer.datamodule
         tok = dm.tokenizer
-        if self._ref_hist is None:
-            train = dm.cache.splits["train"]
-            self._ref_hist = reference_histogram(tok, [train.doc(i) for i in range(train.n_docs)])
-        device = pl_module.device
-        gen = torch.Generator(device=device).manual_seed(self.seed)
-        prompt = torch.full((self.num_samples, 1), BOS_ID, dtype=torch.long, device=device)
-        ids = generate(pl_module.net, prompt, self.max_new_tokens, self.sampling, generator=gen)[:, 1:].tolist()
-        metrics = sample_metrics(tok, ids, self._ref_hist)
+        if self._reference is None:
+            self._reference = training_reference(tok, dm.cache.splits["train"], max_pieces=1000)
+        ids, ended, _ = sample_pieces(pl_module.net, self.num_samples, self.max_new_tokens, self.sampling,
+                                      dm.seq_len, self.seed)
+        metrics = sample_metrics(tok, ids, self._reference, ended)
 
         step = trainer.global_step
-        scalars = {f"samples/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+        scalars = {f"samples/{k}": v for k, v in metrics.items() if not math.isnan(v)}  # NaN: nothing to measure
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
         epoch_dir = self.output_dir / f"epoch_{trainer.current_epoch:03d}"
         epoch_dir.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i, seq in enumerate(ids):
-            row = sample_metrics(tok, [seq], self._ref_hist)
+        rows, pitches = [], torch.zeros(128)
+        for i, (seq, end) in enumerate(zip(ids, ended)):
+            row = sample_metrics(tok, [seq], self._reference, [end])
             try:
                 score = tok.decode(seq)
                 write_score(score, epoch_dir / f"sample_{i:02d}.mid")
-                notes = sum(len(t.notes) for t in score.tracks)
+                pitches += torch.bincount(torch.tensor([n.pitch for t in score.tracks for n in t.notes],
+                                                       dtype=torch.long), minlength=128)[:128]
             except Exception as e:  # an ill-formed sample is reported, the others still logged
                 log.warning("epoch %d sample %d could not be decoded: %s", trainer.current_epoch, i, e)
-                notes = -1
-            rows.append([i, notes, row["ngram_repetition_4"], row["compression_ratio_4"], row["syntax_error_rate"]])
-        fig = plot_pitch_histograms(torch.tensor(metrics["pitch_counts"]), self._ref_hist,
+            rows.append([i, row["notes_per_piece"], len(seq), bool(end), row["ngram_repetition_4"],
+                         row["syntax_error_rate"]])
+        fig = plot_pitch_histograms(pitches, torch.as_tensor(self._reference.histograms["pitch"]),
                                     title=f"epoch {trainer.current_epoch}: generated vs training pitches")
         save_figure(fig, epoch_dir / "pitch_histogram.png")
         atomic_write_text(epoch_dir / "samples.json", json.dumps(

@@ -89,7 +89,10 @@ class LanguageModelModule(L.LightningModule):
         self.train_loss.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, n = self._step(batch)
+        # in fp32 whatever the training precision: val/loss is the number evaluation reports for
+        # the same checkpoint (musicgen.evaluate scores in fp32), and best.ckpt is chosen by it
+        with torch.autocast(self.device.type, enabled=False):
+            loss, n = self._step(batch)
         self.val_loss.update(loss, n)
 
     def on_validation_epoch_end(self) -> None:

@@ -21,6 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from musicgen.constants import IGNORE_INDEX
+from musicgen.metrics import features
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -369,11 +370,12 @@ class PitchHistogram(Metric):
 
     - ``kl``: KL(generated || reference) in nats, ``sum p log(p / q)`` with p the
       generated and q the reference distribution, both smoothed as
-      ``(x + eps) / (1 + 128 eps)``. This direction is large when the model plays
+      ``(x + eps) / (1 + 128 eps)`` (``features.kl``, which the tokeniser-independent
+      histograms use too). This direction is large when the model plays
       pitches the training data (almost) never uses, and forgiving when it only covers
       part of the training range; 0 iff the histograms match.
     - ``overlap``: overlapping area ``sum min(p, q)`` of the unsmoothed normalised
-      histograms, in [0, 1]; 1 iff they match.
+      histograms, in [0, 1]; 1 iff they match (``features.overlap``).
     - ``out_of_range``: share of generated pitches outside ``pitch_range``.
     - ``histogram``: the normalised generated histogram (128 floats).
 
@@ -420,11 +422,9 @@ class PitchHistogram(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         p = _normalise(self.counts)
-        q = self.reference
-        p_s = (p + self.eps) / (1 + N_PITCHES * self.eps)
-        q_s = (q + self.eps) / (1 + N_PITCHES * self.eps)
-        kl = (p_s * (p_s / q_s).log()).sum()
-        overlap = torch.minimum(p, q).sum()
+        counts, ref = self.counts.cpu().numpy(), self.reference.cpu().numpy()
+        kl = torch.tensor(features.kl(counts, ref, self.eps), dtype=torch.float32, device=self.counts.device)
+        overlap = torch.tensor(features.overlap(counts, ref), dtype=torch.float32, device=self.counts.device)
         lo, hi = self.pitch_range
         inside = self.counts[lo : hi + 1].sum()
         out_of_range = 1.0 - inside.float() / self.counts.sum()

@@ -69,7 +69,20 @@ class MusicTokenizer(ABC):
 
     @abstractmethod
     def syntax_errors(self, ids: Sequence[int]) -> int:
-        """Number of tokens in ``ids`` that break this tokeniser's grammar."""
+        """Number of base tokens in ``ids`` that break this tokeniser's grammar.
+
+        Counted over base tokens (what ``base_length`` counts), so ``syntax_errors / base_length``
+        is a rate per base token that means the same with or without BPE. Stray PAD, BOS or EOS
+        inside the sequence count as errors but not in ``base_length``: pass the body of a piece
+        (``scoring.body`` drops them) when computing a rate.
+        """
+
+    def base_length(self, ids: Sequence[int]) -> int:
+        """Number of base tokens the ids stand for, specials PAD/BOS/EOS not counted: the
+        denominator of a syntax error rate. One per other id here (UNK and unknown ids
+        included, each one erroneous token), which is right for tokenisers without merged
+        tokens; a BPE tokeniser counts the base tokens each id expands to."""
+        return sum(1 for i in ids if int(i) not in (self.pad_id, self.bos_id, self.eos_id))
 
     def count_notes(self, ids: Sequence[int]) -> int:
         """Number of notes ``ids`` decode to."""

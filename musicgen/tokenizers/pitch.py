@@ -16,7 +16,10 @@ count once; two different pitches that share a pitch class (an octave) still for
 The vocabulary is learned from the training split (``train``): the special tokens at ids
 0..3, then every string seen at least ``min_count`` times, notes ordered by pitch then chords
 ordered by their pitch classes, so the same files always give the same ids. Strings not in
-the vocabulary encode as UNK.
+the vocabulary encode as UNK. The token cache trains it on the transposed copies of the
+training files as well as on the originals (``learns_from_copies``): a transposed chord or
+note is another string, and the model trains on the copies too, so a vocabulary learned from
+the originals alone would turn a share of its training targets into UNK.
 
 Decoding places one event per step of ``step_ticks`` (an eighth note at the default 480
 ticks per quarter, the 0.5 offset increment of the original scripts), each lasting one step.
@@ -32,7 +35,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,8 @@ class PitchTokenizer(MusicTokenizer):
     """Note names and normal-order chords, one token per onset; see the module docstring."""
 
     kind = "pitch"
+    #: The token cache trains it on the training files and their transposed copies (see above).
+    learns_from_copies = True
 
     def __init__(
         self,
@@ -128,26 +133,29 @@ class PitchTokenizer(MusicTokenizer):
     def is_trained(self) -> bool:
         return len(self.itos) > len(SPECIAL_TOKENS)
 
-    def train(self, paths: Sequence[Path]) -> None:
-        """Vocabulary = every string seen at least ``min_count`` times in ``paths``.
+    def train(self, paths: Iterable[Path | str | symusic.Score]) -> None:
+        """Vocabulary = every string seen at least ``min_count`` times in ``paths``: MIDI files or
+        scores (e.g. transposed copies), read one at a time.
 
         Files that ``read_score`` rejects are skipped with a warning (the data pipeline
         filters them earlier, so here they are not expected).
         """
         counts: Counter[str] = Counter()
         bad: list[str] = []
-        for path in paths:
+        n = 0
+        for source in paths:
+            n += 1
             try:
-                counts.update(self.to_strings(path))
+                counts.update(self.to_strings(source))
             except BadMidiError as e:
                 bad.append(str(e))
         if not counts:
             raise ValueError(
-                f"PitchTokenizer.train: no usable notes in {len(paths)} files"
+                f"PitchTokenizer.train: no usable notes in {n} files"
                 + (f" ({len(bad)} rejected, first: {bad[0]})" if bad else "")
             )
         if bad:
-            log.warning("PitchTokenizer.train: skipped %d of %d files; first: %s", len(bad), len(paths), bad[0])
+            log.warning("PitchTokenizer.train: skipped %d of %d files; first: %s", len(bad), n, bad[0])
         kept = [s for s, c in counts.items() if c >= self.min_count]
         if not kept:
             raise ValueError(

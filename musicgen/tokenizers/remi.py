@@ -242,11 +242,15 @@ class RemiTokenizer(MusicTokenizer):
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         """Base REMI token strings of ``ids`` (BPE tokens expanded), for inspection."""
-        seq = self._to_tokseq([i for i in map(int, ids) if 0 <= i < len(self._tok)])
+        return list(self._base_seq([i for i in map(int, ids) if 0 <= i < len(self._tok)]).tokens)
+
+    def _base_seq(self, ids: list[int]) -> TokSequence:
+        """A base-REMI ``TokSequence`` (ids and token strings) of known ids, BPE ids expanded."""
+        seq = self._to_tokseq(ids)
         if seq.are_ids_encoded:
             self._tok.decode_token_ids(seq)
         self._tok.complete_sequence(seq)
-        return list(seq.tokens)
+        return seq
 
     # ----------------------------------------------------------------- decoding
     def _to_tokseq(self, ids: list[int]) -> TokSequence:
@@ -276,18 +280,29 @@ class RemiTokenizer(MusicTokenizer):
         score.tracks = [track]
         return score
 
-    def syntax_errors(self, ids: Sequence[int]) -> int:
-        """Specials inside the body + unknown ids + MidiTok's ``tokens_errors`` count.
+    def base_length(self, ids: Sequence[int]) -> int:
+        """Base REMI tokens the ids stand for: each known id's expansion (one token without
+        BPE), plus one for each UNK or unknown id; PAD, BOS and EOS are not counted."""
+        ids = [i for i in map(int, ids) if i not in (self.pad_id, self.bos_id, self.eos_id)]
+        clean = self._body(ids)
+        return len(ids) - len(clean) + (len(self._base_seq(clean).ids) if clean else 0)
 
-        ``tokens_errors`` returns a ratio over the (BPE) ids it was given; times their number
-        it is the count of base tokens of a wrong type, going back in time, or (with
-        ``remove_duplicated_notes``) repeating a note. A leading BOS and trailing EOS are fine.
+    def syntax_errors(self, ids: Sequence[int]) -> int:
+        """Erroneous base tokens: specials inside the body, unknown ids, and the base tokens of
+        the known ids that MidiTok's grammar check rejects (a wrong type after the previous
+        token, going back in time, or with ``remove_duplicated_notes`` repeating a note). A
+        leading BOS and trailing EOS are fine.
+
+        MidiTok 3.1's ``tokens_errors(seq)`` counts errors over the base tokens but divides by
+        ``len(seq)`` as given, the number of BPE ids for a BPE sequence. The check therefore runs
+        on the expanded base sequence, whose ratio times its length is the count either way.
         """
         body = strip_bos_eos([int(i) for i in ids], self.bos_id, self.eos_id)
         clean = self._body(body)
         errors = len(body) - len(clean)
         if clean:
-            errors += round(self._tok.tokens_errors(self._to_tokseq(clean)) * len(clean))
+            base = self._base_seq(clean)
+            errors += round(self._tok.tokens_errors(base) * len(base))
         return errors
 
     # ----------------------------------------------------------------- persistence

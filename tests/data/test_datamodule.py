@@ -1,14 +1,18 @@
 """Split, augmentation, cache and DataModule on real tunes."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
-from musicgen.constants import BOS_ID, EOS_ID
+from musicgen.constants import BOS_ID, EOS_ID, UNK_ID
 from musicgen.data import MidiDataModule
+from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig, transpositions
+from musicgen.data.cache import is_transposed_copy
 from musicgen.data.split import split_files, split_of, subsample
+from musicgen.errors import CheckpointError
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
 
@@ -92,7 +96,8 @@ def test_cache_layout_reuse_and_invalidation(real_midi_dir, tmp_path):
     assert (first / "tokenizer.json").exists()
     dm.prepare_data()  # Lightning calls it again after setup(): nothing is rebuilt
     dm.setup()
-    assert [p.name for p in cache_dir.iterdir() if not p.name.startswith(".")] == [first.name]
+    assert [p.name for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] == [first.name]
+    assert (cache_dir / "content_keys.json").is_file()  # the memo of group keys, beside the caches
     # same inputs: reused, not rebuilt
     mtime = (first / "meta.json").stat().st_mtime_ns
     dm2 = make_dm(root, cache_dir)
@@ -126,7 +131,7 @@ def test_batches_from_the_datamodule(real_midi_dir, tmp_path):
 
 def test_broken_files_are_skipped_and_left_untouched(broken_midi_dir, broken_midi_names, tmp_path, caplog):
     before = {p: p.read_bytes() for p in broken_midi_dir.rglob("*") if p.is_file()}
-    dm = make_dm(broken_midi_dir, tmp_path / "cache", val_frac=0.0)
+    dm = make_dm(broken_midi_dir, tmp_path / "cache", val_frac=0.0, test_frac=0.0)
     with caplog.at_level("WARNING"):
         dm.setup()
     skipped = dm.cache.meta["skipped"]
@@ -157,6 +162,84 @@ def test_only_broken_files_is_a_clear_error(tmp_path):
     d.mkdir()
     (d / "x.mid").write_bytes(b"")
     (d / "y.mid").write_text("hello")
-    dm = make_dm(d, tmp_path / "cache", val_frac=0.0)
+    dm = make_dm(d, tmp_path / "cache", val_frac=0.0, test_frac=0.0)
     with pytest.raises(ValueError, match="no usable training files"):
         dm.setup()
+
+
+def test_identical_tunes_under_other_names_land_in_one_split(real_midi_dir, tmp_path):
+    root = tmp_path / "midi"
+    shutil.copytree(real_midi_dir, root)
+    originals = sorted(p for p in root.rglob("*.mid"))
+    for i, p in enumerate(originals):  # the same tunes again, as another collection would hold them
+        (root / "again").mkdir(exist_ok=True)
+        shutil.copy(p, root / "again" / f"{i:04d}.mid")
+    dm = make_dm(root, tmp_path / "cache", test_frac=0.2)
+    dm.setup()
+    side = {n: s for s, st in dm.cache.splits.items() for n in st.names if not is_transposed_copy(n)}
+    assert set(side.values()) == {"train", "val", "test"}
+    for i, p in enumerate(originals):
+        assert side[f"user/{p.relative_to(root).as_posix()}"] == side[f"user/again/{i:04d}.mid"], p
+    assert dm.cache.meta["groups_merged"] == len(originals)
+    assert dm.cache.meta["files_in_merged_groups"] == 2 * len(originals)
+
+
+def test_note_counts_come_from_the_source_files(real_midi_dir, tmp_path):
+    counts = {}
+    for tok in (RemiTokenizer(), PitchTokenizer()):
+        dm = make_dm(real_midi_dir, tmp_path / "cache", tokenizer=tok, test_frac=0.2)
+        dm.setup()
+        for s, st in dm.cache.splits.items():
+            assert st.notes.dtype == np.int64 and st.notes.shape == (st.n_docs,)
+            for name, n in zip(st.names, st.notes.tolist()):
+                source = real_midi_dir / name.removeprefix("user/").split("@")[0]
+                assert n == len(read_score(source).tracks[0].notes), name  # a copy: its original's count
+            assert dm.cache.meta["splits"][s]["notes"] == int(st.notes.sum())
+            counts[type(tok).__name__, s] = (st.names, st.notes.tolist())
+    for s in ("train", "val", "test"):
+        assert counts["RemiTokenizer", s] == counts["PitchTokenizer", s]  # the same for every tokeniser
+
+
+def test_originals_are_the_untransposed_documents(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache", augment={"copies": 2, "max_shift": 6})
+    dm.setup()
+    st = dm.cache.splits["train"]
+    idx = st.originals()
+    assert idx.dtype == np.int64 and len(idx) == dm.cache.meta["splits"]["train"]["files"] < st.n_docs
+    assert [st.names[i] for i in idx] == [n for n in st.names if "@" not in n]
+    val = dm.cache.splits["val"]
+    assert val.originals().tolist() == list(range(val.n_docs))
+    assert is_transposed_copy("folk/a.mid@+3") and is_transposed_copy("folk/a.mid@-12")
+    assert not is_transposed_copy("user/me@home.mid") and not is_transposed_copy("folk/a.mid")
+
+
+def test_pitch_vocabulary_covers_the_transposed_training_copies(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache", tokenizer=PitchTokenizer(), augment={"copies": 2, "max_shift": 6})
+    dm.setup()
+    st = dm.cache.splits["train"]
+    assert any(is_transposed_copy(n) for n in st.names)
+    assert np.mean(np.asarray(st.tokens) == UNK_ID) == 0
+    # the vocabulary holds strings that only the transposed copies have
+    originals = {s for i in st.originals() for s in dm.tokenizer.to_strings(real_midi_dir / st.names[i][5:])}
+    assert set(dm.tokenizer.itos[4:]) > originals
+
+
+def test_bpe_still_learns_from_the_originals_only(real_midi_dir, tmp_path, monkeypatch):
+    seen = []
+    real = RemiTokenizer.train
+    monkeypatch.setattr(RemiTokenizer, "train", lambda self, paths: seen.append(list(paths)) or real(self, paths))
+    dm = make_dm(real_midi_dir, tmp_path / "cache", tokenizer=RemiTokenizer(bpe_vocab_size=400))
+    dm.setup()
+    names = [n for n in dm.cache.splits["train"].names if not is_transposed_copy(n)]
+    assert seen == [[real_midi_dir / n.removeprefix("user/") for n in names]]
+
+
+def test_a_cache_of_an_older_format_is_refused(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache")
+    dm.setup()
+    meta_path = dm.cache.path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["format"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format 1, this musicgen reads format 2"):
+        token_cache.load(dm.cache.path)

@@ -17,6 +17,7 @@ import symusic
 from musicgen.data import export
 from musicgen.data.export import export_corpus, list_sources, music21_corpus_dir, split_abc_tunes
 from musicgen.data.sources import list_midi_files, load_manifest
+from musicgen.data.split import subsample
 
 M21 = music21_corpus_dir()
 ONEILLS = M21 / "oneills1850" / "0001-0050.abc"
@@ -85,7 +86,7 @@ def test_folk_export_beats_the_time_signature_trap_and_keeps_the_melody(tmp_path
     with pytest.raises(exceptions21.StreamException, match="already found"):
         midi.translate.streamToMidiFile(export.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
 
-    names, failed = export.export_abc_file(ONEILLS, tmp_path, max_tunes=3)
+    names, failed, _ = export.export_abc_file(ONEILLS, tmp_path, set(range(3)))
     assert names == ["0000.mid", "0001.mid", "0002.mid"] and failed == []
 
     part = tune0.parts[0].stripTies(matchByPitch=True)
@@ -163,6 +164,33 @@ def test_limit_and_untrusted_leftovers_of_a_killed_run(tmp_path, fake_m21):
     assert (ryan / "0000.mid").read_bytes().startswith(b"MThd")
     assert not list(ryan.glob("*.tmp"))
     assert not list(out.rglob("*.tmp"))
+
+
+def test_max_files_exports_exactly_what_a_capped_run_trains_on(tmp_path, fake_m21, monkeypatch):
+    """``max_files``: the pieces ``subsample`` picks from the complete export, converting no other
+    tune (a tune that fails is replaced by the next in the same order); a later full export
+    converts only the rest, and the manifest says partial until then."""
+    full = export_corpus("folk", tmp_path / "full", workers=1, progress=False, corpus_root=fake_m21)
+    named = [(f"folk/{f}", f) for f in full.files]
+    parsed = []
+    real_parse = export.parse_abc_tune
+    monkeypatch.setattr(export, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
+    covered = {}
+    for seed, cap in ((0, 2), (1, 5), (2, 3)):
+        out = tmp_path / f"cap{cap}"
+        parsed.clear()
+        part = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21, max_files=cap, seed=seed)
+        assert part.files == sorted(f for _, f in subsample(named, cap, seed))
+        assert len(parsed) == cap + len(part.failed)  # only the chosen tunes (and failed ones) were parsed
+        assert not part.complete and part.sources_partial >= 1 and load_manifest(out).sources_partial >= 1
+        again = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21, max_files=cap, seed=seed)
+        assert again.files == part.files and len(parsed) == cap + len(part.failed)  # nothing redone
+        covered[cap] = cap + len(part.failed)
+
+    parsed.clear()
+    rest = export_corpus("folk", tmp_path / "cap5", workers=1, progress=False, corpus_root=fake_m21)
+    assert rest.complete and rest.sources_partial == 0 and rest.files == full.files and rest.failed == full.failed
+    assert len(parsed) == 8 - covered[5]  # 8 tunes in all: only those not converted before
 
 
 def test_parallel_export_matches_serial(tmp_path, fake_m21):

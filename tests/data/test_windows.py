@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
-from musicgen.data.windows import TokenWindows, n_packed_windows, windows_per_doc
+from musicgen.data.windows import ScoringWindows, TokenWindows, n_packed_windows, scoring_plan, windows_per_doc
 
 
 def make_stream(doc_lengths, seed=0):
@@ -101,3 +101,67 @@ def test_bad_window_args():
         TokenWindows(tokens, offsets, 4, 1, "bidirectional")
     with pytest.raises(ValueError, match="stride=0"):
         TokenWindows(tokens, offsets, 4, 0, "causal")
+
+
+# ----------------------------------------------------------------------------- scoring windows
+
+def covered_targets(plan):
+    """Absolute target positions each window of a plan scores."""
+    return [list(range(first, end)) for _, end, first in plan]
+
+
+@pytest.mark.parametrize("context_len", [1, 2, 5, 8, 16])
+def test_scoring_plan_scores_every_token_once_with_half_a_window_of_context(context_len):
+    for doc_len in range(0, 70):
+        plan = scoring_plan(doc_len, context_len)
+        scored = [t for ts in covered_targets(plan) for t in ts]
+        assert scored == list(range(1, doc_len)), (doc_len, plan)  # each target after BOS, once, in order
+        for k, (start, end, first) in enumerate(plan):
+            assert 0 <= start < first <= end <= doc_len
+            assert end - 1 - start <= context_len  # the input doc[start:end-1] fits the context
+            if k == 0:
+                assert (start, first) == (0, 1)  # the first window scores all its targets
+            else:
+                assert end - 1 - start == context_len  # later windows are full ...
+                assert end - first <= max(1, context_len // 2)  # ... and score at most their last half
+                assert first - start >= context_len - max(1, context_len // 2)  # context of the first scored
+        if 0 < doc_len - 1 <= context_len:
+            assert plan == [(0, doc_len, 1)]  # a document that fits is one window
+
+
+def test_scoring_windows_count_each_target_once_and_match_the_plan():
+    tokens, offsets = make_stream([3, 20, 7, 1, 13, 0])  # documents of 5 .. 22 tokens and one of 2
+    seq_len = 8
+    ds = ScoringWindows(tokens, offsets, seq_len)
+    x, y = ds.__getitems__(list(range(len(ds))))
+    assert x.shape == y.shape == (len(ds), seq_len)
+    count = np.zeros(len(tokens), dtype=np.int64)
+    row = 0
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        doc = tokens[a:b].astype(np.int64)
+        for start, end, first in scoring_plan(b - a, seq_len):
+            inputs = doc[start : end - 1]
+            assert x[row, : len(inputs)].tolist() == inputs.tolist()
+            assert (x[row, len(inputs) :] == PAD_ID).all()  # right padding
+            for j in range(seq_len):
+                t = start + 1 + j
+                if first <= t < end:
+                    assert int(y[row, j]) == doc[t]
+                    count[a + t] += 1
+                else:
+                    assert int(y[row, j]) == IGNORE_INDEX
+            row += 1
+    assert row == len(ds)
+    is_bos = np.zeros(len(tokens), dtype=bool)
+    is_bos[offsets[:-1]] = True
+    assert (count[~is_bos] == 1).all() and (count[is_bos] == 0).all()  # every token after BOS: once
+    assert ds.n_targets() == int((y != IGNORE_INDEX).sum()) == len(tokens) - (len(offsets) - 1)
+    xi, yi = ds[len(ds) - 1]
+    assert xi.tolist() == x[-1].tolist() and yi.tolist() == y[-1].tolist()
+
+
+def test_scoring_windows_of_an_empty_split():
+    ds = ScoringWindows(np.zeros(0, dtype=np.uint16), np.zeros(1, dtype=np.int64), 8)
+    assert len(ds) == 0 and ds.n_targets() == 0
+    x, y = ds.__getitems__([])
+    assert x.shape == (0, 8) and y.shape == (0, 8)

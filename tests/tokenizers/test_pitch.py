@@ -183,3 +183,28 @@ def test_drum_tracks_are_dropped(tok, chorale):
     drums.notes.append(symusic.Note(0, 60, 36, 100))
     score.tracks.append(drums)
     assert tok.encode(score) == tok.encode(chorale)
+
+
+def test_train_on_scores_and_their_transposed_copies(folk):
+    """What the token cache does (``learns_from_copies``): one pass over originals and shifted copies."""
+    assert PitchTokenizer.learns_from_copies is True
+    scores = [read_score(p) for p in folk[:3]]
+
+    def with_copies():
+        for score in scores:
+            yield score
+            yield score.shift_pitch(5)
+
+    tok = PitchTokenizer()
+    tok.train(with_copies())  # a generator: read once, never measured with len()
+    seen = {s for score in with_copies() for s in tok.to_strings(score)}
+    assert set(tok.itos[4:]) == seen
+    assert UNK_ID not in tok.encode(scores[0].shift_pitch(5))
+    plain = PitchTokenizer()
+    plain.train(folk[:3])
+    assert set(plain.itos) < set(tok.itos)  # the copies add strings the originals lack
+
+    empty = symusic.Score(480)
+    empty.tracks.append(symusic.Track(name="t", program=0, is_drum=False))
+    with pytest.raises(ValueError, match=r"no usable notes in 2 files \(2 rejected"):
+        PitchTokenizer().train(iter([empty, empty]))

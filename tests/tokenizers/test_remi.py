@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import symusic
+from miditok import TokSequence
 
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import read_score
-from musicgen.tokenizers import BadMidiError, RemiTokenizer, load_tokenizer
+from musicgen.tokenizers import BadMidiError, MusicTokenizer, RemiTokenizer, load_tokenizer
 
 
 # ----------------------------------------------------------------------------- real MIDI
@@ -236,3 +237,89 @@ def test_decode_never_crashes(which, remi, bpe):
         tok.syntax_errors(ids)
     assert len(tok.decode([]).tracks[0].notes) == 0
     assert len(tok.decode([BOS_ID, PAD_ID, UNK_ID, EOS_ID]).tracks[0].notes) == 0
+
+
+# ----------------------------------------------------------------------------- errors per base token
+def _base_ids(remi: RemiTokenizer, tokens: list[str]) -> list[int]:
+    return [remi.backend.vocab[t] for t in tokens]
+
+
+def _bpe_ids(bpe: RemiTokenizer, base_ids: list[int]) -> list[int]:
+    """The BPE ids of a base REMI id sequence (merged per bar, as ``encode`` does)."""
+    seq = TokSequence(ids=list(base_ids))
+    bpe.backend.complete_sequence(seq)
+    bpe.backend.encode_token_ids(seq)
+    return list(seq.ids)
+
+
+def _as_base(bpe: RemiTokenizer, ids: list[int]) -> list[int]:
+    """What REMI would have for the same content: known BPE ids expanded to base ids; UNK and
+    unknown ids (there is no base form) stay one erroneous id each."""
+    out = []
+    for i in ids:
+        if 4 <= i < bpe.vocab_size:
+            out += _base_ids(bpe, bpe.tokens([i]))
+        else:
+            out.append(UNK_ID if i == UNK_ID else 10_000)
+    return out
+
+
+def test_base_length_is_the_number_of_remi_tokens(remi, bpe, folk, chorales):
+    for path in (*folk[:3], chorales[0]):
+        base, merged = remi.encode(path), bpe.encode(path)
+        assert len(merged) < len(base)
+        assert remi.base_length(base) == bpe.base_length(merged) == len(base) == len(bpe.tokens(merged))
+        assert bpe.base_length([BOS_ID, *merged, EOS_ID, PAD_ID, PAD_ID]) == len(base)  # specials not counted
+        # plain REMI needs no expansion: the interface's default gives the same
+        assert MusicTokenizer.base_length(remi, [BOS_ID, *base, EOS_ID]) == len(base)
+    assert bpe.base_length([]) == remi.base_length([PAD_ID]) == 0
+    assert bpe.base_length([UNK_ID, bpe.vocab_size + 7]) == 2  # one erroneous token each
+
+
+def test_syntax_errors_hand_computed_for_remi_and_bpe(remi, bpe, folk):
+    """Two errors in 10 base tokens: Position_4 after Position_8 in one bar goes back in time,
+    Velocity after Duration is a wrong type. The same count and length whether the tokens come
+    as REMI ids or merged into BPE ids (velocity and duration of the tunes' first note, a pair
+    that BPE merges)."""
+    first = remi.tokens(remi.encode(folk[0]))
+    at = next(i for i, t in enumerate(first) if t.startswith("Velocity"))
+    note = first[at : at + 2]
+    assert note[1].startswith("Duration")
+    tokens = ["Bar_None", "Position_8", "Pitch_60", *note, "Position_4", "Pitch_62", *note, note[0]]
+    base = _base_ids(remi, tokens)
+    merged = _bpe_ids(bpe, base)
+    assert bpe.tokens(merged) == tokens and len(merged) < len(base)
+    assert remi.syntax_errors(base) == bpe.syntax_errors(merged) == 2
+    assert remi.base_length(base) == bpe.base_length(merged) == 10
+    # MidiTok 3.1 itself divides the base-token errors by the number of ids it was given
+    seq = TokSequence(ids=list(merged))
+    seq.are_ids_encoded = True
+    assert bpe.backend.tokens_errors(seq) == pytest.approx(2 / len(merged))
+
+
+@pytest.mark.parametrize("corrupt", ["reverse", "shuffle", "specials"])
+def test_corrupted_bpe_and_remi_count_the_same_errors(corrupt, remi, bpe, folk, chorales):
+    rng = random.Random(0)
+    for path in (folk[0], folk[5], chorales[0]):
+        ids = bpe.encode(path)
+        if corrupt == "reverse":
+            bad = ids[::-1]
+        elif corrupt == "shuffle":
+            bad = ids[:]
+            rng.shuffle(bad)
+        else:
+            bad = ids[:7] + [UNK_ID, bpe.vocab_size + 3] + ids[7:20] + [UNK_ID] + ids[20:]
+        same = _as_base(bpe, bad)
+        errors, length = bpe.syntax_errors(bad), bpe.base_length(bad)
+        assert errors == remi.syntax_errors(same) > 0
+        assert length == remi.base_length(same) == len(same) > len(bad)
+        assert errors <= length - 1  # the first token is never an error
+        if corrupt == "specials":
+            assert errors >= 3
+    # a corrupted base sequence merged by BPE afterwards: the same errors, per the same tokens
+    base = remi.encode(chorales[0])
+    bad = base[:30] + base[40:70] + base[30:40] + base[70:]
+    merged = _bpe_ids(bpe, bad)
+    assert len(merged) < len(bad)
+    assert bpe.syntax_errors(merged) == remi.syntax_errors(bad) > 0
+    assert bpe.base_length(merged) == remi.base_length(bad) == len(bad)

@@ -38,7 +38,7 @@ def test_wandb_offline_run_is_read_back(smoke_overrides, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert logged["val/loss"] == pytest.approx(metrics["val_loss"], rel=1e-6)
     assert "train/loss" in logged and "trainer/global_step" in logged
-    assert 0.0 <= logged["samples/ngram_repetition_4"] <= 1.0
+    assert 0.0 <= logged["samples/ended_at_eos"] <= 1.0 and logged["samples/tokens_per_piece"] <= 24
     assert logged["samples/pitch_histogram/_type"] == "images/separated"
     assert logged["samples/table/_type"] == "table-file" and logged["samples/table/nrows"] == 2
     # the CSV logger always runs beside it
@@ -51,11 +51,12 @@ def test_sample_metrics_callback_writes_samples(smoke_overrides, tmp_path):
     epochs = sorted((tmp_path / "run" / "samples").glob("epoch_*"))
     assert epochs
     rec = json.loads((epochs[0] / "samples.json").read_text())
-    assert len(rec["ids"]) == 2 and all(len(s) == 24 for s in rec["ids"])
-    assert 0.0 <= rec["metrics"]["samples/ngram_repetition_2"] <= 1.0
+    assert len(rec["ids"]) == 2 and all(len(s) <= 24 and 2 not in s for s in rec["ids"])  # one piece each
+    assert rec["metrics"]["samples/tokens_per_piece"] == sum(map(len, rec["ids"])) / 2
+    assert 0.0 <= rec["metrics"]["samples/ended_at_eos"] <= 1.0
     assert (epochs[0] / "pitch_histogram.png").stat().st_size > 0
     csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
-    assert "samples/compression_ratio_4" in csv
+    assert "samples/notes_per_piece" in csv
 
 
 def test_samples_once_per_sampling_epoch_when_validating_more_often(smoke_overrides, tmp_path):
@@ -64,6 +65,6 @@ def test_samples_once_per_sampling_epoch_when_validating_more_often(smoke_overri
     metrics = train(cfg)
     rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
     validations = [r for r in rows if r.get("val/loss")]
-    sampled = [r for r in rows if r.get("samples/compression_ratio_4")]
+    sampled = [r for r in rows if r.get("samples/tokens_per_piece")]
     assert len(validations) >= 2 * (metrics["epoch"])  # validated twice in each epoch ...
     assert len(sampled) == len({r["epoch"] for r in validations})  # ... and sampled once in each
