@@ -2,23 +2,27 @@
 
 Scores the test split by default (the validation split selected the checkpoint). Writes
 ``evaluation.json`` (rows ``model``, ``ngram``, ``real``: every figure with its 95% interval),
-``evaluation.md`` and PNG plots into the run directory. The scoring is ``musicgen.scoring``.
+``evaluation.md``, PNG plots and ``evaluation_pieces.npz`` (the per-piece statistics behind every
+figure, which the leaderboard pools over seeds) into the run directory. The scoring is
+``musicgen.scoring``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from musicgen.checkpoint import load_run, load_run_cache
 from musicgen.config import pick_device, sampling_config
 from musicgen.errors import ConfigError, user_errors
-from musicgen.fs import atomic_write_text
+from musicgen.fs import atomic_write_bytes, atomic_write_text
 from musicgen.plots import plot_evaluation
 from musicgen.report import report_markdown
 from musicgen.scoring import evaluate_run
@@ -37,6 +41,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"split={cfg.split} has no pieces in {cache.path}; use split=val, or train with data.test_frac > 0"
         )
     result = evaluate_run(run, cache, cfg, sampling, device)
+    pieces = result.pop("_pieces")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"{row}/{k}": v for row, block in pieces.items() for k, v in block.items()})
+    atomic_write_bytes(out_dir / "evaluation_pieces.npz", buf.getvalue())
     atomic_write_text(out_dir / "evaluation.json", json.dumps(result, indent=1))
     plot_evaluation(result, out_dir)
     atomic_write_text(out_dir / "evaluation.md", report_markdown(result))

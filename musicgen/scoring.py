@@ -104,17 +104,17 @@ def seq2one_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, ba
     return out
 
 
-def likelihood_metrics(nll: np.ndarray, docs: Sequence[np.ndarray], notes: Sequence[int], n_boot: int = 1000,
+def likelihood_metrics(nll: np.ndarray, tokens: Sequence[int], notes: Sequence[int], n_boot: int = 1000,
                        seed: int = 0) -> dict[str, Any]:
-    """Token perplexity, nats per token and per note over documents (BOS not predicted), each
-    with its interval over documents."""
-    stats = np.column_stack([nll, [len(d) - 1 for d in docs], notes]).astype(np.float64)
+    """Token perplexity, nats per token and per note over documents, from each document's NLL,
+    scored tokens (all but BOS) and source notes, each figure with its interval over documents."""
+    stats = np.column_stack([nll, tokens, notes]).astype(np.float64)
     out = {
         "perplexity": _figure(stats, lambda m: np.exp(m[:, 0] / m[:, 1]), n_boot, seed),
         "nll_per_token": _figure(stats, ratio(0, 1), n_boot, seed),
         "nll_per_note": _figure(stats, ratio(0, 2), n_boot, seed),
     }
-    out.update(pieces=len(docs), tokens=int(stats[:, 1].sum()), notes=int(stats[:, 2].sum()))
+    out.update(pieces=len(stats), tokens=int(stats[:, 1].sum()), notes=int(stats[:, 2].sum()))
     return out
 
 
@@ -311,10 +311,12 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
 
     # likelihood: model vs smoothed n-gram on the same tokens
     seq2one = run.metadata.get("objective") == "seq2one"
+    tokens = np.array([len(d) - 1 for d in docs])
     nll = (seq2one_nll if seq2one else doc_nll)(net, docs, context)
-    model_row = likelihood_metrics(nll, docs, notes, n_boot, seed)
+    model_row = likelihood_metrics(nll, tokens, notes, n_boot, seed)
     ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
-    ngram_row = likelihood_metrics(np.array([ngram.nll(d) for d in docs]), docs, notes, n_boot, seed)
+    ngram_nll = np.array([ngram.nll(d) for d in docs])
+    ngram_row = likelihood_metrics(ngram_nll, tokens, notes, n_boot, seed)
 
     # samples: equal numbers of model samples, n-gram samples and real pieces
     n = min(cfg.num_samples, len(docs))
@@ -354,4 +356,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
             **{name: {h: s[h].sum(axis=0).tolist() for h in HISTOGRAMS} for name, s in stats.items()},
         },
         "seconds": round(time.perf_counter() - t0, 1),
+        # per-piece statistics, for pooling runs (the leaderboard); evaluate writes them to an .npz
+        "_pieces": {"likelihood": {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes},
+                    **stats},
     }

@@ -4,6 +4,7 @@ loss, metrics, logging and optimisation; they know nothing of MIDI or tokenisers
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -95,11 +96,16 @@ class LanguageModelModule(L.LightningModule):
             loss, n = self._step(batch)
         self.val_loss.update(loss, n)
 
+    def on_train_start(self) -> None:
+        self._train_start = time.monotonic()
+
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", torch.exp(loss), prog_bar=True)
+        if hasattr(self, "_train_start"):  # seconds of this process's training, for curves against wall time
+            self.log("time/train_seconds", float(time.monotonic() - self._train_start))
 
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches)

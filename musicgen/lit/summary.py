@@ -34,7 +34,10 @@ def fit_summary(trainer: L.Trainer, datamodule, net: nn.Module, version: str) ->
         out["best_val_ppl"] = float(np.exp(out["best_val_loss"]))
         out["best_ckpt"] = best.best_model_path
     stats = datamodule.datasets["train"].target_stats()
+    windows_per_step = datamodule.batch_size * trainer.accumulate_grad_batches * trainer.world_size
+    targets_per_window = 1 if datamodule.mode == "seq2one" else datamodule.seq_len
     out.update(
+        train_target_tokens=trainer.global_step * windows_per_step * targets_per_window,
         version=version,
         vocab_size=datamodule.tokenizer.vocab_size,
         n_params=sum(p.numel() for p in net.parameters()),
