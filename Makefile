@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard bench clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ evaluate: $(STAMP) ## Evaluate a run: make evaluate RUN=outputs/train/v7/<run>
 
 leaderboard: $(STAMP) ## Train and evaluate V1..V8 (+ ablations) on one dataset and budget -> outputs/leaderboard/
 	$(PY) -m musicgen.leaderboard $(ARGS)
+
+benchmark: $(STAMP) ## Published benchmarks (Pearce 2005 melody prediction) -> outputs/benchmark/
+	$(PY) -m musicgen.benchmark pearce2005 $(ARGS)
 
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'

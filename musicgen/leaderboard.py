@@ -29,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 from musicgen.errors import ConfigError, UserError, user_errors
 from musicgen.fs import atomic_write_text
 from musicgen.plots import save_figure
@@ -69,15 +70,29 @@ def run_dir(cfg: DictConfig, name: str, seed: int) -> Path:
     return Path(cfg.output_dir) / "runs" / f"{name}_s{seed}"
 
 
+def run_settings(cfg: DictConfig, name: str, seed: int) -> list[str]:
+    """The training overrides of one run (what decides whether a finished run can be reused)."""
+    return [*cfg.entries[name], f"seed={seed}", f"trainer.max_time={cfg.budget}", *cfg.common]
+
+
+def _reusable(cfg: DictConfig, name: str, seed: int) -> bool:
+    d = run_dir(cfg, name, seed)
+    marker = d.with_name(d.name + ".board.json")  # beside the run: written before it starts
+    return (d / "metrics.json").is_file() and marker.is_file() and \
+        json.loads(marker.read_text()) == run_settings(cfg, name, seed)
+
+
 def train_entries(cfg: DictConfig, names: list[str]) -> None:
-    """One multirun per entry over the seeds it still lacks."""
+    """One multirun per entry over the seeds it still lacks (or trained with other settings)."""
     for name in names:
-        missing = [s for s in range(cfg.seeds) if not (run_dir(cfg, name, s) / "metrics.json").is_file()]
+        missing = [s for s in range(cfg.seeds) if not _reusable(cfg, name, s)]
         if not missing:
             log.info("%s: %d finished runs reused", name, cfg.seeds)
             continue
-        for s in missing:  # an unfinished run starts over
-            shutil.rmtree(run_dir(cfg, name, s), ignore_errors=True)
+        for s in missing:  # an unfinished run, or one of other settings, starts over
+            d = run_dir(cfg, name, s)
+            shutil.rmtree(d, ignore_errors=True)
+            atomic_write_text(d.with_name(d.name + ".board.json"), json.dumps(run_settings(cfg, name, s)))
         cmd = [sys.executable, "-m", "musicgen.train", "-m", *cfg.entries[name],
                f"seed={','.join(map(str, missing))}", f"trainer.max_time={cfg.budget}", *cfg.common,
                *cfg.launcher, f"hydra.sweep.dir={Path(cfg.output_dir) / 'runs'}",
@@ -289,11 +304,11 @@ def validation_curve(d: Path) -> tuple[list[float], list[float]]:
 
 
 def leaderboard(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
     names = entry_names(cfg)
     train_entries(cfg, names)
     evaluate_entries(cfg, names)
     board = aggregate(cfg, names)
-    out = Path(cfg.output_dir)
     atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=1))
     plot_board(board, out, cfg)
     atomic_write_text(out / "leaderboard.md", board_markdown(board))

@@ -146,12 +146,22 @@ class Reference:
     pieces: int
 
 
+def _spread(idx: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` of ``idx``, evenly spread."""
+    return idx if len(idx) <= k else idx[np.linspace(0, len(idx) - 1, max(k, 0)).astype(int)]
+
+
 def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None = None) -> Reference:
     """The ``Reference`` of a cache's training split (``SplitTokens``), from at most
-    ``max_pieces`` evenly spread documents (null: all)."""
-    n = train.n_docs
-    idx = range(n) if not max_pieces or n <= max_pieces else np.linspace(0, n - 1, max_pieces).astype(int)
-    originals = set(train.originals().tolist())
+    ``max_pieces`` documents (null: all): every untransposed piece first, then evenly spread
+    transposed copies (for the pitch range and the copy index)."""
+    originals = train.originals()
+    copies = np.setdiff1d(np.arange(train.n_docs), originals)
+    if max_pieces and train.n_docs > max_pieces:  # every original first, then evenly spread copies
+        originals = _spread(originals, max_pieces)
+        copies = _spread(copies, max_pieces - len(originals))
+    idx = np.concatenate([originals, copies]).tolist()
+    originals = set(originals.tolist())
     hist = {h: np.zeros(len(bins), dtype=np.int64) for h, bins in HISTOGRAMS.items()}
     all_pitches = np.zeros(128, dtype=np.int64)
     symbols: dict[str, list[np.ndarray]] = {k: [] for k in COPY_SYMBOLS}

@@ -58,3 +58,8 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     assert "v1: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
+
+
+def test_unknown_entries_are_one_line_errors():
+    proc = run_cli("musicgen.leaderboard", ["only=[v9]"], timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: only=['v9']")
