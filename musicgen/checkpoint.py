@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -24,14 +23,12 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from musicgen.data.cache import is_transposed_copy
 from musicgen.data.cache import load as load_cache
 from musicgen.errors import CheckpointError, ConfigError, ProvenanceError
 from musicgen.tokenizers import MusicTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-#: suffix of a transposed copy's name in the cache (``folk/a.mid@+3``)
-_COPY_SUFFIX = re.compile(r"@[+-]\d+$")
 
 
 @dataclass
@@ -72,7 +69,7 @@ def split_files(cache_meta: dict[str, Any]) -> dict[str, list[str]]:
     """The files of each split of a token cache (originals only: transposed copies follow from
     the augmentation settings, which are part of the config)."""
     return {
-        split: sorted(name for name in info["names"] if not _COPY_SUFFIX.search(name))
+        split: sorted(name for name in info["names"] if not is_transposed_copy(name))
         for split, info in sorted(cache_meta["splits"].items())
     }
 
