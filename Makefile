@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gallery gallery-check clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -98,6 +98,19 @@ benchmark: $(STAMP) ## Published benchmarks (Pearce 2005 melody prediction) -> o
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen.bench $(ARGS)
+
+gallery: $(STAMP) ## Static page of runs side by side (samples, audio, real pieces) -> outputs/gallery/index.html
+	$(PY) -m musicgen.gallery $(ARGS)
+
+# Debian's chromium + chromium-driver (apt-get when root and missing) and selenium into .venv; no browser download
+gallery-check: $(STAMP) ## Open outputs/gallery/ in headless Chromium: no console errors, images and audio load; docs/gallery.png
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
+	fi
+	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
+	@test -f outputs/gallery/index.html || $(PY) -m musicgen.gallery $(ARGS)
+	$(PY) scripts/gallery_check.py --page outputs/gallery/index.html --screenshot docs/gallery.png
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs/* multirun .pytest_cache

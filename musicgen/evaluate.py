@@ -3,8 +3,9 @@
 Scores the test split by default (the validation split selected the checkpoint). Writes
 ``evaluation.json`` (rows ``model``, ``ngram``, ``real``: every figure with its 95% interval),
 ``evaluation.md``, PNG plots and ``evaluation_pieces.npz`` (the per-piece statistics behind every
-figure, which the leaderboard pools over seeds) into the run directory. The scoring is
-``musicgen.scoring``.
+figure, which the leaderboard pools over seeds) into the run directory, and ``real/``: a few real
+pieces of the split as MIDI, piano roll and audio (``real_examples``), to listen to beside the
+samples. The scoring is ``musicgen.scoring``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,44 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from musicgen.audio import AudioRenderer, renderer_from_config
 from musicgen.checkpoint import load_run, load_run_cache
 from musicgen.config import pick_device, sampling_config
 from musicgen.errors import ConfigError, user_errors
 from musicgen.fs import atomic_write_bytes, atomic_write_text
-from musicgen.plots import plot_evaluation
+from musicgen.midi_io import write_score
+from musicgen.plots import plot_evaluation, plot_piano_roll
 from musicgen.report import report_markdown
 from musicgen.scoring import evaluate_run
 
 log = logging.getLogger(__name__)
 
+
+def write_real_examples(run, cache, split_name: str, k: int, seed: int, out_dir: Path,
+                        renderer: AudioRenderer | None) -> list[dict]:
+    """``k`` untransposed pieces of the split ``split_name``, decoded from their tokens as the model sees them (the
+    same decoding as a sample), written as ``real_NN.mid``, ``.png`` and audio under ``out_dir``."""
+    split = cache.splits[split_name]
+    originals = split.originals()
+    chosen = sorted(np.random.default_rng(seed).choice(len(originals), size=min(k, len(originals)), replace=False))
+    pieces = []
+    for j, i in enumerate(originals[chosen]):
+        score = run.tokenizer.decode(split.doc(i).tolist())
+        stem = f"real_{j:02d}"
+        write_score(score, out_dir / f"{stem}.mid")
+        plot_piano_roll(score, out_dir / f"{stem}.png", title=f"real: {split.names[i]}")
+        entry = {"index": j, "name": split.names[i], "midi": f"{stem}.mid", "png": f"{stem}.png",
+                 "notes": int(sum(len(t.notes) for t in score.tracks))}
+        if renderer is not None:
+            entry["audio"] = renderer.write(score, out_dir / stem)
+        pieces.append(entry)
+    atomic_write_text(out_dir / "real.json", json.dumps({"split": split_name, "pieces": pieces}, indent=1))
+    return pieces
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     sampling = sampling_config(cfg.sampling)
+    renderer = renderer_from_config(cfg.audio)  # a bad audio.soundfont fails before any work
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir
@@ -48,6 +75,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(out_dir / "evaluation.json", json.dumps(result, indent=1))
     plot_evaluation(result, out_dir)
     atomic_write_text(out_dir / "evaluation.md", report_markdown(result))
+    if cfg.real_examples:
+        write_real_examples(run, cache, cfg.split, cfg.real_examples, cfg.seed, out_dir / "real", renderer)
     log.info("evaluation of the %s split written to %s", cfg.split, out_dir)
     result["output_dir"] = str(out_dir)
     return result

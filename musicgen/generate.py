@@ -2,7 +2,8 @@
 
 A sample is one piece: decoding stops at its EOS (or after ``max_new_tokens``), within the
 context the model trained on unless ``context_len`` asks for more. Writes per sample a ``.mid``
-file and a piano-roll PNG of the whole piece (prompt included), and one ``generation.json``
+file, a piano-roll PNG of the whole piece (prompt included) and, where a SoundFont is found, its
+audio (``.flac``, ``.wav``: ``musicgen.audio``), and one ``generation.json``
 with the settings, the prompt's source, the token ids and the timing.
 """
 
@@ -21,12 +22,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from musicgen.checkpoint import load_run
+from musicgen.audio import AudioRenderer, renderer_from_config
+from musicgen.checkpoint import LoadedRun, load_run
 from musicgen.config import pick_device, sampling_config
 from musicgen.constants import EOS_ID
 from musicgen.errors import user_errors
 from musicgen.fs import atomic_write_text
-from musicgen.generation import generate
+from musicgen.generation import generate, sampling_grammar
 from musicgen.generation.prompts import build_prompt, read_prompt_file
 from musicgen.midi_io import write_score
 from musicgen.plots import plot_piano_roll
@@ -34,10 +36,38 @@ from musicgen.plots import plot_piano_roll
 log = logging.getLogger(__name__)
 
 
+def write_sample(run: LoadedRun, prompt: list[int], output: list[int], out_dir: Path, stem: str, label: str,
+                 renderer: AudioRenderer | None = None) -> dict[str, Any]:
+    """One sampled piece (``output``: ``prompt`` and what followed, as ``generate`` returns it): its new
+    ids up to EOS and, unless they cannot be decoded, ``<stem>.mid``, a piano roll ``<stem>.png`` of
+    the whole piece (prompt included) and its audio in ``out_dir``. Returns the sample's report
+    entry; a sample that cannot be decoded gets ``error`` instead of files (logged, never raised)."""
+    new = output[len(prompt) :]
+    ended = EOS_ID in new
+    new = new[: new.index(EOS_ID)] if ended else new
+    entry: dict[str, Any] = {"prompt_ids": prompt, "ids": new, "ended_at_eos": ended}
+    try:
+        score = run.tokenizer.decode(prompt + new)  # the whole piece, its prompt included
+        n_notes = sum(len(t.notes) for t in score.tracks)
+        if n_notes == 0:
+            raise ValueError("the sampled tokens decode to no notes")
+        write_score(score, out_dir / f"{stem}.mid")
+        plot_piano_roll(score, out_dir / f"{stem}.png", title=f"{run.metadata['version']} {label}")
+        entry.update(midi=f"{stem}.mid", png=f"{stem}.png", notes=n_notes,
+                     syntax_errors=run.tokenizer.syntax_errors(new))
+        if renderer is not None:  # FLAC + WAV beside the MIDI file: {"flac": "sample_00.flac", ...}
+            entry["audio"] = renderer.write(score, out_dir / stem)
+    except Exception as e:  # one ill-formed sample is reported and never loses the others
+        log.warning("%s could not be decoded: %s", label, e)
+        entry["error"] = f"{type(e).__name__}: {e}"
+    return entry
+
+
 def run_generation(cfg: DictConfig) -> dict[str, Any]:
     sampling = sampling_config(cfg.sampling)  # range errors before any model is loaded
     if cfg.prompt.source == "file":
         read_prompt_file(cfg.prompt.file)  # and an unusable prompt file
+    renderer = renderer_from_config(cfg.get("audio"))  # a bad audio.soundfont fails here; none found: no audio
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -49,6 +79,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     net = run.net.to(device)
     context, context_desc = run.context(cfg.context_len)
+    grammar = sampling_grammar(run.tokenizer, sampling)  # None unless sampling.constrained
 
     samples = []
     t0 = time.perf_counter()
@@ -64,7 +95,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
             ids = generate(
                 net, prompt, cfg.max_new_tokens, sampling, generator=gen,
                 use_cache=cfg.use_cache, overflow=cfg.overflow, stop_at_eos=True, context_len=context,
-                progress=lambda done, total: bar.update(task, completed=done),
+                progress=lambda done, total: bar.update(task, completed=done), grammar=grammar,
             )
             for row, i in enumerate(idx):
                 outputs[i] = ids[row].tolist()
@@ -72,23 +103,9 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     new_tokens = 0
 
     for i in range(cfg.num_samples):
-        new = outputs[i][len(prompts[i]) :]
-        ended = EOS_ID in new
-        new = new[: new.index(EOS_ID)] if ended else new
-        new_tokens += len(new) + ended
-        entry: dict[str, Any] = {"index": i, "prompt_ids": prompts[i], "ids": new, "ended_at_eos": ended}
-        try:
-            score = run.tokenizer.decode(prompts[i] + new)  # the whole piece, its prompt included
-            n_notes = sum(len(t.notes) for t in score.tracks)
-            if n_notes == 0:
-                raise ValueError("the sampled tokens decode to no notes")
-            write_score(score, out_dir / f"sample_{i:02d}.mid")
-            plot_piano_roll(score, out_dir / f"sample_{i:02d}.png", title=f"{run.metadata['version']} sample {i}")
-            entry.update(midi=f"sample_{i:02d}.mid", png=f"sample_{i:02d}.png", notes=n_notes,
-                         syntax_errors=run.tokenizer.syntax_errors(new))
-        except Exception as e:  # one ill-formed sample is reported and never loses the others
-            log.warning("sample %d could not be decoded: %s", i, e)
-            entry["error"] = f"{type(e).__name__}: {e}"
+        entry = {"index": i, **write_sample(run, prompts[i], outputs[i], out_dir, f"sample_{i:02d}", f"sample {i}",
+                                            renderer)}
+        new_tokens += len(entry["ids"]) + entry["ended_at_eos"]
         samples.append(entry)
 
     report = {

@@ -34,7 +34,7 @@ from torch import nn
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.data.windows import scoring_plan
-from musicgen.generation import SamplingConfig, filter_logits, generate
+from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, generate, sample_next, sampling_grammar
 from musicgen.metrics import NgramLM
 from musicgen.metrics.bootstrap import bootstrap_ci, kl_from, mean_of, overlap_with, ratio
 from musicgen.metrics.copying import CopyIndex, melody_symbols
@@ -261,9 +261,11 @@ def sample_metrics(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], r
 
 
 def sample_pieces(net: nn.Module, n: int, max_new_tokens: int, sampling: SamplingConfig, context_len: int,
-                  seed: int, batch_size: int = 32) -> tuple[list[list[int]], list[bool], float]:
+                  seed: int, batch_size: int = 32, grammar: TokenGrammar | None = None,
+                  ) -> tuple[list[list[int]], list[bool], float]:
     """``n`` pieces from the start token, each ending at its EOS or after ``max_new_tokens``:
-    (ids without BOS/EOS, whether each ended at EOS, seconds spent decoding)."""
+    (ids without BOS/EOS, whether each ended at EOS, seconds spent decoding). ``grammar``: decode
+    grammar-valid tokens only (with ``sampling.constrained``)."""
     device = next(net.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     pieces, ended = [], []
@@ -271,26 +273,35 @@ def sample_pieces(net: nn.Module, n: int, max_new_tokens: int, sampling: Samplin
     for b in range(0, n, batch_size):
         prompt = torch.full((min(batch_size, n - b), 1), BOS_ID, dtype=torch.long, device=device)
         ids = generate(net, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
-                       context_len=context_len)[:, 1:].tolist()
+                       context_len=context_len, grammar=grammar)[:, 1:].tolist()
         pieces += [body(row) for row in ids]
         ended += [EOS_ID in row for row in ids]
     return pieces, ended, time.perf_counter() - t0
 
 
 def sample_ngram(
-    lm: NgramLM, max_len: int, sampling: SamplingConfig, rng: np.random.Generator
+    lm: NgramLM, max_len: int, sampling: SamplingConfig, rng: np.random.Generator,
+    grammar: TokenGrammar | None = None,
 ) -> tuple[list[int], bool]:
     """One piece from the n-gram after BOS, decoded by the same rules as the model's samples
-    (temperature, top-k, top-p; greedy: the most likely token), ending at its EOS or after
-    ``max_len`` tokens: (ids without BOS/EOS, whether it ended at EOS)."""
+    (the same filters and, with ``grammar`` and ``sampling.constrained``, the same grammar mask;
+    greedy: the most likely token), ending at its EOS or after ``max_len`` tokens: (ids without
+    BOS/EOS, whether it ended at EOS)."""
     out = [lm.bos_id]
+    grammar = grammar if sampling.constrained else None
+    state = grammar.feed(grammar.initial(1), torch.tensor([out])) if grammar is not None else None
     for _ in range(max_len):
         logits = torch.from_numpy(np.log(lm.prob_dist(out)))[None]  # (1, V)
+        if grammar is not None:
+            logits = grammar.mask(logits, state)
+        context = torch.tensor([out[-sampling.repetition_window :]])  # (1, n), for the repetition penalty
         if sampling.greedy:
-            nxt = int(logits.argmax())
+            nxt = int(sample_next(logits, sampling, context=context))
         else:
-            p = filter_logits(logits, sampling).softmax(dim=-1)[0].double().numpy()
+            p = filter_logits(logits, sampling, context).softmax(dim=-1)[0].double().numpy()
             nxt = int(rng.choice(lm.vocab_size, p=p / p.sum()))
+        if grammar is not None:
+            state = grammar.advance(state, torch.tensor([nxt]))
         if nxt == EOS_ID:
             return body(out), True
         out.append(nxt)
@@ -331,9 +342,11 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     # samples: equal numbers of model samples, n-gram samples and real pieces
     n = min(cfg.num_samples, len(docs))
     reference = training_reference(tok, train, cfg.reference_pieces)
-    model_ids, model_ended, seconds = sample_pieces(net, n, cfg.max_new_tokens, sampling, context, seed)
+    grammar = sampling_grammar(tok, sampling)  # None unless sampling.constrained
+    model_ids, model_ended, seconds = sample_pieces(net, n, cfg.max_new_tokens, sampling, context, seed,
+                                                    grammar=grammar)
     rng = np.random.default_rng(seed)
-    drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng) for _ in range(n)]
+    drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng, grammar) for _ in range(n)]
     real = rng.choice(len(docs), size=n, replace=False)
     rows = {
         "model": (model_ids, model_ended),

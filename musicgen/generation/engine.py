@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from musicgen.constants import EOS_ID, PAD_ID
+from musicgen.generation.grammar import TokenGrammar
 from musicgen.generation.sampling import SamplingConfig, sample_next
 
 OVERFLOW_POLICIES = ("slide", "reset", "window")
@@ -121,6 +122,7 @@ def generate(
     eos_id: int = EOS_ID,
     pad_id: int = PAD_ID,
     progress: Callable[[int, int], None] | None = None,
+    grammar: TokenGrammar | None = None,
 ) -> torch.Tensor:
     """Extend ``prompt`` (B, T) long by ``max_new_tokens`` sampled tokens -> (B, T + max_new_tokens).
 
@@ -133,6 +135,10 @@ def generate(
     loop ends early once every row has; the shape stays (B, T + max_new_tokens).
     ``progress(done, total)`` is called after each step. The model runs in eval mode and gets its
     training flag back afterwards.
+    ``grammar`` (with ``sampling.constrained``): each step's logits are masked to the tokens the
+    grammar admits before sampling (greedy included); its state starts from the prompt's tokens
+    and advances with each sampled one (``musicgen.generation.grammar``). The repetition penalty
+    sees the last ``sampling.repetition_window`` tokens, prompt included.
     """
     if prompt.dim() != 2 or prompt.size(1) < 1 or prompt.dtype != torch.long:
         raise ValueError(f"prompt must be a (B, T>=1) long tensor, got {tuple(prompt.shape)} {prompt.dtype}")
@@ -145,19 +151,30 @@ def generate(
     if max_new_tokens == 0:
         return out
 
+    if grammar is not None and sampling.constrained:
+        grammar = grammar.to(prompt.device)
+        state = grammar.feed(grammar.initial(B), prompt)  # (B,) the grammar state after the prompt
+    else:
+        grammar = None
     was_training = model.training
     model.eval()
     decoder = NextTokenLogits(model, B, use_cache=use_cache, overflow=overflow, slide_margin=slide_margin,
                               context_len=context_len)
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    window = sampling.repetition_window if sampling.repetition_penalty != 1.0 else 0
     try:
         for i in range(max_new_tokens):
             logits = decoder.next_logits(out[:, : T + i])  # (B, V)
-            nxt = sample_next(logits, sampling, generator)  # (B,)
+            if grammar is not None:
+                logits = grammar.mask(logits, state)
+            context = out[:, max(0, T + i - window) : T + i] if window else None
+            nxt = sample_next(logits, sampling, generator, context)  # (B,)
             if stop_at_eos:
                 nxt = nxt.masked_fill(done, pad_id)
                 done |= nxt == eos_id
             out[:, T + i] = nxt
+            if grammar is not None:
+                state = grammar.advance(state, nxt)
             if progress is not None:
                 progress(i + 1, max_new_tokens)
             if stop_at_eos and bool(done.all()):

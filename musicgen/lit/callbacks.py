@@ -34,11 +34,12 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from musicgen.audio import AudioRenderer, renderer_from_config
 from musicgen.fs import atomic_path, atomic_write_text
 from musicgen.generation import SamplingConfig
 from musicgen.lit.optim import WarmupCosine
 from musicgen.midi_io import write_score
-from musicgen.plots import plot_pitch_histograms, save_figure
+from musicgen.plots import plot_piano_roll, plot_pitch_histograms, save_figure
 from musicgen.scoring import Reference, sample_metrics, sample_pieces, training_reference
 
 log = logging.getLogger(__name__)
@@ -281,8 +282,11 @@ class SampleMetrics(L.Callback):
     figures (``musicgen.scoring.sample_metrics``: distribution overlaps with the training pieces,
     repetition, copying, syntax errors) as ``samples/*``; write the MIDI files and a
     pitch-histogram figure under ``output_dir/epoch_NNN/`` and, on W&B, log the figure as an
-    image, the samples as a table and the MIDI files as an artifact. Each sample is one piece,
-    from the start token to its EOS (at most ``max_new_tokens``), within the trained window."""
+    image, the samples as a table, each sample's piano roll (``samples/piano_roll``) and audio
+    (``samples/audio``: FLAC, ``musicgen.audio``, where a SoundFont is found; ``audio`` is an
+    ``audio:`` config block, by default the SoundFont search) and the MIDI files, with those
+    PNG and FLAC files beside them, as an artifact. Each sample is one piece, from the start
+    token to its EOS (at most ``max_new_tokens``), within the trained window."""
 
     def __init__(
         self,
@@ -292,6 +296,7 @@ class SampleMetrics(L.Callback):
         max_new_tokens: int = 256,
         sampling: dict[str, Any] | None = None,
         seed: int = 0,
+        audio: dict[str, Any] | None = None,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1")
@@ -301,6 +306,8 @@ class SampleMetrics(L.Callback):
         self.max_new_tokens = max_new_tokens
         self.sampling = SamplingConfig(**(sampling or {}))
         self.seed = seed
+        self.audio = {"formats": ["flac"], **(audio or {})}
+        self._renderer: AudioRenderer | None | bool = False  # False: not looked for yet
         self._reference: Reference | None = None
         self._sampled_epoch = -1
 
@@ -327,12 +334,20 @@ class SampleMetrics(L.Callback):
 
         epoch_dir = self.output_dir / f"epoch_{trainer.current_epoch:03d}"
         epoch_dir.mkdir(parents=True, exist_ok=True)
-        rows, pitches = [], torch.zeros(128)
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if wandb_loggers and self._renderer is False:
+            self._renderer = renderer_from_config(self.audio)
+        rows, pitches, media = [], torch.zeros(128), []  # media: (sample, piano roll PNG, audio file or None)
         for i, (seq, end) in enumerate(zip(ids, ended)):
             row = sample_metrics(tok, [seq], self._reference, [end])
             try:
                 score = tok.decode(seq)
                 write_score(score, epoch_dir / f"sample_{i:02d}.mid")
+                if wandb_loggers:
+                    plot_piano_roll(score, epoch_dir / f"sample_{i:02d}.png", title=f"epoch {trainer.current_epoch} "
+                                    f"sample {i}")
+                    sound = self._renderer.write(score, epoch_dir / f"sample_{i:02d}") if self._renderer else {}
+                    media.append((i, f"sample_{i:02d}.png", next(iter(sound.values()), None)))
                 pitches += torch.bincount(torch.tensor([n.pitch for t in score.tracks for n in t.notes],
                                                        dtype=torch.long), minlength=128)[:128]
             except Exception as e:  # an ill-formed sample is reported, the others still logged
@@ -352,6 +367,11 @@ class SampleMetrics(L.Callback):
                 image = wandb.Image(str(epoch_dir / "pitch_histogram.png"))
                 logger.log_image("samples/pitch_histogram", [image], step=step)
                 logger.log_table("samples/table", columns=list(TABLE_COLUMNS), data=rows, step=step)
+                rolls = [wandb.Image(str(epoch_dir / png), caption=f"sample {i}") for i, png, _ in media]
+                sounds = [wandb.Audio(str(epoch_dir / a), caption=f"sample {i}") for i, _, a in media if a]
+                per_sample = {"samples/piano_roll": rolls, "samples/audio": sounds}
+                if any(per_sample.values()):
+                    logger.log_metrics({k: v for k, v in per_sample.items() if v}, step=step)
                 art = wandb.Artifact(f"samples-epoch{trainer.current_epoch:03d}", type="midi")
                 art.add_dir(str(epoch_dir))
                 logger.experiment.log_artifact(art)

@@ -151,3 +151,96 @@ def test_samples_follow_the_filtered_distribution():
     counts = torch.bincount(ids, minlength=4).float() / 4000
     assert counts[2] == 0 and counts[3] == 0
     assert math.isclose(counts[0].item(), 5 / 8, abs_tol=0.04)
+
+
+# --- min-p and the repetition penalty ---------------------------------------------------------------
+def test_new_fields_default_to_off_and_constrained_on():
+    cfg = SamplingConfig()
+    assert (cfg.min_p, cfg.repetition_penalty, cfg.repetition_window, cfg.constrained) == (0.0, 1.0, 64, True)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(min_p=-0.1), r"min_p=-0.1 is out of range: allowed 0.0..1.0"),
+        (dict(min_p=1.5), r"min_p=1.5 is out of range: allowed 0.0..1.0"),
+        (dict(repetition_penalty=0.9), r"repetition_penalty=0.9 is out of range: allowed 1.0..2.0"),
+        (dict(repetition_penalty=2.5), r"repetition_penalty=2.5 is out of range: allowed 1.0..2.0"),
+        (dict(repetition_window=0), r"repetition_window=0 is out of range: allowed 1..4096"),
+        (dict(repetition_window=8.0), r"repetition_window=8.0 must be an integer in \[1, 4096\]"),
+        (dict(constrained="yes"), r"constrained='yes' must be a bool"),
+    ],
+)
+def test_new_fields_are_validated(fields, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**fields)
+    SamplingConfig(min_p=0.0, repetition_penalty=1.0, repetition_window=1)
+    SamplingConfig(min_p=1.0, repetition_penalty=2.0, repetition_window=4096, constrained=False)
+
+
+def test_min_p_keeps_tokens_at_least_min_p_times_the_top_probability():
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    cfg = lambda m: SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=m)  # noqa: E731
+    assert kept(filter_logits(logits, cfg(0.0))) == [[0, 1, 2, 3]]
+    assert kept(filter_logits(logits, cfg(0.09))) == [[0, 1, 2, 3]]  # 0.05 >= 0.045
+    assert kept(filter_logits(logits, cfg(0.2))) == [[0, 1, 2]]
+    assert kept(filter_logits(logits, cfg(0.7))) == [[0]]
+    assert kept(filter_logits(torch.tensor([[1.0, 1.0, 0.0]]), cfg(1.0))) == [[0, 1]]  # ties at the top
+
+
+def test_min_p_comes_after_temperature():
+    # probs 0.5, 0.3, 0.2: at temperature 1 min-p 0.5 keeps 0.3 (>= 0.25); at 0.5 the ratio is 0.36 < 0.5
+    logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    assert kept(filter_logits(logits, SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, min_p=0.5))) == [[0, 1]]
+    assert kept(filter_logits(logits, SamplingConfig(temperature=0.5, top_k=0, top_p=1.0, min_p=0.5))) == [[0]]
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_recent_tokens():
+    logits = torch.tensor([[2.0, -1.0, 3.0, -2.0, 0.5]])
+    context = torch.tensor([[0, 1, 0]])
+    cfg = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=2.0)
+    torch.testing.assert_close(filter_logits(logits, cfg, context), torch.tensor([[1.0, -2.0, 3.0, -2.0, 0.5]]))
+    torch.testing.assert_close(filter_logits(logits, cfg), logits)  # no context: nothing to penalise
+    windowed = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=2.0, repetition_window=1)
+    torch.testing.assert_close(filter_logits(logits, windowed, context), torch.tensor([[1.0, -1.0, 3.0, -2.0, 0.5]]))
+
+
+def test_repetition_penalty_comes_before_temperature_and_applies_to_greedy():
+    logits = torch.tensor([[3.0, 2.0, -1.0]])
+    context = torch.tensor([[0]])
+    cfg = SamplingConfig(temperature=0.5, top_k=0, top_p=1.0, repetition_penalty=2.0)
+    torch.testing.assert_close(filter_logits(logits, cfg, context), torch.tensor([[3.0, 4.0, -2.0]]))
+    greedy = SamplingConfig(greedy=True, repetition_penalty=2.0)
+    assert sample_next(logits, greedy, context=context).tolist() == [1]
+    assert sample_next(logits, SamplingConfig(greedy=True), context=context).tolist() == [0]
+
+
+def test_defaults_ignore_the_context():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 64)
+    context = torch.randint(0, 64, (8, 100))
+    a = sample_next(logits, SamplingConfig(), torch.Generator().manual_seed(5))
+    b = sample_next(logits, SamplingConfig(), torch.Generator().manual_seed(5), context=context)
+    assert torch.equal(a, b)
+    assert torch.equal(filter_logits(logits, SamplingConfig()), filter_logits(logits, SamplingConfig(), context))
+
+
+def test_generate_feeds_the_recent_window_to_the_penalty():
+    """Greedy on fixed logits repeats its favourite; penalised, it moves on to the next best while
+    its favourite is in the window, and returns to it once it has left."""
+    from musicgen.generation import generate
+
+    class Fixed(torch.nn.Module):
+        context_len = 64
+
+        def forward(self, idx, last_only=False):
+            return torch.tensor([[0.0, 0.0, 0.0, 3.0, 2.0, 1.0]]).expand(idx.size(0), 6)
+
+    prompt = torch.tensor([[1]])
+    assert generate(Fixed(), prompt, 4, SamplingConfig(greedy=True))[0, 1:].tolist() == [3, 3, 3, 3]
+    cfg = SamplingConfig(greedy=True, repetition_penalty=2.0, repetition_window=2)
+    # window 2: [1, 3] -> 3 at 1.5 < 4 at 2 -> 4; [3, 4] -> 3 at 1.5 > 4 at 1, 5 at 1 -> 3; [4, 3] -> 3 again;
+    # [3, 3] -> 4
+    assert generate(Fixed(), prompt, 6, cfg)[0, 1:].tolist() == [3, 4, 3, 3, 4, 3]
+    long = SamplingConfig(greedy=True, repetition_penalty=2.0, repetition_window=64)
+    assert generate(Fixed(), prompt, 4, long)[0, 1:].tolist() == [3, 4, 3, 3]

@@ -7,6 +7,7 @@ import time
 import pytest
 from wandb_log import finished, history
 
+from musicgen.audio import find_soundfont
 from musicgen.config import compose
 from musicgen.train import train
 
@@ -41,8 +42,15 @@ def test_wandb_offline_run_is_read_back(smoke_overrides, tmp_path, monkeypatch):
     assert 0.0 <= logged["samples/ended_at_eos"] <= 1.0 and logged["samples/tokens_per_piece"] <= 24
     assert logged["samples/pitch_histogram/_type"] == "images/separated"
     assert logged["samples/table/_type"] == "table-file" and logged["samples/table/nrows"] == 2
+    decoded = len(list((tmp_path / "run" / "samples").glob("epoch_000/sample_*.mid")))
+    assert logged["samples/piano_roll/_type"] == "images/separated" and logged["samples/piano_roll/count"] == decoded
     # the CSV logger always runs beside it
     assert "val/loss" in (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    if find_soundfont() is None:
+        pytest.skip("no General MIDI SoundFont installed (apt-get install fluid-soundfont-gm): audio not checked")
+    assert logged["samples/audio/_type"] == "audio" and logged["samples/audio/count"] == decoded
+    media = runs[0] / "files" / "media" / "audio"
+    assert len(list(media.rglob("*.flac"))) >= decoded > 0
 
 
 def test_sample_metrics_callback_writes_samples(smoke_overrides, tmp_path):
