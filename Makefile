@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gallery gallery-check clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gallery gallery-check app app-check clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -111,6 +111,23 @@ gallery-check: $(STAMP) ## Open outputs/gallery/ in headless Chromium: no consol
 	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
 	@test -f outputs/gallery/index.html || $(PY) -m musicgen.gallery $(ARGS)
 	$(PY) scripts/gallery_check.py --page outputs/gallery/index.html --screenshot docs/gallery.png
+
+APP_RUN ?= $(if $(RUN),$(RUN),$(DEMO_DIR))
+APP_DEPS = @$(PY) -c "import gradio, gradio_client" 2>/dev/null || $(PIP) install -q -e '.[app]'
+
+app: $(STAMP) ## Local web page to generate from a run (127.0.0.1:7860): make app RUN=outputs/train/v7/<run> ARGS='server_port=8000'
+	$(APP_DEPS)
+	$(PY) -m musicgen.app ckpt_path=$(APP_RUN) $(ARGS)
+
+# the app in headless Chromium (Debian's chromium + chromium-driver, as gallery-check): generate once, docs/app.png
+app-check: $(STAMP) ## Open the app in headless Chromium, click Generate, check the result; screenshot docs/app.png
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
+	fi
+	$(APP_DEPS)
+	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
+	$(PY) scripts/app_check.py --run $(APP_RUN) --screenshot docs/app.png $(if $(ARGS),-- $(ARGS),)
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs/* multirun .pytest_cache

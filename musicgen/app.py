@@ -291,9 +291,9 @@ def build_demo(studio: Studio):
                 length = gr.Slider(1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1,
                                    label="length (max new tokens)", info="a piece ends at its EOS, or here")
                 seed = gr.Number(value=cfg.seed, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
+                button = gr.Button("Generate", variant="primary")
                 with gr.Accordion("sampling", open=True):
                     controls = [_control(gr, f, getattr(studio.defaults, f.name)) for f in fields]
-                button = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
                 status = gr.Markdown("Choose the settings and press **Generate**.", elem_id="status")
                 roll = gr.Image(label="piano roll", type="filepath", interactive=False, elem_id="roll")
@@ -322,6 +322,8 @@ def build_demo(studio: Studio):
                 raise gr.Error(f"generation failed: {type(e).__name__}: {e}") from None
             return (str(result.png) if result.png else None, str(result.audio) if result.audio else None,
                     str(result.midi) if result.midi else None, result.message)
+
+        on_generate.__annotations__["request"] = gr.Request  # resolved: `gr` is local, Gradio reads the hint
 
         upload.upload(lambda: "upload", outputs=kind, queue=False, api_visibility="private")
         piece.input(lambda: "data", outputs=kind, queue=False, api_visibility="private")
@@ -358,6 +360,7 @@ def serve(cfg: DictConfig, block: bool = True, on_start: Callable[[str], None] |
     upload_dir.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(upload_dir)  # read by gradio at import and when the page is built
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests to itself, one line each
     import gradio as gr
 
     studio = Studio(cfg, out_dir, upload_dir)

@@ -6,10 +6,16 @@ notes of the same melody, by 10-fold cross-validation, on the Essen "kinder" col
 Bach chorale melodies BWV 253-438 (soprano lines), beside the thesis's published rows.
 
 What runs here: the data extraction from music21's corpus (checked against the thesis's dataset
-table), the folds, and the project's smoothed n-gram (interpolated Kneser-Ney over pitches), its
-order chosen by cross-validation on the Essen "fink" collection, never on kinder or the chorales.
-The neural rows of the benchmark (LSTM and Transformer on the folds, and pre-trained) are not
-built yet.
+table), the folds, and three kinds of rows on the same folds:
+- the project's smoothed n-gram (interpolated Kneser-Ney over pitches), its order chosen by
+  cross-validation on the Essen "fink" collection;
+- the project's LSTM and Transformer on pitch tokens, trained on the training folds only;
+- the same networks pre-trained on the rest of the exported corpus (``make data``), with every
+  kinder, fink and BWV 253-438 melody and every duplicate of one removed, then scored as they are
+  and fine-tuned per fold.
+Every training setting is chosen by cross-validation on fink, never on kinder or the chorales.
+Each finished fold and pre-training is kept under ``<output_dir>/pearce2005_runs/`` under a name
+derived from its settings, so an interrupted benchmark resumes and a changed setting retrains.
 
 Melodies are extracted once and kept in ``<data_dir>/benchmarks/pearce2005.json``.
 """
@@ -544,7 +550,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m musicgen.benchmark pearce2005 [key=value ...]``: the first word names the benchmark."""
-    sys.argv[1:] = [a if "=" in a or a.startswith("-") else f"name={a}" for a in sys.argv[1:]]
+    sys.argv[1:] = [f"name={a}" if re.fullmatch(r"\w+", a) else a for a in sys.argv[1:]]
     hydra_main()
 
 

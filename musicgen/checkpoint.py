@@ -58,6 +58,14 @@ class LoadedRun:
             raise ConfigError(f"context_len={requested} must be >= 1 (null: the trained window, {trained})")
         return requested, f"{requested} tokens ({requested / trained:.2g}x the trained window of {trained})"
 
+    @property
+    def conditioning(self):
+        """The attribute vocabulary of a conditioned run (``musicgen.conditioning.ConditioningVocab``), else None."""
+        from musicgen.conditioning import ConditioningVocab
+
+        d = self.metadata.get("conditioning")
+        return ConditioningVocab.from_dict(d) if d else None
+
 
 # ----------------------------------------------------------------------------- provenance
 
@@ -174,10 +182,11 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
         tok_file = Path(d) / "tokenizer.json"
         tok_file.write_text(text, encoding="utf-8")
         tokenizer = load_tokenizer(tok_file)
-    if tokenizer.vocab_size != meta["model"]["vocab_size"]:
+    n_attr = len(meta.get("conditioning", {}).get("tokens", []))  # attribute tokens after the tokeniser's ids
+    if tokenizer.vocab_size + n_attr != meta["model"]["vocab_size"]:
         raise ProvenanceError(
-            f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens but the model was built "
-            f"for {meta['model']['vocab_size']}; use the tokenizer.json of the run that wrote this checkpoint"
+            f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens (+{n_attr} attribute tokens) but the "
+            f"model was built for {meta['model']['vocab_size']}; use the tokenizer.json of the run that wrote this checkpoint"
         )
     net = instantiate(meta["model"])
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}

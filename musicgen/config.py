@@ -30,7 +30,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOP_LEVEL_KEYS = {
     "paths", "tokenizer", "model", "objective", "data", "trainer", "callbacks", "logger",
     "sampling", "preset", "hparams_search", "task_name", "seed", "version", "optim",
-    "ckpt_path", "optimized_metric", "resume", "hydra",
+    "ckpt_path", "optimized_metric", "resume", "hydra", "conditioning",
 }
 
 
@@ -169,10 +169,29 @@ def preflight(cfg: DictConfig) -> Checked:
         if cfg.data.get(key) is not None:
             check(lambda key=key, example=example, what=what: require_dir(cfg.data[key], f"data.{key}", example, what))
     tokenizer = check(lambda: build("tokenizer", cfg.tokenizer))
-    datamodule = check(lambda: build("data", cfg.data, tokenizer=tokenizer)) if tokenizer is not None else None
+    conditioning = check(lambda: conditioning_config(cfg))
+    datamodule = check(lambda: build("data", cfg.data, tokenizer=tokenizer, **conditioning)) \
+        if tokenizer is not None and conditioning is not None else None
     if problems:
         raise ConfigError("; ".join(problems))
     return Checked(ckpt_path, tokenizer, datamodule)
+
+
+def conditioning_config(cfg: DictConfig) -> dict[str, Any]:
+    """The DataModule's ``conditioning`` argument (``{}`` for conditioning=none, so an unconditioned
+    run builds exactly what it did before); attributes other than the key need a REMI tokeniser,
+    and metre needs its time-signature tokens."""
+    cond = cfg.get("conditioning")
+    if not cond or not cond.get("attributes"):
+        return {}
+    from musicgen.conditioning import attributes_of
+
+    attrs = attributes_of(cond)
+    if "use_time_signatures" not in cfg.tokenizer:
+        raise ConfigError(f"conditioning={cond.get('name')} needs a REMI tokeniser (tokenizer=remi or remi_bpe)")
+    if "metre" in attrs and not cfg.tokenizer.use_time_signatures:
+        raise ConfigError("conditioning on metre needs real bars: add tokenizer.use_time_signatures=true")
+    return {"conditioning": OmegaConf.to_container(cond, resolve=True)}
 
 
 def sampling_config(sampling: Any) -> SamplingConfig:

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from musicgen.audio import AudioRenderer, renderer_from_config
 from musicgen.checkpoint import LoadedRun, load_run
+from musicgen.conditioning import conditioned_generation
 from musicgen.config import pick_device, sampling_config
 from musicgen.constants import EOS_ID
 from musicgen.errors import user_errors
@@ -70,6 +71,11 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     renderer = renderer_from_config(cfg.get("audio"))  # a bad audio.soundfont fails here; none found: no audio
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
+    context, context_desc = run.context(cfg.context_len)
+    # a conditioned run decodes through classifier-free guidance (prefix inserted after BOS), its
+    # body context shortened by the prefix; cond.* it cannot honour fail here, before any output
+    net, context, conditioning = conditioned_generation(run, cfg.get("cond"), sampling.cfg_scale,
+                                                       run.net.to(device), context)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +83,6 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     prompts, prompt_desc = build_prompt(run, cfg, rng)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    net = run.net.to(device)
-    context, context_desc = run.context(cfg.context_len)
     grammar = sampling_grammar(run.tokenizer, sampling)  # None unless sampling.constrained
 
     samples = []
@@ -117,6 +121,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
             "overflow": cfg.overflow, "context": context_desc, "device": str(device),
         },
         "prompt": prompt_desc,
+        **({"conditioning": conditioning} if conditioning else {}),
         "timing": {"seconds": round(seconds, 3), "tokens_per_second": round(new_tokens / seconds, 1)},
         "samples": samples,
     }

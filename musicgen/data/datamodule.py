@@ -106,6 +106,10 @@ class MidiDataModule(L.LightningDataModule):
         mode / seq_len / stride / pack: see ``musicgen.data.windows``; they shape the training windows.
             Validation and test score every token once: in causal mode with evaluation's plan
             (``ScoringWindows``, each document on its own), in seq2one mode with stride 1.
+        conditioning: the ``conditioning`` config of a conditioned run (``musicgen.conditioning``):
+            attribute tokens after each document's BOS, dropped at random in training; after
+            ``setup`` ``self.conditioner`` holds them and ``checkpoint_metadata`` their vocabulary.
+            None or empty: no prefix, the streams of the cache as they are.
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class MidiDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         encode_workers: int = 1,
         progress: bool = True,
+        conditioning: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_fractions(val_frac, test_frac)
@@ -158,6 +163,10 @@ class MidiDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.encode_workers = encode_workers
         self.progress = progress
+        self.conditioning = dict(conditioning or {})
+        self.conditioner = None  # musicgen.conditioning.Conditioner of a conditioned run, after setup
+        self.checkpoint_metadata: dict[str, Any] = {}  # stored in the checkpoint's metadata by the module
+        self.file_paths: dict[str, Path] = {}  # document name -> source file, of the last source_files()
         self.cache: token_cache.TokenCache | None = None
         self.split_groups: dict[str, int] = {}  # merged_groups of the last source_files()
         self.datasets: dict[str, TokenWindows | ScoringWindows] = {}
@@ -220,6 +229,7 @@ class MidiDataModule(L.LightningDataModule):
 
     def _build_cache(self) -> token_cache.TokenCache:
         files = self.source_files()
+        self.file_paths = {rel: p for fl in files.values() for rel, p in fl}
         return token_cache.build_or_load(
             self.cache_dir,
             files,
@@ -236,6 +246,13 @@ class MidiDataModule(L.LightningDataModule):
             return
         self.cache = self._build_cache()
         self.tokenizer = self.cache.tokenizer
+        if self.conditioning.get("attributes"):
+            from musicgen.conditioning import ConditionedTokenizer, Conditioner
+
+            names = {s: st.names for s, st in self.cache.splits.items()}
+            self.conditioner = Conditioner(self.conditioning, names, self.file_paths, self.tokenizer.vocab_size, self.seed)
+            self.checkpoint_metadata["conditioning"] = self.conditioner.vocab.to_dict()
+            self.tokenizer = ConditionedTokenizer(self.tokenizer, self.conditioner.vocab)
         for s, st in self.cache.splits.items():
             self.datasets[s] = self._dataset(s, st)
         if len(self.datasets["train"]) == 0:
@@ -254,6 +271,8 @@ class MidiDataModule(L.LightningDataModule):
     def _dataset(self, split: str, st: token_cache.SplitTokens) -> TokenWindows | ScoringWindows:
         """Training windows as configured; validation and test windows that count each token once,
         as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
+        if self.conditioner is not None:
+            return self.conditioner.dataset(split, st, self.seq_len, self.stride, self.mode, self.pack)
         if split == "train":
             return TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, self.mode, self.pack)
         if self.mode == "causal":

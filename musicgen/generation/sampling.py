@@ -34,6 +34,7 @@ TOP_P_RANGE = (0.01, 1.0)
 MIN_P_RANGE = (0.0, 1.0)
 REPETITION_PENALTY_RANGE = (1.0, 2.0)
 REPETITION_WINDOW_RANGE = (1, 4096)
+CFG_SCALE_RANGE = (0.0, 5.0)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # CTRL penalty on tokens of the recent context; 1.0 disables
     repetition_window: int = 64  # how many of the most recent tokens the penalty looks at
     constrained: bool = True  # mask the tokens the tokeniser's grammar rejects (where it has one)
+    cfg_scale: float = 1.0  # classifier-free guidance of a conditioned run (musicgen.conditioning); 1: plain conditional
 
     def __post_init__(self):
         _check_range("temperature", self.temperature, TEMPERATURE_RANGE)
@@ -54,6 +56,7 @@ class SamplingConfig:
         _check_range("min_p", self.min_p, MIN_P_RANGE)
         _check_range("repetition_penalty", self.repetition_penalty, REPETITION_PENALTY_RANGE)
         _check_int("repetition_window", self.repetition_window, REPETITION_WINDOW_RANGE)
+        _check_range("cfg_scale", self.cfg_scale, CFG_SCALE_RANGE)
         for name in ("greedy", "constrained"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")

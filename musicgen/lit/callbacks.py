@@ -183,6 +183,62 @@ class ResumeState(L.Callback):
             trainer.callback_metrics.setdefault(k, v.to(pl_module.device))
 
 
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, seconds: float = 0.3) -> float:
+    """FLOP/s of a square ``size`` matrix product in ``dtype`` on ``device``, timed for about
+    ``seconds``: the peak the ``Throughput`` callback divides by where none is given."""
+    import time
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+        sync()
+    return 2 * size**3 * n / (time.perf_counter() - t0)
+
+
+class Throughput(L.Callback):
+    """Logs ``train/tokens_per_second`` (window tokens through the optimizer per second, padding
+    included, mean over the last ``window`` steps; all ranks together) and ``train/mfu``: model
+    FLOPs (the model's ``flops_per_token``, else 6 x its parameters) per second over
+    ``peak_flops`` (FLOP/s of the whole run; null: a square matrix product in the training
+    precision, measured once at the start on this process's device, times the world size)."""
+
+    def __init__(self, window: int = 20, peak_flops: float | None = None):
+        self.window, self.peak_flops = window, peak_flops
+        self._times: list[float] = []
+        self._tokens: list[int] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.peak_flops is None:
+            bf16 = "bf16" in str(trainer.precision)
+            dtype = torch.bfloat16 if bf16 else (torch.float16 if "16" in str(trainer.precision) else torch.float32)
+            self.peak_flops = matmul_peak_flops(pl_module.device, dtype) * trainer.world_size
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        x = batch[0]
+        self._times = (self._times + [time.perf_counter() - self._t0])[-self.window :]
+        self._tokens = (self._tokens + [x.numel() * trainer.world_size])[-self.window :]
+        rate = sum(self._tokens) / max(sum(self._times), 1e-9)
+        net = pl_module.net
+        per_token = (net.flops_per_token(x.size(1)) if hasattr(net, "flops_per_token")
+                     else 6.0 * sum(p.numel() for p in net.parameters()))
+        pl_module.log("train/tokens_per_second", rate, on_step=True, on_epoch=False)
+        if self.peak_flops:
+            pl_module.log("train/mfu", per_token * rate / self.peak_flops, on_step=True, on_epoch=False)
+
+
 class Budget(L.Callback):
     """Ends a run by its budget with the learning rate at its floor and a final validation.
 

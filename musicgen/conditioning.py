@@ -1,0 +1,662 @@
+"""Conditioning: attribute tokens before the music, attribute dropout and classifier-free guidance.
+
+A conditioned run (``conditioning=key|full`` in train.yaml's defaults; ``none`` changes nothing)
+lays every document out as ``BOS <one token per attribute> music EOS``: the prefix follows BOS.
+Each attribute has one token per value plus a null token (``Key_none``), and its tokens are
+ordinary ids after the tokeniser's own (``vocab_size = len(tokenizer) + len(ConditioningVocab)``),
+learned like any other token. The vocabulary is stored in every checkpoint (``musicgen.conditioning``
+metadata), so generation knows it.
+
+Attributes (``ATTRIBUTES``, in prefix order), taken from each source MIDI file:
+- key: tonic and mode. With a key signature: its tonic pair (the major key of that signature and
+  its relative minor); a signature marked minor is taken as minor, one marked major is decided
+  between the pair by the estimator below, because MIDI writers (music21's included) mark every
+  signature major when the source gives only the accidentals (modal folk tunes, most chorales
+  written without a mode). Without a key signature: the Krumhansl-Schmuckler estimate over all 24
+  keys. A transposed training copy's tonic moves with it.
+- metre: the first time signature (``METRES``; anything else is ``other``; none is 4/4).
+- tempo: bins of the first tempo in quarter notes per minute (``TEMPO_EDGES``; none is 120).
+- style: the source collection: ``folk/<collection>/...`` -> the collection (essenFolksong,
+  oneills1850, airdsAirs, ryansMammoth, miscFolk), ``chorales/...`` -> chorales, ``maestro/...`` ->
+  maestro, a user's ``data.root`` -> the top-level folder (a file at the root itself: ``user``).
+  The values are those of the training split.
+- density: bins of notes per bar (bars of the first time signature; ``DENSITY_EDGES``).
+
+Key estimator (``estimate_key``): Krumhansl-Schmuckler, the Pearson correlation of the
+duration-weighted pitch-class histogram with the 24 rotations of the Krumhansl-Kessler profiles.
+
+Dropout (``conditioning.drop_rate``): when the DataModule builds the training stream, each
+attribute token of each document (each transposed copy on its own) is replaced by its
+attribute's null token with that probability, drawn once per build from ``data.seed``. So the same
+model samples with any subset of attributes, or none, and classifier-free guidance is possible.
+Validation and test documents carry the full prefix, and the prefix positions are not scored
+(``val/ppl`` covers the music tokens only, the same targets as an unconditioned run's).
+
+Guidance (``GuidedModel``): wraps a network for the decoding loop. The loop sees the body only
+(BOS, the prompt, the sampled tokens); the wrapper inserts the prefix after BOS, runs the
+conditioned and the all-null ("unconditional") sequences as one batch of 2B rows (KV cache
+included) and returns ``uncond + s * (cond - uncond)`` over the tokeniser's own ids, so attribute
+tokens are never sampled. ``cfg_scale`` 1 runs the conditioned rows only; 0 is unconditional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import symusic
+import torch
+import torch.nn as nn
+
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
+from musicgen.data.windows import ScoringWindows, TokenWindows
+from musicgen.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES = ("key", "metre", "tempo", "style", "density")
+NULL = "none"
+TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+#: other spellings accepted on input
+TONIC_ALIASES = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "Fb": "E",
+                 "E#": "F", "B#": "C"}
+MODES = ("major", "minor")
+KEYS = tuple(f"{t}_{m}" for m in MODES for t in TONICS)
+METRES = ("4/4", "3/4", "6/8", "2/4", "9/8", "other")
+TEMPO_EDGES = (70, 90, 110, 130, 160)  # quarter notes per minute
+DENSITY_EDGES = (2, 4, 6, 8, 12, 16, 24)  # notes per bar
+#: Krumhansl & Kessler (1982) key profiles, tonic first.
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+#: The groups of conf/conditioning/ and the attributes each conditions on.
+PRESETS = {"none": (), "key": ("key",), "full": ATTRIBUTES}
+#: Attribute whose token prefix names it: Key_D_major, Metre_6/8, Tempo_110-130, Style_chorales, Density_4-6.
+_PREFIX = {a: a.capitalize() for a in ATTRIBUTES}
+_COPY = re.compile(r"@([+-]\d+)$")
+
+
+def _bins(edges: Sequence[int]) -> tuple[str, ...]:
+    return (f"<{edges[0]}", *(f"{a}-{b}" for a, b in zip(edges, edges[1:])), f"{edges[-1]}+")
+
+
+TEMPOS = _bins(TEMPO_EDGES)
+DENSITIES = _bins(DENSITY_EDGES)
+
+
+def _bin(value: float, edges: Sequence[int]) -> str:
+    return _bins(edges)[int(np.searchsorted(edges, value, side="right"))]
+
+
+# ----------------------------------------------------------------------------- estimators
+
+def pitch_class_histogram(score: symusic.Score) -> np.ndarray:
+    """(12,) total duration (ticks) of the non-drum notes of each pitch class."""
+    hist = np.zeros(12)
+    for t in score.tracks:
+        if t.is_drum or not len(t.notes):
+            continue
+        n = t.notes.numpy()
+        np.add.at(hist, n["pitch"] % 12, np.maximum(n["duration"], 1))
+    return hist
+
+
+def key_correlations(hist: np.ndarray) -> np.ndarray:
+    """(24,) Pearson correlation of ``hist`` with each key's profile, in ``KEYS`` order."""
+    out = np.zeros(24)
+    if hist.sum() <= 0 or np.all(hist == hist[0]):
+        return out
+    for m, profile in enumerate((MAJOR_PROFILE, MINOR_PROFILE)):
+        for tonic in range(12):
+            out[12 * m + tonic] = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
+    return out
+
+
+def estimate_key(score: symusic.Score) -> str:
+    """Krumhansl-Schmuckler key of a score's notes (duration-weighted): ``"D_major"``."""
+    return KEYS[int(np.argmax(key_correlations(pitch_class_histogram(score))))]
+
+
+def signature_key(sharps: int, minor: bool, hist: np.ndarray | None = None) -> str:
+    """The key of a signature (``sharps`` < 0: flats). Marked minor: the relative minor. Marked
+    major: the major key, unless ``hist`` is given and correlates better with the relative minor."""
+    major = (7 * sharps) % 12
+    if minor:
+        return f"{TONICS[(major + 9) % 12]}_minor"
+    if hist is not None:
+        corr = key_correlations(hist)
+        if corr[12 + (major + 9) % 12] > corr[major]:
+            return f"{TONICS[(major + 9) % 12]}_minor"
+    return f"{TONICS[major]}_major"
+
+
+def key_signature_sharps(key: str) -> int:
+    """Sharps (> 0) or flats (< 0) of a key's signature, in -5..6 (``"D_major"`` -> 2)."""
+    tonic, mode = key.split("_")
+    major = TONICS.index(tonic) if mode == "major" else (TONICS.index(tonic) + 3) % 12
+    sharps = (major * 7) % 12  # 7 is its own inverse mod 12
+    return sharps - 12 if sharps > 6 else sharps
+
+
+def transpose_key(key: str, shift: int) -> str:
+    tonic, mode = key.split("_")
+    return f"{TONICS[(TONICS.index(tonic) + shift) % 12]}_{mode}"
+
+
+def file_key(score: symusic.Score) -> str:
+    """The key attribute of a score: from its first key signature where present, else estimated."""
+    hist = pitch_class_histogram(score)
+    if len(score.key_signatures):
+        ks = score.key_signatures[0]
+        return signature_key(int(ks.key), int(ks.tonality) == 1, hist)
+    return KEYS[int(np.argmax(key_correlations(hist)))]
+
+
+def metre_of(score: symusic.Score) -> str:
+    if not len(score.time_signatures):
+        return "4/4"
+    ts = score.time_signatures[0]
+    name = f"{ts.numerator}/{ts.denominator}"
+    return name if name in METRES else "other"
+
+
+def tempo_of(score: symusic.Score) -> str:
+    qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+    return _bin(qpm, TEMPO_EDGES)
+
+
+def density_of(score: symusic.Score) -> str:
+    """Bin of notes per bar (bars of the first time signature, counted to the last note's end)."""
+    score = score.to("tick") if not isinstance(score, symusic.core.ScoreTick) else score
+    num, den = (score.time_signatures[0].numerator, score.time_signatures[0].denominator) \
+        if len(score.time_signatures) else (4, 4)
+    bar = max(1, score.ticks_per_quarter * 4 * num // den)
+    notes = sum(len(t.notes) for t in score.tracks if not t.is_drum)
+    end = max((t.end() for t in score.tracks if not t.is_drum and len(t.notes)), default=0)
+    return _bin(notes / max(1, math.ceil(end / bar)), DENSITY_EDGES)
+
+
+def style_of(name: str) -> str:
+    """The style of a document name (``folk/oneills1850/0001-0050/0003.mid`` -> oneills1850)."""
+    parts = _COPY.sub("", name).split("/")
+    if parts[0] in ("chorales", "maestro"):
+        return parts[0]
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+def extract_attributes(score: symusic.Score, name: str = "") -> dict[str, str]:
+    """Every attribute of one piece (``name``: its document name, for the style; a transposed copy's
+    ``@+k`` suffix moves the key)."""
+    m = _COPY.search(name)
+    key = file_key(score)
+    return {
+        "key": transpose_key(key, int(m.group(1))) if m else key,
+        "metre": metre_of(score),
+        "tempo": tempo_of(score),
+        "style": style_of(name),
+        "density": density_of(score),
+    }
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+def attributes_of(preset: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The attributes a ``conditioning`` config conditions on (checked)."""
+    if not preset:
+        return ()
+    attrs = tuple(preset.get("attributes") or ())
+    bad = [a for a in attrs if a not in ATTRIBUTES]
+    if bad:
+        raise ConfigError(f"conditioning.attributes has unknown {bad}; choose from {list(ATTRIBUTES)}")
+    return attrs
+
+
+@dataclass
+class ConditioningVocab:
+    """Attribute tokens: for each attribute its values then its null token, ids from ``base``."""
+
+    attributes: tuple[str, ...]
+    values: dict[str, tuple[str, ...]]
+    base: int  # the tokeniser's vocabulary size: the first attribute id
+    tokens: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attributes = tuple(self.attributes)
+        self.values = {a: tuple(self.values[a]) for a in self.attributes}
+        self.tokens = [f"{_PREFIX[a]}_{v}" for a in self.attributes for v in (*self.values[a], NULL)]
+        self._ids = {t: self.base + i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, attributes: Sequence[str], styles: Sequence[str], base: int) -> ConditioningVocab:
+        fixed = {"key": KEYS, "metre": METRES, "tempo": TEMPOS, "density": DENSITIES,
+                 "style": tuple(sorted(set(styles)))}
+        return cls(tuple(attributes), {a: fixed[a] for a in attributes}, base)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary: the tokeniser's ids and the attribute tokens."""
+        return self.base + len(self)
+
+    def id(self, attribute: str, value: str | None) -> int:
+        """The id of ``attribute=value`` (None or a value the vocabulary lacks: the null token)."""
+        token = f"{_PREFIX[attribute]}_{value}"
+        return self._ids.get(token, self._ids[f"{_PREFIX[attribute]}_{NULL}"])
+
+    def prefix(self, attrs: Mapping[str, str | None]) -> list[int]:
+        """Ids of the prefix for ``attrs`` (missing attributes: null)."""
+        return [self.id(a, attrs.get(a)) for a in self.attributes]
+
+    def null_prefix(self) -> list[int]:
+        return self.prefix({})
+
+    def decode(self, ids: Sequence[int]) -> list[str]:
+        return [self.tokens[i - self.base] if 0 <= i - self.base < len(self) else f"<{i}>" for i in ids]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attributes": list(self.attributes), "values": {a: list(v) for a, v in self.values.items()},
+                "base": self.base, "tokens": self.tokens}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConditioningVocab:
+        return cls(tuple(d["attributes"]), {a: tuple(v) for a, v in d["values"].items()}, int(d["base"]))
+
+
+# ----------------------------------------------------------------------------- the user's request
+
+#: ``cond.*`` keys of generate.yaml -> the attribute each sets (``mode`` goes with ``key``).
+COND_KEYS = ("key", "mode", "metre", "tempo", "style", "density")
+
+
+def requested_attributes(vocab: ConditioningVocab | None, cond: Mapping[str, Any] | None) -> dict[str, str]:
+    """``cond.*`` of a generate config as attribute values the vocabulary knows; a value it does not
+    know, or any ``cond.*`` for a checkpoint without conditioning, is a one-line ``ConfigError``."""
+    given = {k: v for k, v in (cond or {}).items() if v is not None}
+    unknown_keys = sorted(set(given) - set(COND_KEYS))
+    if unknown_keys:
+        raise ConfigError(f"cond has unknown keys {unknown_keys}; known: {list(COND_KEYS)}")
+    if not given:
+        return {}
+    if vocab is None:
+        shown = " ".join(f"cond.{k}={v}" for k, v in given.items())
+        raise ConfigError(f"{shown}: this checkpoint was trained without conditioning "
+                          "(train with conditioning=key or conditioning=full)")
+    out: dict[str, str] = {}
+    if "mode" in given and "key" not in given:
+        raise ConfigError(f"cond.mode={given['mode']} needs cond.key=<tonic> too (one of {list(TONICS)})")
+    if "key" in given:
+        tonic = str(given.pop("key"))
+        mode = str(given.pop("mode", "major"))
+        if "_" in tonic:  # cond.key=D_minor
+            tonic, mode = tonic.split("_", 1)
+        tonic = TONIC_ALIASES.get(tonic, tonic)
+        if tonic not in TONICS or mode not in MODES:
+            raise ConfigError(f"cond.key={tonic} cond.mode={mode}: unknown; tonics {list(TONICS)}, modes {list(MODES)}")
+        given["key"] = f"{tonic}_{mode}"
+    for attr, value in given.items():
+        value = str(value)
+        if attr not in vocab.attributes:
+            raise ConfigError(f"cond.{attr}={value}: this checkpoint conditions on {list(vocab.attributes)} only")
+        if value not in vocab.values[attr]:
+            raise ConfigError(f"cond.{attr}={value} is unknown to this checkpoint; known values: "
+                              f"{', '.join(vocab.values[attr])}")
+        out[attr] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- training data
+
+@dataclass
+class PrefixedSplit:
+    """A split's stream with a prefix after each document's BOS; ``is_prefix`` marks its positions."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    is_prefix: np.ndarray  # (N,) bool
+
+
+def insert_prefixes(tokens: np.ndarray, offsets: np.ndarray, prefixes: Sequence[Sequence[int]]) -> PrefixedSplit:
+    """``BOS doc EOS`` documents -> ``BOS prefix doc EOS`` (one prefix per document, equal lengths)."""
+    n_docs = len(offsets) - 1
+    P = len(prefixes[0]) if n_docs else 0
+    new_offsets = np.asarray(offsets, dtype=np.int64) + P * np.arange(n_docs + 1, dtype=np.int64)
+    out = np.empty(int(new_offsets[-1]), dtype=np.int32 if len(tokens) == 0 else np.result_type(tokens.dtype, np.int32))
+    is_prefix = np.zeros(len(out), dtype=bool)
+    pre = np.asarray(prefixes, dtype=out.dtype).reshape(n_docs, P)
+    for i in range(n_docs):
+        a, b, s = int(offsets[i]), int(offsets[i + 1]), int(new_offsets[i])
+        out[s] = tokens[a]
+        out[s + 1 : s + 1 + P] = pre[i]
+        out[s + 1 + P : s + P + (b - a)] = tokens[a + 1 : b]
+        is_prefix[s + 1 : s + 1 + P] = True
+    return PrefixedSplit(out, new_offsets, is_prefix)
+
+
+def drop_attributes(prefixes: np.ndarray, null: Sequence[int], rate: float, rng: np.random.Generator) -> np.ndarray:
+    """(n_docs, P) prefixes with each entry replaced by its attribute's null id with probability ``rate``."""
+    drop = rng.random(prefixes.shape) < rate
+    return np.where(drop, np.asarray(null)[None, :], prefixes)
+
+
+class Conditioner:
+    """What a conditioned DataModule uses: the vocabulary, each document's attributes and the
+    prefixed datasets. ``files``: document name (without a copy suffix) -> its MIDI path."""
+
+    def __init__(self, config: Mapping[str, Any], names: dict[str, list[str]], files: Mapping[str, Path],
+                 base_vocab: int, seed: int) -> None:
+        from musicgen.midi_io import read_score
+
+        self.attributes = attributes_of(config)
+        self.drop_rate = float(config.get("drop_rate", 0.2))
+        if not 0.0 <= self.drop_rate <= 1.0:
+            raise ConfigError(f"conditioning.drop_rate={self.drop_rate} must be in [0, 1]")
+        self.seed = seed
+        per_file: dict[str, dict[str, str]] = {}
+        self.attrs: dict[str, list[dict[str, str]]] = {}
+        for split, doc_names in names.items():
+            rows = []
+            for name in doc_names:
+                orig = _COPY.sub("", name)
+                if orig not in per_file:
+                    per_file[orig] = extract_attributes(read_score(files[orig]), orig)
+                row = dict(per_file[orig])
+                m = _COPY.search(name)
+                if m:
+                    row["key"] = transpose_key(row["key"], int(m.group(1)))
+                rows.append(row)
+            self.attrs[split] = rows
+        styles = [a["style"] for a in self.attrs.get("train", [])]
+        self.vocab = ConditioningVocab.build(self.attributes, styles, base_vocab)
+
+    def prefixes(self, split: str) -> np.ndarray:
+        """(n_docs, P) prefix ids of a split: full for val/test, with attribute dropout for train."""
+        pre = np.array([self.vocab.prefix(a) for a in self.attrs[split]], dtype=np.int64).reshape(-1, len(self.attributes))
+        if split == "train" and self.drop_rate > 0:
+            pre = drop_attributes(pre, self.vocab.null_prefix(), self.drop_rate, np.random.default_rng([self.seed, 7]))
+        return pre
+
+    def dataset(self, split: str, st, seq_len: int, stride: int, mode: str, pack: bool):
+        """The DataModule's dataset of a split, over the prefixed stream (see ``MidiDataModule._dataset``)."""
+        ps = insert_prefixes(np.asarray(st.tokens), st.offsets, self.prefixes(split))
+        if split == "train":
+            return TokenWindows(ps.tokens, ps.offsets, seq_len, stride, mode, pack)
+        if mode == "causal":
+            return PrefixScoringWindows(ps.tokens, ps.offsets, seq_len, ps.is_prefix)
+        return TokenWindows(ps.tokens, ps.offsets, seq_len, 1, mode, pack)
+
+
+class PrefixScoringWindows(ScoringWindows):
+    """Evaluation's windows over a prefixed stream; the prefix positions are context, never targets."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, is_prefix: np.ndarray) -> None:
+        super().__init__(tokens, offsets, seq_len)
+        self.is_prefix = is_prefix
+
+    def __getitems__(self, indices):
+        x, y = super().__getitems__(indices)
+        idx = np.asarray(indices, dtype=np.int64)
+        pos = self.windows[idx, 0][:, None] + self._arange[1:]  # (B, L) target positions
+        masked = self.is_prefix[np.minimum(pos, max(0, len(self.is_prefix) - 1))]
+        y[torch.from_numpy(masked)] = IGNORE_INDEX
+        return x, y
+
+    def n_targets(self) -> int:
+        return super().n_targets() - int(self.is_prefix.sum())
+
+
+# ----------------------------------------------------------------------------- guidance
+
+class GuidedModel(nn.Module):
+    """Classifier-free guidance around a network, for ``musicgen.generation.generate``.
+
+    The decoding loop passes the body (BOS, prompt, sampled tokens); each context that starts at
+    BOS gets ``cond_prefix`` inserted after it (a context that slid past BOS gets it in front).
+    With ``scale`` != 1 the conditioned and the ``uncond_prefix`` rows run as one batch (2B) and
+    the logits are ``uncond + scale * (cond - uncond)``; only the first ``n_out`` ids (the
+    tokeniser's) are returned. ``guided`` (below) adds the KV-cache methods where the network has them.
+    """
+
+    def __init__(self, model: nn.Module, cond_prefix: Sequence[int], uncond_prefix: Sequence[int],
+                 scale: float = 1.0, n_out: int | None = None, bos_id: int = BOS_ID) -> None:
+        super().__init__()
+        if len(cond_prefix) != len(uncond_prefix):
+            raise ValueError("cond_prefix and uncond_prefix must have the same length")
+        self.model = model
+        self.scale = float(scale)
+        self.n_out = n_out
+        self.bos_id = bos_id
+        self.register_buffer("cond", torch.tensor(list(cond_prefix), dtype=torch.long), persistent=False)
+        self.register_buffer("uncond", torch.tensor(list(uncond_prefix), dtype=torch.long), persistent=False)
+
+    @property
+    def n_prefix(self) -> int:
+        return self.cond.numel()
+
+    @property
+    def guided(self) -> bool:
+        return self.scale != 1.0
+
+    @property
+    def context_len(self) -> int:
+        return self.model.context_len - self.n_prefix
+
+    def _rows(self, batch: int) -> int:
+        return 2 * batch if self.guided else batch
+
+    def _with_prefix(self, idx: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        B = idx.size(0)
+        pre = prefix.to(idx.device).expand(B, -1)
+        after_bos = torch.cat([idx[:, :1], pre, idx[:, 1:]], dim=1)
+        in_front = torch.cat([pre, idx], dim=1)
+        return torch.where(idx[:, :1] == self.bos_id, after_bos, in_front)
+
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = True) -> torch.Tensor:
+        """idx (B, T) body tokens -> guided logits (B, n_out) for the next token."""
+        if not last_only:
+            raise ValueError("GuidedModel gives next-token logits only (last_only=True)")
+        prefixes = [self.cond, self.uncond] if self.guided else [self.cond]
+        if input_pos is None or int(input_pos[0]) == 0:  # a context from its start: insert the prefix
+            x = torch.cat([self._with_prefix(idx, p) for p in prefixes], dim=0)  # (rows, T + P)
+            pos = None if input_pos is None else torch.arange(x.size(1), device=idx.device)
+        else:  # later tokens of a cached context: the same for both rows, positions moved by P
+            x = idx.repeat(len(prefixes), 1)
+            pos = input_pos + self.n_prefix
+        logits = self.model(x, last_only=True) if pos is None else self.model(x, input_pos=pos, last_only=True)
+        if self.guided:
+            B = idx.size(0)
+            cond, uncond = logits[:B].float(), logits[B:].float()
+            logits = uncond + self.scale * (cond - uncond)
+        return logits[:, : self.n_out] if self.n_out is not None else logits
+
+
+class GuidedCachedModel(GuidedModel):
+    """``GuidedModel`` over a network with a KV cache (the Transformer): one cache of 2B rows."""
+
+    def setup_cache(self, batch_size: int, max_len: int | None = None, **kw: Any) -> None:
+        self.model.setup_cache(self._rows(batch_size), (max_len or self.context_len) + self.n_prefix, **kw)
+
+    def clear_cache(self) -> None:
+        self.model.clear_cache()
+
+    @property
+    def cache_size(self) -> tuple[int, int] | None:
+        size = getattr(self.model, "cache_size", None)
+        if not size:
+            return None
+        rows, length = size
+        return rows // (2 if self.guided else 1), length - self.n_prefix
+
+
+def guided(model: nn.Module, cond_prefix: Sequence[int], uncond_prefix: Sequence[int], scale: float = 1.0,
+           n_out: int | None = None) -> GuidedModel:
+    """A ``GuidedModel``, with the cache methods when ``model`` has a KV cache."""
+    cls = GuidedCachedModel if callable(getattr(model, "setup_cache", None)) else GuidedModel
+    return cls(model, cond_prefix, uncond_prefix, scale, n_out)
+
+
+def conditioned_generation(run, cond: Mapping[str, Any] | None, cfg_scale: float, net: nn.Module,
+                           context: int) -> tuple[nn.Module, int, dict[str, Any] | None]:
+    """For ``musicgen.generate``: the network to decode with, the body context, and the report's
+    ``conditioning`` entry (None for a checkpoint without conditioning, which gets ``net`` back)."""
+    vocab = run.conditioning
+    attrs = requested_attributes(vocab, cond)
+    if vocab is None:
+        if cfg_scale != 1.0:
+            raise ConfigError(f"sampling.cfg_scale={cfg_scale} needs a checkpoint trained with conditioning")
+        return net, context, None
+    prefix = vocab.prefix(attrs)
+    model = guided(net, prefix, vocab.null_prefix(), cfg_scale, n_out=vocab.base)
+    entry = {"attributes": attrs, "prefix_ids": prefix, "prefix_tokens": vocab.decode(prefix), "cfg_scale": cfg_scale}
+    return model, context - len(prefix), entry
+
+
+# ----------------------------------------------------------------------------- measurement
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def _share(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson(k, n)
+    return {"matches": k, "n": n, "share": k / n if n else float("nan"), "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def measure_key_control(ckpt_path: str, keys: Sequence[str], n_per_key: int = 20, cfg_scale: float = 1.0,
+                        max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
+                        test_pieces: int = 200) -> dict[str, Any]:
+    """How often samples asked for a key come out in it (by ``estimate_key``), against unconditioned
+    samples of the same model asked nothing (the share that lands on the requested key by chance)
+    and against real test pieces (the estimator's agreement with their key attribute). Proportions
+    with 95% Wilson intervals."""
+    from musicgen.checkpoint import load_run, load_run_cache
+    from musicgen.generation import SamplingConfig, generate
+
+    run = load_run(ckpt_path, map_location=device)
+    vocab = run.conditioning
+    if vocab is None or "key" not in vocab.attributes:
+        raise ConfigError(f"{ckpt_path}: not trained with key conditioning")
+    context = run.trained_context
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sampling = SamplingConfig()
+
+    def sample_keys(prefix: list[int], scale: float) -> list[str | None]:
+        model = guided(run.net.to(device), prefix, vocab.null_prefix(), scale, n_out=vocab.base)
+        prompt = torch.full((n_per_key, 1), BOS_ID, dtype=torch.long, device=device)
+        out = generate(model, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
+                       context_len=context - len(prefix))
+        found = []
+        for row in out.tolist():
+            body = row[1:]
+            body = body[: body.index(EOS_ID)] if EOS_ID in body else body
+            score = run.tokenizer.decode(body)
+            found.append(estimate_key(score) if sum(len(t.notes) for t in score.tracks) else None)
+        return found
+
+    result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_key": n_per_key,
+                              "per_key": {}}
+    k_all = n_all = 0
+    uncond = sample_keys(vocab.null_prefix(), 1.0) * 1
+    k_base = 0
+    for key in keys:
+        got = sample_keys(vocab.prefix({"key": key}), cfg_scale)
+        k = sum(g == key for g in got)
+        result["per_key"][key] = _share(k, len(got))
+        k_all, n_all = k_all + k, n_all + len(got)
+        k_base += sum(g == key for g in uncond)
+    result["conditioned"] = _share(k_all, n_all)
+    # unconditioned samples scored against each requested key in turn: the chance level
+    result["unconditioned"] = _share(k_base, len(uncond) * len(keys))
+    result["unconditioned_keys"] = {k: sum(g == k for g in uncond) for k in sorted({g for g in uncond if g})}
+    cache = load_run_cache(run)
+    test = cache.splits.get("test")
+    if test is not None and len(test.originals()):
+        from musicgen.midi_io import read_score
+
+        files = {name: Path(p) for name, p in _cache_files(run).items()}
+        idx = test.originals()[:test_pieces]
+        agree = agree_sig = n = 0
+        for i in idx:
+            name = test.names[i]
+            if name not in files:
+                continue
+            score = read_score(files[name])
+            label, est = file_key(score), estimate_key(score)
+            agree += label == est
+            agree_sig += key_signature_sharps(label) == key_signature_sharps(est)
+            n += 1
+        result["test_estimator_vs_label"] = _share(agree, n)
+        result["test_estimator_same_signature"] = _share(agree_sig, n)
+    return result
+
+
+def _cache_files(run) -> dict[str, str]:
+    """Document name -> source path for a run, from its config (the embedded corpora or data.root)."""
+    cfg = run.metadata.get("config", {})
+    data = cfg.get("data", {})
+    out: dict[str, str] = {}
+    if data.get("root"):
+        root = Path(data["root"])
+        for p in root.rglob("*"):
+            if p.suffix.lower() in (".mid", ".midi"):
+                out[f"user/{p.relative_to(root).as_posix()}"] = str(p)
+        return out
+    data_dir = Path(data.get("data_dir", "data"))
+    for corpus in data.get("corpora", ["folk"]):
+        manifest = json.loads((data_dir / corpus / "manifest.json").read_text())
+        for rel in manifest["files"]:
+            out[f"{corpus}/{rel}"] = str(data_dir / corpus / rel)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Key control of a key-conditioned checkpoint (musicgen.conditioning)")
+    p.add_argument("ckpt_path")
+    p.add_argument("--keys", default="C_major,G_major,D_major,A_minor,E_minor,D_minor")
+    p.add_argument("--n", type=int, default=20, help="samples per key (and unconditioned samples)")
+    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    a = p.parse_args(argv)
+    res = measure_key_control(a.ckpt_path, a.keys.split(","), a.n, a.cfg_scale, a.max_new_tokens, a.seed)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
+
+
+class ConditionedTokenizer:
+    """A trained tokeniser whose ``vocab_size`` also counts the attribute tokens (what a conditioned
+    DataModule hands to training, so the model's embedding covers them); everything else is the
+    tokeniser's own, which ignores the attribute ids when decoding."""
+
+    def __init__(self, tokenizer, vocab: ConditioningVocab) -> None:
+        self.base_tokenizer = tokenizer
+        self.conditioning = vocab
+
+    @property
+    def vocab_size(self) -> int:
+        return self.conditioning.vocab_size
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["base_tokenizer"], name)
