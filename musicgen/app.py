@@ -355,6 +355,7 @@ def output_folder(cfg: DictConfig) -> Path:
 def serve(cfg: DictConfig, block: bool = True, on_start: Callable[[str], None] | None = None):
     """Load the run, build the page and launch it on ``server_name``:``server_port``; returns the
     Gradio app once it has stopped (``block``) or at once."""
+    sampling_config(cfg.sampling)  # range errors before any folder is made or model loaded
     out_dir = output_folder(cfg)
     upload_dir = out_dir / "gradio"  # Gradio's uploads and its cache of served files: inside the output folder
     upload_dir.mkdir(parents=True, exist_ok=True)

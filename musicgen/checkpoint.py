@@ -186,7 +186,8 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
     if tokenizer.vocab_size + n_attr != meta["model"]["vocab_size"]:
         raise ProvenanceError(
             f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens (+{n_attr} attribute tokens) but the "
-            f"model was built for {meta['model']['vocab_size']}; use the tokenizer.json of the run that wrote this checkpoint"
+            f"model was built for {meta['model']['vocab_size']}; "
+            "use the tokenizer.json of the run that wrote this checkpoint"
         )
     net = instantiate(meta["model"])
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}

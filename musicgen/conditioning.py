@@ -379,7 +379,8 @@ class Conditioner:
 
     def prefixes(self, split: str) -> np.ndarray:
         """(n_docs, P) prefix ids of a split: full for val/test, with attribute dropout for train."""
-        pre = np.array([self.vocab.prefix(a) for a in self.attrs[split]], dtype=np.int64).reshape(-1, len(self.attributes))
+        rows = [self.vocab.prefix(a) for a in self.attrs[split]]
+        pre = np.array(rows, dtype=np.int64).reshape(-1, len(self.attributes))
         if split == "train" and self.drop_rate > 0:
             pre = drop_attributes(pre, self.vocab.null_prefix(), self.drop_rate, np.random.default_rng([self.seed, 7]))
         return pre

@@ -136,7 +136,7 @@ def test_none_streams_are_the_cache_unchanged(tmp_path, prepared_data_dir):
     assert dm.tokenizer is dm.cache.tokenizer
     assert dm.datasets["train"].tokens is dm.cache.splits["train"].tokens  # the memory map itself
     assert type(dm.datasets["val"]) is ScoringWindows
-    for split, st in dm.cache.splits.items():
+    for st in dm.cache.splits.values():
         docs = [st.doc(i) for i in range(st.n_docs)]
         assert all(d[0] == BOS_ID and d[1] < dm.tokenizer.vocab_size and d[-1] == EOS_ID for d in docs)
     # conditioning=key reads the same cache (same key, same bytes): only the windows differ
@@ -271,3 +271,18 @@ def test_cond_on_an_unconditioned_checkpoint_is_an_error(smoke_run, tmp_path):
         run_generation(gen_cfg(smoke_run, tmp_path, **{"cond.key": "D"}))
     with pytest.raises(ConfigError, match="needs a checkpoint trained with conditioning"):
         run_generation(gen_cfg(smoke_run, tmp_path, **{"sampling.cfg_scale": 2.0}))
+
+
+def test_lstm_conditioned_run_generates_through_the_wrapper(tmp_path, prepared_data_dir):
+    """V6 (LSTM, seq2one, plain REMI): the wrapper without a KV cache, a window of the trained length."""
+    from musicgen.checkpoint import load_run
+    from musicgen.generate import run_generation
+    from musicgen.train import train
+
+    train(compose("train", ["+version=v6", "conditioning=key", *smoke_override_list(tmp_path, prepared_data_dir)]))
+    run = load_run(tmp_path / "run")
+    assert run.conditioning.attributes == ("key",) and run.tokenizer.vocab_size == 362
+    report = run_generation(gen_cfg(tmp_path / "run", tmp_path / "gen", num_samples=2, max_new_tokens=8, **{
+        "prompt.source": "none", "cond.key": "A", "cond.mode": "minor", "sampling.cfg_scale": 0.0}))
+    assert report["conditioning"]["prefix_tokens"] == ["Key_A_minor"]
+    assert all(i < 362 for s in report["samples"] for i in s["ids"])

@@ -250,7 +250,8 @@ class MidiDataModule(L.LightningDataModule):
             from musicgen.conditioning import ConditionedTokenizer, Conditioner
 
             names = {s: st.names for s, st in self.cache.splits.items()}
-            self.conditioner = Conditioner(self.conditioning, names, self.file_paths, self.tokenizer.vocab_size, self.seed)
+            self.conditioner = Conditioner(self.conditioning, names, self.file_paths, self.tokenizer.vocab_size,
+                                           self.seed)
             self.checkpoint_metadata["conditioning"] = self.conditioner.vocab.to_dict()
             self.tokenizer = ConditionedTokenizer(self.tokenizer, self.conditioner.vocab)
         for s, st in self.cache.splits.items():
