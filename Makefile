@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gallery gallery-check app app-check clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench export gallery gallery-check app app-check clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -98,6 +98,10 @@ benchmark: $(STAMP) ## Published benchmarks (Pearce 2005 melody prediction) -> o
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen.bench $(ARGS)
+
+export: $(STAMP) ## Export a V7/V8 run as a Hugging Face model dir: make export RUN=outputs/train/v7/<run> ARGS='out=DIR'
+	@$(PY) -c "import transformers" 2>/dev/null || $(PIP) install -q -e '.[bench]'
+	$(PY) -m musicgen.export ckpt_path=$(RUN) format=hf $(ARGS)
 
 gallery: $(STAMP) ## Static page of runs side by side (samples, audio, real pieces) -> outputs/gallery/index.html
 	$(PY) -m musicgen.gallery $(ARGS)

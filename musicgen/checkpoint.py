@@ -40,7 +40,8 @@ class LoadedRun:
 
     @property
     def run_dir(self) -> Path:
-        return self.ckpt_path.parent.parent
+        # a checkpoint sits in <run>/checkpoints/; an exported model directory (musicgen.export) is its own
+        return self.ckpt_path if self.ckpt_path.is_dir() else self.ckpt_path.parent.parent
 
     @property
     def trained_context(self) -> int:
@@ -159,8 +160,13 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
     """Rebuild the network and tokeniser of a checkpoint written by ``musicgen.train``.
 
     The tokeniser is the one embedded in the checkpoint; a ``tokenizer.json`` beside it (in the
-    run directory) must be the same file, and its vocabulary must be the model's.
+    run directory) must be the same file, and its vocabulary must be the model's. A Hugging Face
+    directory written by ``musicgen.export`` is rebuilt from its safetensors and tokeniser files.
     """
+    from musicgen import export  # here: musicgen.export imports this module
+
+    if export.is_export_dir(path):
+        return export.load_export(path)
     ckpt_path = find_checkpoint(path)
     ckpt = torch.load(ckpt_path, map_location=map_location, weights_only=False)
     meta = ckpt.get("musicgen")
@@ -185,7 +191,8 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
     n_attr = len(meta.get("conditioning", {}).get("tokens", []))  # attribute tokens after the tokeniser's ids
     if tokenizer.vocab_size + n_attr != meta["model"]["vocab_size"]:
         raise ProvenanceError(
-            f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens (+{n_attr} attribute tokens) but the "
+            f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens"
+            + (f" (+{n_attr} attribute tokens)" if n_attr else "") + " but the "
             f"model was built for {meta['model']['vocab_size']}; "
             "use the tokenizer.json of the run that wrote this checkpoint"
         )

@@ -20,8 +20,15 @@ COPY_KEYS = (
 def describe_sampling(sampling: dict[str, Any]) -> str:
     if sampling.get("greedy"):
         return "greedy decoding"
-    return (f"temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, "
+    text = (f"temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, "
             f"top-p {sampling['top_p'] if sampling['top_p'] < 1 else 'off'}")
+    if sampling.get("min_p"):
+        text += f", min-p {sampling['min_p']}"
+    if sampling.get("repetition_penalty", 1.0) != 1.0:
+        text += f", repetition penalty {sampling['repetition_penalty']} over {sampling['repetition_window']} tokens"
+    if "constrained" in sampling:
+        text += ", grammar-constrained" if sampling["constrained"] else ", unconstrained"
+    return text
 
 
 def fmt(figure: dict[str, float] | None, digits: int = 3) -> str:

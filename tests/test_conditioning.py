@@ -286,3 +286,18 @@ def test_lstm_conditioned_run_generates_through_the_wrapper(tmp_path, prepared_d
         "prompt.source": "none", "cond.key": "A", "cond.mode": "minor", "sampling.cfg_scale": 0.0}))
     assert report["conditioning"]["prefix_tokens"] == ["Key_A_minor"]
     assert all(i < 362 for s in report["samples"] for i in s["ids"])
+
+
+def test_time_signature_tokens_give_every_corpus_metre_its_bars():
+    from musicgen.tokenizers import RemiTokenizer
+
+    assert RemiTokenizer().vocab_size == 362  # the versions' REMI is untouched
+    tok = RemiTokenizer(use_time_signatures=True)
+    assert tok.vocab_size == 439  # + 14 TimeSig tokens and the longer bars' positions and rests
+    for num, den in ((9, 8), (2, 2), (6, 8), (3, 2)):
+        score = _score([60, 62, 64, 65, 67, 69] * 3)
+        score.time_signatures.append(symusic.TimeSignature(0, num, den))
+        tokens = tok.tokens(tok.encode(score))
+        assert f"TimeSig_{num}/{den}" in tokens
+        bars = tokens.count("Bar_None")
+        assert bars == -(-18 * den // (4 * num))  # 18 quarter notes in bars of 4 * num / den quarters

@@ -36,7 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from musicgen.audio import AudioRenderer, renderer_from_config
 from musicgen.fs import atomic_path, atomic_write_text
-from musicgen.generation import SamplingConfig
+from musicgen.generation import SamplingConfig, sampling_grammar
 from musicgen.lit.optim import WarmupCosine
 from musicgen.midi_io import write_score
 from musicgen.plots import plot_piano_roll, plot_pitch_histograms, save_figure
@@ -380,7 +380,7 @@ class SampleMetrics(L.Callback):
         if self._reference is None:
             self._reference = training_reference(tok, dm.cache.splits["train"], max_pieces=1000)
         ids, ended, _ = sample_pieces(pl_module.net, self.num_samples, self.max_new_tokens, self.sampling,
-                                      dm.seq_len, self.seed)
+                                      dm.seq_len, self.seed, grammar=sampling_grammar(tok, self.sampling))
         metrics = sample_metrics(tok, ids, self._reference, ended)
 
         step = trainer.global_step

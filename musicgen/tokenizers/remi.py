@@ -93,6 +93,12 @@ _FIXED_OPTIONS: dict[str, Any] = {
 }
 
 
+#: The time signatures a tokeniser with ``use_time_signatures`` writes (conditioning=full): MidiTok's
+#: range above lays 9/8, 2/2, 3/2 and 4/2 pieces out in 4/4 bars; this one gives them their own bars.
+#: Without time signatures the range above stays, so the versions' ids never change.
+TIME_SIGNATURE_RANGE = {8: [3, 6, 9, 12], 4: [1, 2, 3, 4, 5, 6], 2: [2, 3, 4]}
+
+
 def _beat_res(value: Mapping) -> dict[tuple[int, int], int]:
     """``{"0_4": 8}`` (YAML/JSON form) or ``{(0, 4): 8}`` -> ``{(0, 4): 8}``."""
     out = {}
@@ -177,7 +183,8 @@ class RemiTokenizer(MusicTokenizer):
             num_tempos=o["num_tempos"],
             tempo_range=tuple(o["tempo_range"]),
             encode_ids_split=o["encode_ids_split"],
-            **copy.deepcopy(_FIXED_OPTIONS),
+            **{**copy.deepcopy(_FIXED_OPTIONS),
+               **({"time_signature_range": TIME_SIGNATURE_RANGE} if o["use_time_signatures"] else {})},
         )
 
     def _check_special_ids(self) -> None:
