@@ -205,6 +205,8 @@ def sampling_config(sampling: Any) -> SamplingConfig:
 def resolve_vocab(cfg: DictConfig, tokenizer_vocab: int) -> int:
     """The model's vocabulary: the tokeniser's, or a configured number that must agree with it."""
     wanted = cfg.model.get("vocab_size")
+    if wanted is not None and wanted < tokenizer_vocab and conditioning_config(cfg):
+        return tokenizer_vocab  # a pinned size (V6: 362) is the tokeniser's own; attribute tokens come on top
     if wanted is not None and wanted != tokenizer_vocab:
         raise ConfigError(
             f"model.vocab_size={wanted} disagrees with the tokeniser's vocabulary of {tokenizer_vocab}; "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -52,6 +53,8 @@ METADATA_FILE = "musicgen.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 FORMATS = ("hf",)
+#: Files of the training run copied beside the model (where they exist): figures the card cites.
+RUN_FILES = ("metrics.json", "evaluation.json", "evaluation.md", "metrics.png", "distributions.png")
 
 
 # ----------------------------------------------------------------------------- weight names
@@ -212,7 +215,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict[str, Any]) -> str:
+def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict[str, Any],
+               copied: tuple[str, ...] = ()) -> str:
+    """The README.md of an exported directory; ``copied``: the run's files copied beside it."""
     meta, shape = run.metadata, run.net.config
     cfg = meta.get("config", {})
     data, tok_cfg = cfg.get("data", {}), cfg.get("tokenizer", {})
@@ -223,15 +228,16 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
     metrics = _read_json(run_dir / "metrics.json" if run_dir else None)
     evaluation = _read_json(run_dir / "evaluation.json" if run_dir else None)
     sampling = cfg.get("sampling", {})
+    bpe = f"+BPE {tok_cfg['bpe_vocab_size']}" if tok_cfg.get("bpe_vocab_size") else ""
     front = ["---", "library_name: transformers", "pipeline_tag: text-generation",
              "tags: [music, symbolic-music, midi, remi, musicgen, llama]", "---", ""]
     lines = [
         *front,
         f"# musicgen {version}: {description}".rstrip(": "),
         "",
-        f"An autoregressive model of symbolic music (MIDI as REMI tokens), trained with musicgen {musicgen.__version__} "
-        f"and exported as a Hugging Face `LlamaForCausalLM` on {export['created'][:10]}. Source checkpoint: "
-        f"`{export['source']}`.",
+        "An autoregressive model of symbolic music (MIDI as REMI tokens), trained with musicgen "
+        f"{musicgen.__version__} and exported as a Hugging Face `LlamaForCausalLM` on {export['created'][:10]}. "
+        f"Source checkpoint: `{export['source']}`.",
         "",
         "## Model",
         "",
@@ -246,7 +252,7 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
         "",
         "## Tokeniser",
         "",
-        f"`tokenizer.json`: MidiTok's own file (REMI{'+BPE ' + str(tok_cfg['bpe_vocab_size']) if tok_cfg.get('bpe_vocab_size') else ''}, "
+        f"`tokenizer.json`: MidiTok's own file (REMI{bpe}, "
         f"{tok_cfg.get('num_velocities', '?')} velocities, chords {tok_cfg.get('use_chords')}, tempos "
         f"{tok_cfg.get('use_tempos')}, rests {tok_cfg.get('use_rests')}) with a `musicgen` entry; "
         f"{run.tokenizer.vocab_size} tokens. sha256 `{export['tokenizer_sha256'][:16]}...`.",
@@ -262,7 +268,7 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
         f"{data.get('description', '')}".strip() or "(no description)",
         "",
         f"Corpora {data.get('corpora')}" + (f", root `{data['root']}`" if data.get("root") else "")
-        + f"; files per split (originals): " + ", ".join(f"{k} {len(v)}" for k, v in split.items())
+        + "; files per split (originals): " + ", ".join(f"{k} {len(v)}" for k, v in split.items())
         + f"; training files transposed up to {data.get('augment', {}).get('copies')} times within "
           f"±{data.get('augment', {}).get('max_shift')} semitones. The file lists are in `musicgen.json`.",
         "",
@@ -286,7 +292,11 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
             from musicgen.report import report_markdown
 
             body = report_markdown(evaluation)
-            lines += [line.replace("# ", "### ", 1) if line.startswith("#") else line for line in body.splitlines()]
+            for line in body.splitlines():
+                image = re.fullmatch(r"!\[[^\]]*\]\(([^)]+)\)", line.strip())
+                if image and image.group(1) not in copied:
+                    continue  # a figure left in the run directory
+                lines.append(line.replace("# ", "### ", 1) if line.startswith("#") else line)
         except (KeyError, TypeError, ValueError) as e:
             lines += [f"`evaluation.json` could not be summarised ({e}); it is not copied here."]
     else:
@@ -295,8 +305,10 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
         "",
         "## How to load",
         "",
-        "With transformers (the weights are a plain `LlamaForCausalLM`; logits match musicgen's within "
-        f"{export['max_abs_logit_diff']:.1e} in fp32 on {export['check_windows']}):",
+        "With transformers (the weights are a plain `LlamaForCausalLM`; " + (
+            "the logits were not compared at export):" if export["max_abs_logit_diff"] is None else
+            f"its logits and musicgen's differ by at most {export['max_abs_logit_diff']:.2g} in fp32 on "
+            f"{export['check_windows']}, checked at export):"),
         "",
         "```python",
         "import torch",
@@ -324,6 +336,7 @@ def model_card(run: LoadedRun, out_name: str, run_dir: Path | None, export: dict
         "- `config.json`, `generation_config.json`, `model.safetensors`: the Hugging Face model",
         "- `tokenizer.json`: the MidiTok tokeniser the model was trained with",
         "- `musicgen.json`: musicgen's metadata (version, model, resolved config, provenance, export check)",
+        *(f"- `{name}`: the training run's, as it was at export" for name in copied),
         "",
     ]
     return "\n".join(lines)
@@ -392,8 +405,9 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
         gen.top_k = sampling.get("top_k") or 0
         gen.top_p = sampling.get("top_p", 1.0)
 
-    text = run.metadata.get("tokenizer") or (run.run_dir / run.metadata.get("tokenizer_file", TOKENIZER_FILE)).read_text(
-        encoding="utf-8")  # load_run has checked either against the provenance hash
+    # the tokeniser load_run checked against the provenance hash: embedded, else the run's file
+    text = run.metadata.get("tokenizer") or (
+        run.run_dir / run.metadata.get("tokenizer_file", TOKENIZER_FILE)).read_text(encoding="utf-8")
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         llama.save_pretrained(tmp, safe_serialization=True)
@@ -419,7 +433,7 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
             export["max_abs_logit_diff"] = diff
             del hf
         else:
-            export["max_abs_logit_diff"] = float("nan")
+            export["max_abs_logit_diff"] = None  # check=false: not measured
         meta = {k: v for k, v in run.metadata.items() if k not in ("tokenizer", "export")}
         meta.update(tokenizer_file=TOKENIZER_FILE, export=export)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
@@ -428,12 +442,15 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
                 back = load_export(tmp).net(ids)
                 if not torch.equal(back, net(ids)):
                     raise RuntimeError("the model rebuilt from the exported safetensors differs from the checkpoint's")
-        (tmp / "README.md").write_text(model_card(run, str(out), run_dir, export), encoding="utf-8")
+        copied = tuple(name for name in RUN_FILES if run_dir and (run_dir / name).is_file())
+        for name in copied:
+            shutil.copyfile(run_dir / name, tmp / name)
+        (tmp / "README.md").write_text(model_card(run, str(out), run_dir, export, copied), encoding="utf-8")
         _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s to %s (max |logit difference| %.2g on %s)", run.ckpt_path, out,
+    log.info("exported %s to %s (max |logit difference| %s on %s)", run.ckpt_path, out,
              export["max_abs_logit_diff"], windows)
     return out
 
