@@ -571,18 +571,23 @@ def measure_key_control(ckpt_path: str, keys: Sequence[str], n_per_key: int = 20
 
     result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_key": n_per_key,
                               "per_key": {}}
-    k_all = n_all = 0
-    uncond = sample_keys(vocab.null_prefix(), 1.0) * 1
-    k_base = 0
+    def same_sig(a: str | None, b: str) -> bool:  # the same tonic pair (a key or its relative)
+        return a is not None and key_signature_sharps(a) == key_signature_sharps(b)
+
+    k_all = n_all = s_all = k_base = s_base = 0
+    uncond = sample_keys(vocab.null_prefix(), 1.0)
     for key in keys:
         got = sample_keys(vocab.prefix({"key": key}), cfg_scale)
-        k = sum(g == key for g in got)
-        result["per_key"][key] = _share(k, len(got))
-        k_all, n_all = k_all + k, n_all + len(got)
+        k, s = sum(g == key for g in got), sum(same_sig(g, key) for g in got)
+        result["per_key"][key] = {**_share(k, len(got)), "same_signature": _share(s, len(got))}
+        k_all, n_all, s_all = k_all + k, n_all + len(got), s_all + s
         k_base += sum(g == key for g in uncond)
+        s_base += sum(same_sig(g, key) for g in uncond)
     result["conditioned"] = _share(k_all, n_all)
+    result["conditioned_same_signature"] = _share(s_all, n_all)
     # unconditioned samples scored against each requested key in turn: the chance level
     result["unconditioned"] = _share(k_base, len(uncond) * len(keys))
+    result["unconditioned_same_signature"] = _share(s_base, len(uncond) * len(keys))
     result["unconditioned_keys"] = {k: sum(g == k for g in uncond) for k in sorted({g for g in uncond if g})}
     cache = load_run_cache(run)
     test = cache.splits.get("test")

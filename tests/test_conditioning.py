@@ -263,6 +263,17 @@ def test_generate_with_cond_puts_the_prefix_and_checks_values(full_run, tmp_path
         run_generation(gen_cfg(full_run, tmp_path / "e", **{"sampling.cfg_scale": 6.0}))
 
 
+def test_measure_key_control_reports_shares_with_intervals(full_run):
+    from musicgen.conditioning import measure_key_control
+
+    res = measure_key_control(str(full_run), ["D_major", "A_minor"], n_per_key=3, max_new_tokens=12)
+    for row in ("conditioned", "unconditioned", "conditioned_same_signature"):
+        r = res[row]
+        assert r["n"] == 6 and 0 <= r["ci95"][0] <= r["share"] <= r["ci95"][1] <= 1
+    assert set(res["per_key"]) == {"D_major", "A_minor"}
+    assert wilson(0, 10)[0] == 0 and wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1]
+
+
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
 def test_cond_on_an_unconditioned_checkpoint_is_an_error(smoke_run, tmp_path):
     from musicgen.generate import run_generation
