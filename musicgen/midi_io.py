@@ -49,11 +49,29 @@ def read_score(path: Path | str) -> symusic.Score:
                 f"{path}: MIDI format 2 ({n_tracks} independent sequences) is not supported; "
                 "convert it to format 0 or 1"
             )
+    truncated = _truncated_chunk(path, size)
+    if truncated:
+        raise BadMidiError(f"{path}: unreadable MIDI (truncated: {truncated})")
     try:
         score = symusic.Score(str(path))
     except Exception as e:  # symusic raises RuntimeError/ValueError with parser messages
         raise BadMidiError(f"{path}: unreadable MIDI ({e})") from e
     return merge_tracks(score, source=str(path))
+
+
+def _truncated_chunk(path: Path, size: int) -> str | None:
+    """Where a chunk (``MThd``, ``MTrk``, ...) declares more bytes than the file holds, what is
+    missing; None for a file whose chunks all fit. Checked here because symusic 0.5 does not
+    always notice: it can read past the end of a truncated buffer and return a score."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 8 <= size:
+        kind, length = data[pos : pos + 4], struct.unpack(">I", data[pos + 4 : pos + 8])[0]
+        if pos + 8 + length > size:
+            return f"chunk {kind.decode('latin-1')!r} at byte {pos} declares {length} bytes, {size - pos - 8} remain"
+        pos += 8 + length
+    return None
 
 
 def merge_tracks(score: symusic.Score, source: str = "score") -> symusic.Score:

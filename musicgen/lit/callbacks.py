@@ -188,8 +188,9 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 1024
     ``seconds``: the peak the ``Throughput`` callback divides by where none is given."""
     import time
 
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(0)  # never the global RNG: resumed runs must match
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b  # warm-up
     sync()
