@@ -107,12 +107,16 @@ gallery: $(STAMP) ## Static page of runs side by side (samples, audio, real piec
 	$(PY) -m musicgen.gallery $(ARGS)
 
 # Debian's chromium + chromium-driver (apt-get when root and missing) and selenium into .venv; no browser download
-gallery-check: $(STAMP) ## Open outputs/gallery/ in headless Chromium: no console errors, images and audio load; docs/gallery.png
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+define BROWSER_DEPS
+@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  else echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
 	fi
 	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
+endef
+
+gallery-check: $(STAMP) ## Open outputs/gallery/ in headless Chromium: no console errors, images and audio load; docs/gallery.png
+	$(BROWSER_DEPS)
 	@test -f outputs/gallery/index.html || $(PY) -m musicgen.gallery $(ARGS)
 	$(PY) scripts/gallery_check.py --page outputs/gallery/index.html --screenshot docs/gallery.png
 
@@ -125,12 +129,8 @@ app: $(STAMP) ## Local web page to generate from a run (127.0.0.1:7860): make ap
 
 # the app in headless Chromium (Debian's chromium + chromium-driver, as gallery-check): generate once, docs/app.png
 app-check: $(STAMP) ## Open the app in headless Chromium, click Generate, check the result; screenshot docs/app.png
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
-	  else echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
-	fi
+	$(BROWSER_DEPS)
 	$(APP_DEPS)
-	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
 	$(PY) scripts/app_check.py --run $(APP_RUN) --screenshot docs/app.png $(if $(ARGS),-- $(ARGS),)
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
