@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from gallery_check import headless_chromium  # scripts/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,6 @@ a.addEventListener('loadedmetadata', () => {
 }, {once: true});
 a.addEventListener('error', () => finish(false, 'error ' + (a.error && a.error.code)), {once: true});
 """
-
-
-def find(*names: str) -> str | None:
-    for n in names:
-        p = shutil.which(n)
-        if p:
-            return p
-    return None
 
 
 def free_port() -> int:
@@ -93,13 +86,9 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*", help="hydra overrides for musicgen.app (after --)")
     args = ap.parse_args()
 
-    browser, driver_path = find("chromium", "chromium-browser"), find("chromedriver")
-    if not browser or not driver_path:
-        print("error: needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-              file=sys.stderr)
+    driver = headless_chromium(args.width)  # before the app starts: a missing browser costs nothing
+    if driver is None:
         return 1
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -108,15 +97,9 @@ def main() -> int:
 
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="musicgen_app_") as out_dir:
-        proc, url = start_app(args.run, out_dir, args.overrides, args.timeout)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = browser
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--mute-audio",
-                     "--autoplay-policy=no-user-gesture-required", f"--window-size={args.width},1000"):
-            opts.add_argument(flag)
-        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+        proc = None
         try:
+            proc, url = start_app(args.run, out_dir, args.overrides, args.timeout)
             driver.set_script_timeout(60)
             driver.get(url)
             wait = WebDriverWait(driver, args.timeout)
@@ -152,11 +135,12 @@ def main() -> int:
                   f"screenshot {args.screenshot}")
         finally:
             driver.quit()
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     for p in problems:
         print(f"FAIL {p}", file=sys.stderr)
     return 1 if problems else 0

@@ -44,6 +44,27 @@ def find(*names: str) -> str | None:
     return None
 
 
+def headless_chromium(width: int):
+    """A selenium driver of Debian's headless Chromium (console messages logged, audio muted and
+    allowed to play), or None with one line on stderr when chromium or chromium-driver is missing.
+    Shared with ``scripts/app_check.py``."""
+    browser, driver_path = find("chromium", "chromium-browser"), find("chromedriver")
+    if not browser or not driver_path:
+        print("error: needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+              file=sys.stderr)
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--mute-audio",
+                 "--autoplay-policy=no-user-gesture-required", f"--window-size={width},1000"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--page", default="outputs/gallery/index.html")
@@ -56,21 +77,9 @@ def main() -> int:
     if not page.is_file():
         print(f"error: {args.page} does not exist: run make gallery first", file=sys.stderr)
         return 1
-    browser, driver_path = find("chromium", "chromium-browser"), find("chromedriver")
-    if not browser or not driver_path:
-        print("error: needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-              file=sys.stderr)
+    driver = headless_chromium(args.width)
+    if driver is None:
         return 1
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--mute-audio",
-                 "--autoplay-policy=no-user-gesture-required", f"--window-size={args.width},1000"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
     problems: list[str] = []
     try:
         driver.set_script_timeout(120)
