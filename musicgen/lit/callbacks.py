@@ -366,6 +366,7 @@ class SampleMetrics(L.Callback):
         self.audio = {"formats": ["flac"], **(audio or {})}
         self._renderer: AudioRenderer | None | bool = False  # False: not looked for yet
         self._reference: Reference | None = None
+        self._grammar = None  # the tokeniser's grammar when sampling.constrained, built with the reference
         self._sampled_epoch = -1
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -378,10 +379,11 @@ class SampleMetrics(L.Callback):
             return
         dm = trainer.datamodule
         tok = dm.tokenizer
-        if self._reference is None:
+        if self._reference is None:  # both built once: the tokeniser does not change during a run
             self._reference = training_reference(tok, dm.cache.splits["train"], max_pieces=1000)
+            self._grammar = sampling_grammar(tok, self.sampling)
         ids, ended, _ = sample_pieces(pl_module.net, self.num_samples, self.max_new_tokens, self.sampling,
-                                      dm.seq_len, self.seed, grammar=sampling_grammar(tok, self.sampling))
+                                      dm.seq_len, self.seed, grammar=self._grammar)
         metrics = sample_metrics(tok, ids, self._reference, ended)
 
         step = trainer.global_step
