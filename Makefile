@@ -51,8 +51,11 @@ install: $(STAMP) ## Create .venv and install musicgen with its test dependencie
 lint: $(STAMP) ## Lint the code (ruff; configured in pyproject.toml)
 	$(PY) -m ruff check musicgen tests scripts
 
-test: lint ## Lint, then run the fast test suite (excludes slow and gpu markers)
-	$(PY) -m pytest -q
+# the suite runs in TEST_WORKERS processes (pytest-xdist; a test file stays in one), one torch
+# thread each, so that the cores are shared out rather than oversubscribed
+TEST_WORKERS ?= auto
+test: lint ## Lint, then run the fast test suite (excludes slow and gpu markers) on every core
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP) ## Run every test, the slow ones included
 	$(PY) -m pytest -q -m "not gpu"

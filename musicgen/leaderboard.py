@@ -3,7 +3,7 @@
 Every entry (a version, or a version with one setting changed: the ablations behind the original
 design's claims) trains on one common dataset and split, for the same wall-clock budget, once per
 seed, through one Hydra multirun per entry (``launcher=[hydra/launcher=slurm]`` sends the runs to
-a cluster unchanged). Every run is evaluated on the test split by ``musicgen.evaluate``. The board
+a cluster unchanged). Every run is evaluated on the test split by ``musicgen.evaluate`` (in this process). The board
 pools each entry's seeds (NLL: the per-piece NLL averaged over seeds; sample figures: the seeds'
 samples together) and gives every figure its 95% bootstrap interval over pieces. It writes
 ``leaderboard.json``, ``leaderboard.md``, ``metrics.png`` and ``curves.png`` into ``output_dir``.
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 from musicgen.errors import ConfigError, UserError, user_errors
+from musicgen.evaluate import evaluate
 from musicgen.fs import atomic_write_text
 from musicgen.plots import save_figure
 from musicgen.report import fmt, separable
@@ -113,11 +114,10 @@ def evaluate_entries(cfg: DictConfig, names: list[str]) -> None:
             if marker.is_file() and json.loads(marker.read_text()) == wanted:
                 continue
             log.info("%s seed %d: evaluating", name, s)
-            args = [f"{k}={v}" for k, v in wanted.items()]
-            proc = subprocess.run([sys.executable, "-m", "musicgen.evaluate", f"ckpt_path={d}", *args],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise UserError(f"evaluating {d} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
+            try:
+                evaluate(hydra.compose("evaluate", [f"ckpt_path={d}", *(f"{k}={v}" for k, v in wanted.items())]))
+            except UserError as e:
+                raise UserError(f"evaluating {d} failed: {e}") from e
             atomic_write_text(marker, json.dumps(wanted))
 
 
