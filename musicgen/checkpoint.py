@@ -67,6 +67,14 @@ class LoadedRun:
         d = self.metadata.get("conditioning")
         return ConditioningVocab.from_dict(d) if d else None
 
+    @property
+    def infill(self):
+        """The sentinel ids of a run trained with infilling (``musicgen.infill.InfillVocab``), else None."""
+        from musicgen.infill import InfillVocab
+
+        d = self.metadata.get("infill")
+        return InfillVocab.from_dict(d) if d else None
+
 
 # ----------------------------------------------------------------------------- provenance
 
@@ -188,11 +196,12 @@ def load_run(path: Path | str, map_location: str | torch.device = "cpu") -> Load
         tok_file = Path(d) / "tokenizer.json"
         tok_file.write_text(text, encoding="utf-8")
         tokenizer = load_tokenizer(tok_file)
-    n_attr = len(meta.get("conditioning", {}).get("tokens", []))  # attribute tokens after the tokeniser's ids
+    # attribute tokens, or infilling's sentinels, after the tokeniser's ids
+    n_attr = len(meta.get("conditioning", {}).get("tokens", [])) + len(meta.get("infill", {}).get("tokens", []))
     if tokenizer.vocab_size + n_attr != meta["model"]["vocab_size"]:
         raise ProvenanceError(
             f"{ckpt_path}: the tokeniser has {tokenizer.vocab_size} tokens"
-            + (f" (+{n_attr} attribute tokens)" if n_attr else "") + " but the "
+            + (f" (+{n_attr} attribute or sentinel tokens)" if n_attr else "") + " but the "
             f"model was built for {meta['model']['vocab_size']}; "
             "use the tokenizer.json of the run that wrote this checkpoint"
         )

@@ -30,7 +30,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOP_LEVEL_KEYS = {
     "paths", "tokenizer", "model", "objective", "data", "trainer", "callbacks", "logger",
     "sampling", "preset", "hparams_search", "task_name", "seed", "version", "optim",
-    "ckpt_path", "optimized_metric", "resume", "hydra", "conditioning",
+    "ckpt_path", "optimized_metric", "resume", "hydra", "conditioning", "infill",
 }
 
 
@@ -170,8 +170,9 @@ def preflight(cfg: DictConfig) -> Checked:
             check(lambda key=key, example=example, what=what: require_dir(cfg.data[key], f"data.{key}", example, what))
     tokenizer = check(lambda: build("tokenizer", cfg.tokenizer))
     conditioning = check(lambda: conditioning_config(cfg))
-    datamodule = check(lambda: build("data", cfg.data, tokenizer=tokenizer, **conditioning)) \
-        if tokenizer is not None and conditioning is not None else None
+    infill = check(lambda: infill_config(cfg))
+    datamodule = check(lambda: build("data", cfg.data, tokenizer=tokenizer, **conditioning, **infill)) \
+        if tokenizer is not None and conditioning is not None and infill is not None else None
     if problems:
         raise ConfigError("; ".join(problems))
     return Checked(ckpt_path, tokenizer, datamodule)
@@ -194,6 +195,25 @@ def conditioning_config(cfg: DictConfig) -> dict[str, Any]:
     return {"conditioning": OmegaConf.to_container(cond, resolve=True)}
 
 
+def infill_config(cfg: DictConfig) -> dict[str, Any]:
+    """The DataModule's ``infill`` argument (``{}`` for infill=none or rate 0); infilling needs a
+    REMI tokeniser (bars), packed causal windows (the Transformer) and no conditioning."""
+    infill = cfg.get("infill")
+    if not infill or not infill.get("rate"):
+        return {}
+    from musicgen.infill import check_config
+
+    check_config(infill)
+    if "use_time_signatures" not in cfg.tokenizer:
+        raise ConfigError(f"infill={infill.get('name')} needs a REMI tokeniser (tokenizer=remi or remi_bpe): its bars")
+    if cfg.data.get("mode") != "causal" or not cfg.data.get("pack", True):
+        raise ConfigError(f"infill={infill.get('name')} needs packed causal windows (data.mode=causal, "
+                          "data.pack=true: the Transformer versions V7, V8)")
+    if conditioning_config(cfg):
+        raise ConfigError("infill and conditioning together are not supported yet: choose one")
+    return {"infill": OmegaConf.to_container(infill, resolve=True)}
+
+
 def sampling_config(sampling: Any) -> SamplingConfig:
     """The ``sampling`` group as a ``SamplingConfig``; a value out of range is a ``ConfigError``."""
     try:
@@ -205,7 +225,7 @@ def sampling_config(sampling: Any) -> SamplingConfig:
 def resolve_vocab(cfg: DictConfig, tokenizer_vocab: int) -> int:
     """The model's vocabulary: the tokeniser's, or a configured number that must agree with it."""
     wanted = cfg.model.get("vocab_size")
-    if wanted is not None and wanted < tokenizer_vocab and conditioning_config(cfg):
+    if wanted is not None and wanted < tokenizer_vocab and (conditioning_config(cfg) or infill_config(cfg)):
         return tokenizer_vocab  # a pinned size (V6: 362) is the tokeniser's own; attribute tokens come on top
     if wanted is not None and wanted != tokenizer_vocab:
         raise ConfigError(

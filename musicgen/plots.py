@@ -19,11 +19,15 @@ from musicgen.fs import atomic_write_bytes
 N_PITCHES = 128
 
 
-def plot_piano_roll(score: symusic.Score, path: Path | str | None = None, title: str = "") -> Figure:
-    """Notes as horizontal bars (time in quarter notes, MIDI pitch), velocity as shade."""
+def plot_piano_roll(score: symusic.Score, path: Path | str | None = None, title: str = "",
+                    span: tuple[int, int] | None = None) -> Figure:
+    """Notes as horizontal bars (time in quarter notes, MIDI pitch), velocity as shade; ``span``
+    (ticks) shaded, e.g. the bars an infilling regenerated."""
     fig = Figure(figsize=(10, 4), dpi=100)
     ax = fig.add_subplot()
     tpq = score.ticks_per_quarter
+    if span is not None:
+        ax.axvspan(span[0] / tpq, span[1] / tpq, color=(1.0, 0.75, 0.2), alpha=0.3, lw=0)
     notes = [n for t in score.tracks for n in t.notes]
     if notes:
         starts = np.array([n.time for n in notes]) / tpq

@@ -35,6 +35,7 @@ from torch import nn
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.data.windows import scoring_plan
 from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, generate, sample_next, sampling_grammar
+from musicgen.infill import continuation_net
 from musicgen.metrics import NgramLM
 from musicgen.metrics.bootstrap import bootstrap_ci, kl_from, mean_of, overlap_with, ratio
 from musicgen.metrics.copying import CopyIndex, melody_symbols
@@ -321,7 +322,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     split, and the sample figures of ``cfg.num_samples`` model samples, as many n-gram samples and
     as many real pieces of the split (fewer of each if the split has fewer pieces)."""
     t0 = time.perf_counter()
-    tok, net = run.tokenizer, run.net.to(device)
+    tok, net = run.tokenizer, continuation_net(run, run.net.to(device))
     split, train = cache.splits[cfg.split], cache.splits["train"]
     originals = split.originals()[: cfg.max_pieces or None]
     docs = [split.doc(i) for i in originals]

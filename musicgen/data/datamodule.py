@@ -110,6 +110,9 @@ class MidiDataModule(L.LightningDataModule):
             attribute tokens after each document's BOS, dropped at random in training; after
             ``setup`` ``self.conditioner`` holds them and ``checkpoint_metadata`` their vocabulary.
             None or empty: no prefix, the streams of the cache as they are.
+        infill: the ``infill`` config of an infilling run (``musicgen.infill``): ``rate`` of the
+            training windows rearranged prefix, suffix, middle around whole bars, with four sentinel
+            ids after the tokeniser's (``checkpoint_metadata["infill"]``). None or rate 0: none.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class MidiDataModule(L.LightningDataModule):
         encode_workers: int = 1,
         progress: bool = True,
         conditioning: dict[str, Any] | None = None,
+        infill: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_fractions(val_frac, test_frac)
@@ -165,6 +169,8 @@ class MidiDataModule(L.LightningDataModule):
         self.progress = progress
         self.conditioning = dict(conditioning or {})
         self.conditioner = None  # musicgen.conditioning.Conditioner of a conditioned run, after setup
+        self.infill = dict(infill or {})
+        self.infill_vocab = None  # musicgen.infill.InfillVocab of an infilling run, after setup
         self.checkpoint_metadata: dict[str, Any] = {}  # stored in the checkpoint's metadata by the module
         self.file_paths: dict[str, Path] = {}  # document name -> source file, of the last source_files()
         self.cache: token_cache.TokenCache | None = None
@@ -254,6 +260,14 @@ class MidiDataModule(L.LightningDataModule):
                                            self.seed)
             self.checkpoint_metadata["conditioning"] = self.conditioner.vocab.to_dict()
             self.tokenizer = ConditionedTokenizer(self.tokenizer, self.conditioner.vocab)
+        if self.infill.get("rate"):
+            from musicgen.infill import InfillTokenizer, InfillVocab, bar_starts, check_config
+
+            rate, max_bars = check_config(self.infill)
+            self.infill_vocab = InfillVocab(self.tokenizer.vocab_size, rate, max_bars)
+            self._is_bar = bar_starts(self.tokenizer, self.infill_vocab.base)
+            self.checkpoint_metadata["infill"] = self.infill_vocab.to_dict()
+            self.tokenizer = InfillTokenizer(self.tokenizer, self.infill_vocab)
         for s, st in self.cache.splits.items():
             self.datasets[s] = self._dataset(s, st)
         if len(self.datasets["train"]) == 0:
@@ -274,6 +288,11 @@ class MidiDataModule(L.LightningDataModule):
         as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
         if self.conditioner is not None:
             return self.conditioner.dataset(split, st, self.seq_len, self.stride, self.mode, self.pack)
+        if split == "train" and self.infill_vocab is not None:
+            from musicgen.infill import InfillWindows
+
+            return InfillWindows(st.tokens, st.offsets, self.seq_len, self.stride, self.infill_vocab, self._is_bar,
+                                 self.seed)
         if split == "train":
             return TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, self.mode, self.pack)
         if self.mode == "causal":

@@ -1,0 +1,191 @@
+"""Bar infilling (musicgen.infill): training windows rearranged on real tokens, an infilling run
+trained at smoke size, the bar-count constraint on random logits, a real tune regenerated in
+bars 2-3 with every other note kept as it was, the measurement, and the one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from helpers import gen_cfg, smoke_override_list
+
+from musicgen.checkpoint import load_run, load_run_cache
+from musicgen.config import compose, preflight
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
+from musicgen.data.windows import TokenWindows
+from musicgen.errors import ConfigError
+from musicgen.generate import run_generation
+from musicgen.generation import SamplingConfig, generate, sampling_grammar
+from musicgen.infill import (
+    InfillWindows,
+    bar_starts,
+    context_ids,
+    infill_model,
+    measure_infilling,
+    parse_bars,
+    rearrange,
+)
+from musicgen.midi_io import read_score
+from musicgen.train import train
+
+WINDOW = 128
+
+
+@pytest.fixture(scope="module")
+def infill_run(tmp_path_factory, prepared_data_dir):
+    tmp = tmp_path_factory.mktemp("infill")
+    train(compose("train", ["+version=v7", *smoke_override_list(tmp, prepared_data_dir), "infill=bars",
+                            f"data.seq_len={WINDOW}", f"model.max_seq_len={WINDOW}", "trainer.max_steps=8"]))
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def loaded(infill_run):
+    run = load_run(infill_run)
+    return run, bar_starts(run.tokenizer, run.infill.base), load_run_cache(run).splits["train"]
+
+
+def test_the_run_records_its_sentinels_and_its_vocabulary(loaded):
+    run, is_bar, _ = loaded
+    assert run.infill.base == run.tokenizer.vocab_size and run.infill.rate == 0.5
+    assert run.net.config.vocab_size == run.tokenizer.vocab_size + 4
+    assert is_bar.sum() >= 1 and run.tokenizer.tokens([int(np.flatnonzero(is_bar)[0])])[0] == "Bar_None"
+
+
+def test_a_rearranged_window_is_the_window_reordered_around_whole_bars(loaded):
+    run, is_bar, train_split = loaded
+    vocab, tokens = run.infill, np.asarray(train_split.tokens, dtype=np.int64)
+    rng, done = np.random.default_rng(0), 0
+    for start in range(0, len(tokens) - WINDOW - 1, 29):
+        seq = tokens[start : start + WINDOW + 1]
+        new = rearrange(seq, is_bar, vocab, rng)
+        if new is None:
+            continue
+        done += 1
+        assert len(new) == len(seq)
+        p, s, m, e = (np.flatnonzero(new == t) for t in (vocab.pre, vocab.suf, vocab.mid, vocab.end))
+        assert [len(p), len(s), len(m), len(e)] == [1, 1, 1, 1] and p[0] == 0 and e[0] == len(new) - 1
+        before, after, middle = new[1 : s[0]], new[s[0] + 1 : m[0]], new[m[0] + 1 : e[0]]
+        assert np.array_equal(np.concatenate([before, middle, after]), seq[: len(seq) - 4])  # nothing lost
+        assert is_bar[middle[0]] and not np.isin(middle, [BOS_ID, EOS_ID]).any()  # whole bars of one piece
+        assert 1 <= is_bar[middle].sum() <= vocab.max_bars
+        assert len(after) == 0 or is_bar[after[0]] or after[0] == EOS_ID  # the span ends at a bar line
+    assert done >= 10
+
+
+def test_a_share_of_training_windows_is_rearranged_the_same_way_every_time(loaded):
+    run, is_bar, st = loaded
+    vocab = run.infill
+    plain = TokenWindows(st.tokens, st.offsets, WINDOW, 8, "causal")
+    ds = InfillWindows(st.tokens, st.offsets, WINDOW, 8, vocab, is_bar, seed=0)
+    x, y = ds.__getitems__(list(range(len(ds))))
+    px, py = plain.__getitems__(list(range(len(ds))))
+    fim = x[:, 0] == vocab.pre
+    assert len(ds) >= 40 and 0.3 < fim.float().mean() < 0.7
+    assert torch.equal(x[~fim], px[~fim]) and torch.equal(y[~fim], py[~fim])  # the others are left to right
+    assert (y[fim][:, -1] == vocab.end).all()  # END is learned, ending the middle
+    assert not torch.isin(y[fim], torch.tensor([vocab.pre, vocab.suf, vocab.mid])).any()
+    assert (y[fim] == IGNORE_INDEX).sum() == 2 * int(fim.sum())  # the SUF and MID targets
+    x2, y2 = ds.__getitems__(list(range(len(ds))))
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # the same windows after a resume
+
+
+class RandomLogits(nn.Module):
+    """A stand-in network: random logits over a vocabulary, whatever the context."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size, self.context_len = vocab_size, 512
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, idx, input_pos=None, last_only=True):
+        return 4 * torch.randn(idx.size(0), self.vocab_size, generator=self.gen)
+
+
+def test_a_middle_has_exactly_the_bars_asked_for_under_random_logits(loaded):
+    run, is_bar, _ = loaded
+    vocab = run.infill
+    grammar = sampling_grammar(run.tokenizer, SamplingConfig())
+    for n_bars in (1, 3):
+        net = infill_model(RandomLogits(vocab.vocab_size), [vocab.pre, BOS_ID, vocab.suf, EOS_ID, vocab.mid], vocab,
+                           is_bar, n_bars)
+        out = generate(net, torch.full((64, 1), BOS_ID), 96, SamplingConfig(temperature=1.5, top_k=0, top_p=1.0),
+                       generator=torch.Generator().manual_seed(1), stop_at_eos=True, grammar=grammar)
+        ended = 0
+        for row in out[:, 1:].tolist():
+            middle = row[: row.index(EOS_ID)] if EOS_ID in row else row
+            assert middle and is_bar[middle[0]] and max(middle) < vocab.base  # a bar first, no sentinel
+            bars = int(is_bar[middle].sum())
+            assert bars <= n_bars and (EOS_ID not in row or bars == n_bars)
+            ended += EOS_ID in row
+            assert run.tokenizer.syntax_errors(middle) == 0
+        assert ended > 0
+
+
+def test_infilling_a_real_tune_keeps_every_note_outside_the_bars(infill_run, folk_midi_files, tmp_path):
+    f = folk_midi_files[0]
+    report = run_generation(gen_cfg(infill_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=2-3",
+                                                           "audio.enabled=false"], num_samples=3))
+    original = read_score(f)
+    lo, hi = report["span_ticks"]
+    assert (lo, hi) == (4 * original.ticks_per_quarter, 12 * original.ticks_per_quarter)
+
+    def notes(score, inside):
+        return sorted((n.time, n.duration, n.pitch, n.velocity) for t in score.tracks for n in t.notes
+                      if (lo <= n.time < hi) == inside)
+
+    assert (tmp_path / "original.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "infill.json").read_text())
+    assert saved["bars"] == "2-3" and len(saved["samples"]) == 3
+    for s in saved["samples"]:
+        filled = read_score(tmp_path / s["midi"])
+        assert notes(filled, inside=False) == notes(original, inside=False)  # note for note
+        assert all(t + d <= hi for t, d, _, _ in notes(filled, inside=True))
+        assert s["bars"] <= 2 and (not s["ended_at_end"] or s["bars"] == 2) and s["syntax_errors"] == 0
+        assert (tmp_path / s["png"]).stat().st_size > 0
+
+
+def test_an_infilling_run_continues_without_sentinels_and_is_measured(infill_run, tmp_path):
+    report = run_generation(gen_cfg(infill_run, tmp_path, ["audio.enabled=false"], num_samples=2,
+                                    max_new_tokens=24, **{"prompt.source": "none"}))
+    base = load_run(infill_run).infill.base
+    assert all(s["ids"] and max(s["ids"]) < base for s in report["samples"])
+    m = measure_infilling(str(infill_run), n_bars=1, n_boot=50)
+    assert m["pieces"] >= 1 and m["notes"] > 0
+    both, prefix = m["nll_per_note_prefix_and_suffix"]["value"], m["nll_per_note_prefix_only"]["value"]
+    assert both > 0 and prefix > 0 and m["difference"]["value"] == pytest.approx(both - prefix, abs=1e-3)
+
+
+def test_context_keeps_the_bars_nearest_the_span():
+    from musicgen.infill import InfillVocab
+
+    vocab, bar = InfillVocab(base=100), 50
+    ids = [bar, 10, 11, bar, 12, bar, 13, 14, bar, 15, bar, 16]  # five bars
+    starts = np.flatnonzero(np.asarray(ids) == bar)
+    context, before, middle = context_ids(ids, starts, (2, 3), vocab, budget=100)
+    assert middle == [bar, 13, 14]
+    assert context == [100, BOS_ID, bar, 10, 11, bar, 12, 101, bar, 15, bar, 16, EOS_ID, 102] and before[0] == BOS_ID
+    context, before, _ = context_ids(ids, starts, (2, 3), vocab, budget=8)
+    assert context == [100, bar, 12, 101, bar, 15, bar, 102] and before == [bar, 12]  # the nearest tokens kept
+
+
+def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files, tmp_path):
+    f = folk_midi_files[0]
+    with pytest.raises(ConfigError, match="trained without infilling"):
+        run_generation(gen_cfg(smoke_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=2-3"]))
+    for bad in ("3-2", "0-1", "x", "null"):
+        with pytest.raises(ConfigError, match="infill.bars="):
+            parse_bars(None if bad == "null" else bad)
+    with pytest.raises(ConfigError, match="the file has"):
+        run_generation(gen_cfg(infill_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=90-99"]))
+    with pytest.raises(ConfigError, match="task=remix"):
+        run_generation(gen_cfg(infill_run, tmp_path, ["task=remix"]))
+    with pytest.raises(ConfigError, match="REMI"):
+        preflight(compose("train", ["+version=v2", "infill=bars"]))
+    with pytest.raises(ConfigError, match="packed causal"):
+        preflight(compose("train", ["+version=v6", "infill=bars"]))
+    with pytest.raises(ConfigError, match="not supported yet"):
+        preflight(compose("train", ["+version=v7", "infill=bars", "conditioning=key"]))
+    with pytest.raises(ConfigError, match="infill.rate"):
+        preflight(compose("train", ["+version=v7", "infill=bars", "infill.rate=2"]))
