@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench export gallery gallery-check app app-check clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gpu-check export gallery gallery-check app app-check clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -97,6 +97,10 @@ leaderboard: $(STAMP) ## Train and evaluate V1..V8 (+ ablations) on one dataset 
 
 benchmark: $(STAMP) ## Published benchmarks (Pearce 2005 melody prediction) -> outputs/benchmark/
 	$(PY) -m musicgen.benchmark pearce2005 $(ARGS)
+
+gpu-check: $(STAMP) ## On a CUDA machine: bench, a short V8 training (compiled), generation, 1-process DDP -> outputs/gpu_check/report.md
+	$(PIP) install -q -e '.[bench]'
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'

@@ -15,7 +15,7 @@ from helpers import REPO, run_cli
 
 from musicgen.lit.optim import WarmupCosine
 
-BUDGET_S = 40
+BUDGET_S = 60  # one torch thread beside another test worker: about 50 steps here, fewer on slower machines
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
 def test_demo_writes_samples_report_and_checkpoints(demo):
     metrics = json.loads((demo / "metrics.json").read_text())
     assert metrics["version"] == "v7" and metrics["global_step"] > 10
-    assert metrics["val_ppl"] < metrics["unigram_val_ppl"]  # it learned something in 40 s
+    assert metrics["val_ppl"] < metrics["unigram_val_ppl"]  # it learned something in its budget
     generated = json.loads((demo / "samples" / "generation.json").read_text())
     assert len(generated["samples"]) == 4
     assert any((demo / "samples" / s["midi"]).stat().st_size > 0 for s in generated["samples"] if "midi" in s)
