@@ -14,9 +14,11 @@ never targets except END, which ends a middle. Which windows are rearranged, and
 from ``data.seed`` and the window's index, so a resumed run sees the same windows.
 
 Bars are the tokeniser's: REMI as V6-V8 configure it has no time signatures and lays every piece
-out in 4/4, so "bar 5" is quarter notes 16..20 of the file, whatever its metre. A bar starts at a
-token whose base expansion starts with ``Bar`` (BPE merges never cross a bar line:
-``encode_ids_split: bar``).
+out in 4/4, so "bar 5" is quarter notes 16..20 of the file, whatever its metre. In the tokens a
+bar line is an id whose base expansion starts with ``Bar`` (BPE merges never cross a bar line:
+``encode_ids_split: bar``), but MidiTok writes a rest that reaches a bar line without the Bar
+token, so generation finds each written bar line's bar from the time of the next note
+(``bar_numbers``) and refuses, in one line, a span that starts or ends inside such a rest.
 
 Generation (``python -m musicgen.generate task=infill prompt.file=tune.mid infill.bars=5-8``): the
 file is tokenised, the context ``PRE BOS <bars before> SUF <bars after> EOS MID`` (cut to the
@@ -108,6 +110,30 @@ def bar_starts(tokenizer: Any, vocab_size: int) -> np.ndarray:
         toks = tokenizer.tokens([v])
         out[v] = bool(toks) and toks[0].startswith("Bar_")
     return out
+
+
+def pitch_counts(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) int: the Pitch tokens (notes) in each id's base-token expansion."""
+    out = np.zeros(vocab_size, dtype=np.int64)
+    for v in range(min(vocab_size, len(tokenizer.backend))):
+        out[v] = sum(t.startswith("Pitch_") for t in tokenizer.tokens([v]))
+    return out
+
+
+def bar_numbers(tokenizer: Any, ids: Sequence[int], starts: np.ndarray, n_pitch: np.ndarray) -> np.ndarray:
+    """The bar (0-based, 4 quarter notes from the piece's start) each bar-start token at ``starts``
+    opens, read from the time of the next note: MidiTok writes a rest that crosses bar lines
+    without Bar tokens, so the k-th Bar token need not open bar k. Empty bars (Bar tokens in a
+    row) count back from the bar that follows them."""
+    score = tokenizer.decode(ids)
+    times = np.sort(np.array([n.time for t in score.tracks for n in t.notes], dtype=np.int64))
+    bar_ticks = 4 * score.ticks_per_quarter
+    before = np.concatenate([[0], np.cumsum(n_pitch[np.asarray(ids, dtype=np.int64)])])[starts]  # notes before each
+    last = (int(times[-1]) // bar_ticks if len(times) else 0) + 1
+    numbers = np.array([int(times[k]) // bar_ticks if k < len(times) else last for k in before], dtype=np.int64)
+    for i in range(len(numbers) - 2, -1, -1):
+        numbers[i] = min(numbers[i], numbers[i + 1] - 1)
+    return numbers
 
 
 # ----------------------------------------------------------------------------- training windows
@@ -322,17 +348,25 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
     ids = tok.encode(score)
     is_bar = bar_starts(tok, vocab.base)
     starts = np.flatnonzero(is_bar[np.asarray(ids)])
+    numbers = bar_numbers(tok, ids, starts, pitch_counts(tok, vocab.base))
     a, b = bars
-    if b > len(starts):
-        raise ConfigError(f"infill.bars={a + 1}-{b}: the file has {len(starts)} bars (of 4 quarter notes, "
-                          "the tokeniser's bars)")
-    true_middle = ids[int(starts[a]) : int(starts[b]) if b < len(starts) else len(ids)]
+    shown = f"infill.bars={a + 1}-{b}"
+    n_file = -(-score.end() // (4 * score.ticks_per_quarter))  # bars of 4 quarter notes: the tokeniser's
+    if b > n_file:
+        raise ConfigError(f"{shown}: the file has {n_file} bars (of 4 quarter notes, the tokeniser's bars)")
+    index = {int(n): i for i, n in enumerate(numbers)}
+    for bar in (a, b):
+        if bar not in index and bar <= numbers[-1]:
+            raise ConfigError(f"{shown}: bar {bar + 1} starts inside a rest that crosses bar lines, where the "
+                              "tokens have no bar line; choose bars that start with a note or an empty bar")
+    i, j = index[a], index.get(b, len(starts))  # the span in bar-start tokens (to the piece's end past the last)
+    true_middle = ids[int(starts[i]) : int(starts[j]) if j < len(starts) else len(ids)]
     window = run.trained_context
     if max_tokens is None:
         max_tokens = max(16, 2 * len(true_middle))
     max_tokens = min(int(max_tokens), window // 2)
-    context, _, _ = context_ids(ids, starts, bars, vocab, window - max_tokens)
-    net = infill_model(run.net.to(device), context, vocab, is_bar, b - a).to(device)
+    context, _, _ = context_ids(ids, starts, (i, j), vocab, window - max_tokens)
+    net = infill_model(run.net.to(device), context, vocab, is_bar, j - i).to(device)
     prompt = torch.full((num_samples, 1), BOS_ID, dtype=torch.long, device=device)
     out = generate(net, prompt, max_tokens, sampling, generator=generator, stop_at_eos=True,
                    context_len=window - net.shift, grammar=grammar)
@@ -345,7 +379,7 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
         filled = reassemble(score, tok.decode(middle), span_ticks)
         samples.append({"ids": middle, "ended": ended, "bars": int(is_bar[np.asarray(middle, dtype=np.int64)].sum())
                         if middle else 0, "score": filled})
-    return {"context_tokens": len(context), "max_tokens": max_tokens, "span_ticks": span_ticks,
+    return {"context_tokens": len(context), "max_tokens": max_tokens, "span_ticks": span_ticks, "bar_tokens": j - i,
             "true_middle_tokens": len(true_middle), "samples": samples}
 
 

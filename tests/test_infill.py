@@ -189,3 +189,31 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
         preflight(compose("train", ["+version=v7", "infill=bars", "conditioning=key"]))
     with pytest.raises(ConfigError, match="infill.rate"):
         preflight(compose("train", ["+version=v7", "infill=bars", "infill.rate=2"]))
+
+
+def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, infill_run, tmp_path):
+    import symusic
+
+    from musicgen.infill import bar_numbers, pitch_counts
+
+    run, is_bar, _ = loaded
+    tpq = 480
+    score = symusic.Score(tpq)
+    track = symusic.Track(name="melody", program=0)
+    for start, duration, pitch in ((0, 4 * tpq, 60), (4 * tpq, tpq, 62), (12 * tpq, 4 * tpq, 64), (16 * tpq, tpq, 65)):
+        track.notes.append(symusic.Note(start, duration, pitch, 80))  # bars 1, 2, a rest to bar 4, bar 5
+    score.tracks.append(track)
+    ids = run.tokenizer.encode(score)
+    starts = np.flatnonzero(is_bar[np.asarray(ids)])
+    numbers = bar_numbers(run.tokenizer, ids, starts, pitch_counts(run.tokenizer, run.infill.base))
+    assert numbers.tolist() == [0, 1, 4]  # MidiTok writes the rest from bar 2 into bar 4 without Bar tokens
+    path = tmp_path / "rest.mid"
+    score.dump_midi(str(path))
+    with pytest.raises(ConfigError, match="bar 3 starts inside a rest"):
+        run_generation(gen_cfg(infill_run, tmp_path / "a", ["task=infill", f"prompt.file={path}", "infill.bars=3-4"]))
+    report = run_generation(gen_cfg(infill_run, tmp_path / "b", ["task=infill", f"prompt.file={path}",
+                                                                 "infill.bars=2-4", "audio.enabled=false"]))
+    assert report["bar_tokens"] == 1 and report["span_ticks"] == (4 * tpq, 16 * tpq)  # one written bar line
+    filled = read_score(tmp_path / "b" / "sample_00.mid")
+    kept = sorted((n.time, n.pitch) for t in filled.tracks for n in t.notes if not 4 * tpq <= n.time < 16 * tpq)
+    assert kept == [(0, 60), (16 * tpq, 65)]
