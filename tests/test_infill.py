@@ -18,6 +18,7 @@ from musicgen.errors import ConfigError
 from musicgen.generate import run_generation
 from musicgen.generation import SamplingConfig, generate, sampling_grammar
 from musicgen.infill import (
+    InfillTokenizer,
     InfillWindows,
     bar_starts,
     context_ids,
@@ -51,6 +52,9 @@ def test_the_run_records_its_sentinels_and_its_vocabulary(loaded):
     assert run.infill.base == run.tokenizer.vocab_size and run.infill.rate == 0.5
     assert run.net.config.vocab_size == run.tokenizer.vocab_size + 4
     assert is_bar.sum() >= 1 and run.tokenizer.tokens([int(np.flatnonzero(is_bar)[0])])[0] == "Bar_None"
+    # the training-time sampler's grammar covers the sentinels and never admits them
+    grammar = sampling_grammar(InfillTokenizer(run.tokenizer, run.infill), SamplingConfig())
+    assert grammar.vocab_size == run.infill.vocab_size and not grammar.allowed[:, run.infill.base :].any()
 
 
 def test_a_rearranged_window_is_the_window_reordered_around_whole_bars(loaded):

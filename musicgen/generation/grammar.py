@@ -30,7 +30,8 @@ Grammars (``grammar_for``), each exactly as strict as the tokeniser's ``syntax_e
   automaton's, vectorised over states, one merged token at a time (``_compose``). A token whose
   expansion is empty (the word marker "▁" of the Hugging Face pre-tokeniser, which MidiTok's
   encoder does write, about once in four pieces of the folk corpus, next to a Rest) stands for
-  nothing: admitted inside a piece, the state unchanged.
+  nothing: admitted inside a piece, the state unchanged. Ids after MidiTok's vocabulary (a
+  conditioned run's attribute tokens, an infilling run's sentinels) are never admitted.
 - pitch strings: any vocabulary token inside a piece, no specials; EOS once a piece has a token.
 """
 
@@ -229,6 +230,7 @@ def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
         expansions = [[base_vocab[t] for t in tokenizer.tokens([v])] for v in range(vocab_size)]
         nxt, ok = _compose(nxt, ok, expansions)
         ok[end, [v for v, e in enumerate(expansions) if not e]] = False  # nothing after EOS but PAD
+        ok[:, len(backend):] = False  # ids after MidiTok's (attribute tokens, infilling's sentinels): never
     return _grammar(nxt, ok, start, names, tokenizer.kind)
 
 
