@@ -57,9 +57,12 @@ def _batches(items: list, key: Callable, batch_size: int):
 
 
 @torch.inference_mode()
-def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32) -> np.ndarray:
+def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32,
+            n_out: int | None = None) -> np.ndarray:
     """Total NLL (nats) of each document ``BOS ... EOS`` under a causal model, every token after
-    BOS predicted once, windows as ``scoring_plan`` lays them out (what validation does too)."""
+    BOS predicted once, windows as ``scoring_plan`` lays them out (what validation does too).
+    ``n_out``: the distribution over the first ``n_out`` ids only (an infilling run's tokeniser
+    ids, its sentinels left out)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
@@ -74,7 +77,7 @@ def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_
             x[row, : len(d) - 1] = d[:-1]
             keep = first - start - 1  # targets before this were scored by an earlier window
             y[row, keep : len(d) - 1] = d[keep + 1 :]
-        logits = net(x.to(device)).float()  # (B, T, V)
+        logits = net(x.to(device))[..., :n_out].float()  # (B, T, V)
         nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=IGNORE_INDEX, reduction="none")
         np.add.at(out, [w[0] for w in batch], nll.sum(dim=1).cpu().numpy())
     net.train(was_training)
@@ -322,7 +325,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     split, and the sample figures of ``cfg.num_samples`` model samples, as many n-gram samples and
     as many real pieces of the split (fewer of each if the split has fewer pieces)."""
     t0 = time.perf_counter()
-    tok, net = run.tokenizer, continuation_net(run, run.net.to(device))
+    tok, net = run.tokenizer, run.net.to(device)
     split, train = cache.splits[cfg.split], cache.splits["train"]
     originals = split.originals()[: cfg.max_pieces or None]
     docs = [split.doc(i) for i in originals]
@@ -334,7 +337,9 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     # likelihood: model vs smoothed n-gram on the same tokens
     seq2one = run.metadata.get("objective") == "seq2one"
     tokens = np.array([len(d) - 1 for d in docs])
-    nll = (seq2one_nll if seq2one else doc_nll)(net, docs, context)
+    # an infilling run: its distribution over the tokeniser's ids (sentinels out), to score and to sample
+    n_out = run.infill.base if run.infill is not None else None
+    nll = seq2one_nll(net, docs, context) if seq2one else doc_nll(net, docs, context, n_out=n_out)
     model_row = likelihood_metrics(nll, tokens, notes, n_boot, seed)
     ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
     ngram_nll = np.array([ngram.nll(d) for d in docs])
@@ -344,8 +349,8 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     n = min(cfg.num_samples, len(docs))
     reference = training_reference(tok, train, cfg.reference_pieces)
     grammar = sampling_grammar(tok, sampling)  # None unless sampling.constrained
-    model_ids, model_ended, seconds = sample_pieces(net, n, cfg.max_new_tokens, sampling, context, seed,
-                                                    grammar=grammar)
+    model_ids, model_ended, seconds = sample_pieces(continuation_net(run, net), n, cfg.max_new_tokens, sampling,
+                                                    context, seed, grammar=grammar)
     rng = np.random.default_rng(seed)
     drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng, grammar) for _ in range(n)]
     real = rng.choice(len(docs), size=n, replace=False)

@@ -15,6 +15,7 @@ from musicgen.config import compose, preflight
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
 from musicgen.data.windows import TokenWindows
 from musicgen.errors import ConfigError
+from musicgen.evaluate import evaluate
 from musicgen.generate import run_generation
 from musicgen.generation import SamplingConfig, generate, sampling_grammar
 from musicgen.infill import (
@@ -155,6 +156,9 @@ def test_an_infilling_run_continues_without_sentinels_and_is_measured(infill_run
                                     max_new_tokens=24, **{"prompt.source": "none"}))
     base = load_run(infill_run).infill.base
     assert all(s["ids"] and max(s["ids"]) < base for s in report["samples"])
+    ev = evaluate(compose("evaluate", [f"ckpt_path={infill_run}", f"output_dir={tmp_path / 'eval'}", "num_samples=2",
+                                       "max_new_tokens=16", "bootstrap=20", "real_examples=0", "audio.enabled=false"]))
+    assert ev["model"]["nll_per_note"]["value"] > 0  # scored over the tokeniser's ids, sampled without sentinels
     m = measure_infilling(str(infill_run), n_bars=1, n_boot=50)
     assert m["pieces"] >= 1 and m["notes"] > 0
     both, prefix = m["nll_per_note_prefix_and_suffix"]["value"], m["nll_per_note_prefix_only"]["value"]
