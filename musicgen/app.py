@@ -50,6 +50,7 @@ from musicgen.generate import write_sample
 from musicgen.generation import SamplingConfig, generate, sampling_grammar
 from musicgen.generation import sampling as sampling_module
 from musicgen.generation.prompts import file_prompt
+from musicgen.infill import continuation_net
 from musicgen.midi_io import BadMidiError, read_score
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Studio:
         self.renderer = renderer_from_config(cfg.get("audio"))
         self.device = pick_device(cfg.device)
         self.run = load_run(cfg.ckpt_path, map_location=self.device)  # once, for every user
-        self.net = self.run.net.to(self.device)
+        self.net = continuation_net(self.run, self.run.net.to(self.device))  # an infilling run: sentinels never sampled
         self.context, self.context_desc = self.run.context(cfg.context_len)
         self.version = self.run.metadata.get("version", "model")
         self.out_dir = out_dir
