@@ -649,20 +649,3 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-class ConditionedTokenizer:
-    """A trained tokeniser whose ``vocab_size`` also counts the attribute tokens (what a conditioned
-    DataModule hands to training, so the model's embedding covers them); everything else is the
-    tokeniser's own, which ignores the attribute ids when decoding."""
-
-    def __init__(self, tokenizer, vocab: ConditioningVocab) -> None:
-        self.base_tokenizer = tokenizer
-        self.conditioning = vocab
-
-    @property
-    def vocab_size(self) -> int:
-        return self.conditioning.vocab_size
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["base_tokenizer"], name)

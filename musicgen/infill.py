@@ -187,22 +187,6 @@ class InfillWindows(TokenWindows):
         return x, y
 
 
-class InfillTokenizer:
-    """A trained tokeniser whose ``vocab_size`` also counts the sentinels (what an infilling
-    DataModule hands to training, so the model's embedding covers them); all else is its own."""
-
-    def __init__(self, tokenizer, vocab: InfillVocab) -> None:
-        self.base_tokenizer = tokenizer
-        self.infill = vocab
-
-    @property
-    def vocab_size(self) -> int:
-        return self.infill.vocab_size
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["base_tokenizer"], name)
-
-
 # ----------------------------------------------------------------------------- decoding a middle
 
 def parse_bars(spec: Any) -> tuple[int, int]:

@@ -19,7 +19,6 @@ from musicgen.evaluate import evaluate
 from musicgen.generate import run_generation
 from musicgen.generation import SamplingConfig, generate, sampling_grammar
 from musicgen.infill import (
-    InfillTokenizer,
     InfillWindows,
     bar_starts,
     context_ids,
@@ -29,6 +28,7 @@ from musicgen.infill import (
     rearrange,
 )
 from musicgen.midi_io import read_score
+from musicgen.tokenizers.base import ExtendedTokenizer
 from musicgen.train import train
 
 WINDOW = 128
@@ -54,7 +54,7 @@ def test_the_run_records_its_sentinels_and_its_vocabulary(loaded):
     assert run.net.config.vocab_size == run.tokenizer.vocab_size + 4
     assert is_bar.sum() >= 1 and run.tokenizer.tokens([int(np.flatnonzero(is_bar)[0])])[0] == "Bar_None"
     # the training-time sampler's grammar covers the sentinels and never admits them
-    grammar = sampling_grammar(InfillTokenizer(run.tokenizer, run.infill), SamplingConfig())
+    grammar = sampling_grammar(ExtendedTokenizer(run.tokenizer, 4), SamplingConfig())
     assert grammar.vocab_size == run.infill.vocab_size and not grammar.allowed[:, run.infill.base :].any()
 
 

@@ -18,7 +18,7 @@ from musicgen.data.export import export_corpus
 from musicgen.data.sources import CORPORA, MAESTRO_SPLITS, DataPathError, list_maestro, list_midi_files, load_manifest
 from musicgen.data.split import check_fractions, group_keys, merged_groups, split_files, subsample
 from musicgen.data.windows import ScoringWindows, TokenWindows, check_window_args
-from musicgen.tokenizers.base import MusicTokenizer
+from musicgen.tokenizers.base import ExtendedTokenizer, MusicTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -253,21 +253,21 @@ class MidiDataModule(L.LightningDataModule):
         self.cache = self._build_cache()
         self.tokenizer = self.cache.tokenizer
         if self.conditioning.get("attributes"):
-            from musicgen.conditioning import ConditionedTokenizer, Conditioner
+            from musicgen.conditioning import Conditioner
 
             names = {s: st.names for s, st in self.cache.splits.items()}
             self.conditioner = Conditioner(self.conditioning, names, self.file_paths, self.tokenizer.vocab_size,
                                            self.seed)
             self.checkpoint_metadata["conditioning"] = self.conditioner.vocab.to_dict()
-            self.tokenizer = ConditionedTokenizer(self.tokenizer, self.conditioner.vocab)
+            self.tokenizer = ExtendedTokenizer(self.tokenizer, len(self.conditioner.vocab))
         if self.infill.get("rate"):
-            from musicgen.infill import InfillTokenizer, InfillVocab, bar_starts, check_config
+            from musicgen.infill import SENTINELS, InfillVocab, bar_starts, check_config
 
             rate, max_bars = check_config(self.infill)
             self.infill_vocab = InfillVocab(self.tokenizer.vocab_size, rate, max_bars)
             self._is_bar = bar_starts(self.tokenizer, self.infill_vocab.base)
             self.checkpoint_metadata["infill"] = self.infill_vocab.to_dict()
-            self.tokenizer = InfillTokenizer(self.tokenizer, self.infill_vocab)
+            self.tokenizer = ExtendedTokenizer(self.tokenizer, len(SENTINELS))
         for s, st in self.cache.splits.items():
             self.datasets[s] = self._dataset(s, st)
         if len(self.datasets["train"]) == 0:

@@ -18,7 +18,7 @@ import symusic
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from musicgen.midi_io import BadMidiError
 
-__all__ = ["BadMidiError", "MusicTokenizer"]
+__all__ = ["BadMidiError", "ExtendedTokenizer", "MusicTokenizer"]
 
 
 class MusicTokenizer(ABC):
@@ -87,3 +87,21 @@ class MusicTokenizer(ABC):
     def count_notes(self, ids: Sequence[int]) -> int:
         """Number of notes ``ids`` decode to."""
         return sum(len(track.notes) for track in self.decode(ids).tracks)
+
+
+class ExtendedTokenizer:
+    """A trained tokeniser whose ``vocab_size`` also counts ``extra`` ids after its own (a
+    conditioned run's attribute tokens, an infilling run's sentinels): what such a DataModule hands
+    to training, so the model's embedding covers them. Everything else is the tokeniser's own,
+    which ignores those ids when decoding."""
+
+    def __init__(self, tokenizer: MusicTokenizer, extra: int) -> None:
+        self.base_tokenizer = tokenizer
+        self.extra = int(extra)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base_tokenizer.vocab_size + self.extra
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["base_tokenizer"], name)
