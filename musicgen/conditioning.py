@@ -538,77 +538,154 @@ def _share(k: int, n: int) -> dict[str, Any]:
     return {"matches": k, "n": n, "share": k / n if n else float("nan"), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
-def measure_key_control(ckpt_path: str, keys: Sequence[str], n_per_key: int = 20, cfg_scale: float = 1.0,
-                        max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
-                        test_pieces: int = 200) -> dict[str, Any]:
-    """How often samples asked for a key come out in it (by ``estimate_key``), against unconditioned
-    samples of the same model asked nothing (the share that lands on the requested key by chance)
-    and against real test pieces (the estimator's agreement with their key attribute). Proportions
-    with 95% Wilson intervals."""
+class StyleClassifier:
+    """Nearest centroid over tokeniser-independent features (the normalised interval, duration,
+    inter-onset and notes-per-bar histograms of ``musicgen.metrics.features``, standardised on the
+    training pieces): which collection a piece sounds like. Pitch classes are left out, so a
+    transposed piece keeps its style."""
+
+    HISTS = ("interval", "duration", "ioi", "notes_per_bar")
+
+    def __init__(self, scores: Sequence[symusic.Score], styles: Sequence[str]) -> None:
+        x = np.stack([self.features(s) for s in scores])
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        z = (x - self.mean) / self.std
+        self.styles = tuple(sorted(set(styles)))
+        labels = np.array([self.styles.index(s) for s in styles])
+        self.centroids = np.stack([z[labels == i].mean(axis=0) for i in range(len(self.styles))])
+
+    @classmethod
+    def features(cls, score: symusic.Score) -> np.ndarray:
+        from musicgen.metrics.features import piece_features
+
+        f = piece_features(score)
+        return np.concatenate([f[h] / max(1, f[h].sum()) for h in cls.HISTS])
+
+    def predict(self, score: symusic.Score) -> str:
+        z = (self.features(score) - self.mean) / self.std
+        return self.styles[int(np.argmin(((self.centroids - z) ** 2).sum(axis=1)))]
+
+
+def _notes(score: symusic.Score) -> int:
+    return sum(len(t.notes) for t in score.tracks)
+
+
+def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None = None, n: int = 20,
+                    cfg_scale: float = 1.0, max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
+                    test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300) -> dict[str, Any]:
+    """How often samples asked for one attribute value (the others null) come out with it: ``n``
+    samples per value of ``values`` (attribute -> values; an empty list: the ``per_attribute`` most
+    common values of the training pieces, ``other`` left out; None: every attribute the run
+    conditions on).
+
+    The value a sample has is read from its decoded notes: key by ``estimate_key``; metre from the
+    bars it writes (its first time signature); tempo from its first tempo; density from its notes
+    per bar; style by a ``StyleClassifier`` fitted on up to ``style_pieces`` training pieces per
+    style. Two references: ``n`` samples asked nothing (the all-null prefix), scored against each
+    requested value (the chance level of this model), and up to ``test_pieces`` real test pieces
+    decoded from their tokens as the samples are, the same readers against their attributes (what
+    the readers get right on real music: the ceiling). Proportions with 95% Wilson intervals."""
     from musicgen.checkpoint import load_run, load_run_cache
     from musicgen.generation import SamplingConfig, generate
 
     run = load_run(ckpt_path, map_location=device)
     vocab = run.conditioning
-    if vocab is None or "key" not in vocab.attributes:
-        raise ConfigError(f"{ckpt_path}: not trained with key conditioning")
+    if vocab is None:
+        raise ConfigError(f"{ckpt_path}: not trained with conditioning (conditioning=key or full)")
+    values = {a: list(v) for a, v in (values or {a: [] for a in vocab.attributes}).items()}
+    unknown = [a for a in values if a not in vocab.attributes]
+    if unknown:
+        raise ConfigError(f"{ckpt_path} conditions on {list(vocab.attributes)}, not {unknown}")
+    for attr, vals in values.items():
+        bad = [v for v in vals if v not in vocab.values[attr]]
+        if bad:
+            raise ConfigError(f"{attr} values {bad} are unknown to this checkpoint; known: {list(vocab.values[attr])}")
+    cache = load_run_cache(run)
+    decode = run.tokenizer.decode
+    train, test = cache.splits["train"], cache.splits.get("test")
+    train_idx = train.originals()
+    train_attrs = piece_attributes(run, train, train_idx)
+    for attr in values:
+        if not values[attr]:
+            counts: dict[str, int] = {}
+            for a in train_attrs:
+                if a[attr] != "other":
+                    counts[a[attr]] = counts.get(a[attr], 0) + 1
+            values[attr] = sorted(counts, key=lambda v: -counts[v])[:per_attribute]
+    readers: dict[str, Any] = {"key": estimate_key, "metre": metre_of, "tempo": tempo_of, "density": density_of}
+    if "style" in values:
+        rng = np.random.default_rng(seed)
+        chosen = [int(j) for st in sorted({a["style"] for a in train_attrs})
+                  for j in rng.permutation([j for j, a in enumerate(train_attrs) if a["style"] == st])[:style_pieces]]
+        scores = [decode(train.doc(train_idx[j]).tolist()) for j in chosen]
+        keep = [k for k, sc in enumerate(scores) if _notes(sc)]
+        styles = [train_attrs[chosen[k]]["style"] for k in keep]
+        readers["style"] = StyleClassifier([scores[k] for k in keep], styles).predict
     context = run.trained_context
     gen = torch.Generator(device=device).manual_seed(seed)
     sampling = SamplingConfig()
 
-    def sample_keys(prefix: list[int], scale: float) -> list[str | None]:
+    def samples(prefix: list[int], scale: float) -> list[symusic.Score | None]:
         model = guided(run.net.to(device), prefix, vocab.null_prefix(), scale, n_out=vocab.base)
-        prompt = torch.full((n_per_key, 1), BOS_ID, dtype=torch.long, device=device)
+        prompt = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
         out = generate(model, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
                        context_len=context - len(prefix))
-        found = []
+        scores = []
         for row in out.tolist():
             body = row[1:]
-            body = body[: body.index(EOS_ID)] if EOS_ID in body else body
-            score = run.tokenizer.decode(body)
-            found.append(estimate_key(score) if sum(len(t.notes) for t in score.tracks) else None)
-        return found
+            score = decode(body[: body.index(EOS_ID)] if EOS_ID in body else body)
+            scores.append(score if _notes(score) else None)
+        return scores
 
-    result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_key": n_per_key,
-                              "per_key": {}}
-    def same_sig(a: str | None, b: str) -> bool:  # the same tonic pair (a key or its relative)
-        return a is not None and key_signature_sharps(a) == key_signature_sharps(b)
+    def read(attr: str, scores: Sequence[symusic.Score | None]) -> list[str | None]:
+        return [readers[attr](sc) if sc is not None else None for sc in scores]
 
-    k_all = n_all = s_all = k_base = s_base = 0
-    uncond = sample_keys(vocab.null_prefix(), 1.0)
-    for key in keys:
-        got = sample_keys(vocab.prefix({"key": key}), cfg_scale)
-        k, s = sum(g == key for g in got), sum(same_sig(g, key) for g in got)
-        result["per_key"][key] = {**_share(k, len(got)), "same_signature": _share(s, len(got))}
-        k_all, n_all, s_all = k_all + k, n_all + len(got), s_all + s
-        k_base += sum(g == key for g in uncond)
-        s_base += sum(same_sig(g, key) for g in uncond)
-    result["conditioned"] = _share(k_all, n_all)
-    result["conditioned_same_signature"] = _share(s_all, n_all)
-    # unconditioned samples scored against each requested key in turn: the chance level
-    result["unconditioned"] = _share(k_base, len(uncond) * len(keys))
-    result["unconditioned_same_signature"] = _share(s_base, len(uncond) * len(keys))
-    result["unconditioned_keys"] = {k: sum(g == k for g in uncond) for k in sorted({g for g in uncond if g})}
-    cache = load_run_cache(run)
-    test = cache.splits.get("test")
+    result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_value": n,
+                              "max_new_tokens": max_new_tokens, "attributes": {}}
+    uncond = samples(vocab.null_prefix(), 1.0)
+    real_scores, real_attrs = [], []
     if test is not None and len(test.originals()):
-        from musicgen.midi_io import read_score
-
-        files = {name: Path(p) for name, p in _cache_files(run).items()}
         idx = test.originals()[:test_pieces]
-        agree = agree_sig = n = 0
-        for i in idx:
-            name = test.names[i]
-            if name not in files:
-                continue
-            score = read_score(files[name])
-            label, est = file_key(score), estimate_key(score)
-            agree += label == est
-            agree_sig += key_signature_sharps(label) == key_signature_sharps(est)
-            n += 1
-        result["test_estimator_vs_label"] = _share(agree, n)
-        result["test_estimator_same_signature"] = _share(agree_sig, n)
+        real_attrs = piece_attributes(run, test, idx)
+        real_scores = [decode(test.doc(i).tolist()) for i in idx]
+    for attr, vals in values.items():
+        got_uncond = read(attr, uncond)
+        row: dict[str, Any] = {"values": list(vals), "per_value": {}}
+        k_all = n_all = k_base = 0
+        for v in vals:
+            got = read(attr, samples(vocab.prefix({attr: v}), cfg_scale))
+            k = sum(g == v for g in got)
+            row["per_value"][v] = {**_share(k, len(got)), "read": {g or "no notes": got.count(g) for g in set(got)}}
+            k_all, n_all, k_base = k_all + k, n_all + len(got), k_base + sum(g == v for g in got_uncond)
+        row["conditioned"] = _share(k_all, n_all)
+        row["unconditioned"] = _share(k_base, len(uncond) * len(vals))  # chance: asked nothing
+        if real_scores:
+            pairs = [(readers[attr](sc), a[attr]) for sc, a in zip(real_scores, real_attrs) if _notes(sc)]
+            row["real"] = _share(sum(r == label for r, label in pairs), len(pairs))
+        result["attributes"][attr] = row
     return result
+
+
+def piece_attributes(run, split, indices: Sequence[int]) -> list[dict[str, str]]:
+    """The attributes of documents ``indices`` of a run's cache split, from their source files (as
+    the DataModule takes them); a source file that is gone is a one-line error."""
+    from musicgen.midi_io import read_score
+
+    files = _cache_files(run)
+    out = []
+    for i in indices:
+        name = split.names[i]
+        path = files.get(_COPY.sub("", name))
+        if path is None or not Path(path).exists():
+            raise ConfigError(f"{name}: the source file of this piece is gone ({path or 'not in the run data'}); "
+                              "its attributes cannot be read")
+        out.append(extract_attributes(read_score(path), name))
+    return out
+
+
+def with_prefixes(docs: Sequence[np.ndarray], prefixes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """``BOS doc EOS`` documents -> ``BOS prefix doc EOS``, one prefix each."""
+    return [np.concatenate([d[:1], np.asarray(p, dtype=d.dtype), d[1:]]) for d, p in zip(docs, prefixes)]
 
 
 def _cache_files(run) -> dict[str, str]:
@@ -631,20 +708,36 @@ def _cache_files(run) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Key control of a key-conditioned checkpoint (musicgen.conditioning)")
+    p = argparse.ArgumentParser(description="Attribute control of a conditioned checkpoint (musicgen.conditioning)")
     p.add_argument("ckpt_path")
-    p.add_argument("--keys", default="C_major,G_major,D_major,A_minor,E_minor,D_minor")
-    p.add_argument("--n", type=int, default=20, help="samples per key (and unconditioned samples)")
+    p.add_argument("--attributes", default=None,
+                   help="comma-separated attributes to measure (default: all it conditions on)")
+    p.add_argument("--values", action="append", default=[], metavar="ATTR=V1,V2",
+                   help="values to ask for, e.g. key=C_major,A_minor (default: the most common in training)")
+    p.add_argument("--n", type=int, default=20, help="samples per value (and unconditioned samples)")
     p.add_argument("--cfg-scale", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     a = p.parse_args(argv)
-    res = measure_key_control(a.ckpt_path, a.keys.split(","), a.n, a.cfg_scale, a.max_new_tokens, a.seed)
+    values: dict[str, list[str]] = {}
+    for item in a.values:
+        attr, _, vals = item.partition("=")
+        values[attr] = vals.split(",")
+    if a.attributes:
+        for attr in a.attributes.split(","):
+            values.setdefault(attr, [])
+    res = measure_control(a.ckpt_path, values or None, a.n, a.cfg_scale, a.max_new_tokens, a.seed)
     text = json.dumps(res, indent=1)
     if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+        from musicgen.fs import atomic_write_text
+
+        atomic_write_text(Path(a.out), text + "\n")
+    for attr, row in res["attributes"].items():
+        real = row.get("real", {}).get("share", float("nan"))
+        print(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
+              f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}")
+    print(text if not a.out else f"written to {a.out}")
 
 
 if __name__ == "__main__":

@@ -60,9 +60,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     renderer = renderer_from_config(cfg.audio)  # a bad audio.soundfont fails before any work
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
-    if run.conditioning is not None:
-        raise ConfigError(f"{cfg.ckpt_path} is a conditioned run: evaluate does not score conditioned runs yet; "
-                          "measure key control with `python -m musicgen.conditioning <run>`")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = load_run_cache(run)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from musicgen.conditioning import conditioned_generation, piece_attributes, with_prefixes
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.data.windows import scoring_plan
 from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, generate, sample_next, sampling_grammar
@@ -58,11 +59,12 @@ def _batches(items: list, key: Callable, batch_size: int):
 
 @torch.inference_mode()
 def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32,
-            n_out: int | None = None) -> np.ndarray:
+            n_out: int | None = None, n_context: int = 0) -> np.ndarray:
     """Total NLL (nats) of each document ``BOS ... EOS`` under a causal model, every token after
     BOS predicted once, windows as ``scoring_plan`` lays them out (what validation does too).
-    ``n_out``: the distribution over the first ``n_out`` ids only (an infilling run's tokeniser
-    ids, its sentinels left out)."""
+    ``n_out``: the distribution over the first ``n_out`` ids only (the tokeniser's ids, without an
+    infilling run's sentinels or a conditioned run's attribute tokens). ``n_context``: the tokens
+    after BOS that are context, not scored (a conditioned run's attribute prefix)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
@@ -77,6 +79,7 @@ def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_
             x[row, : len(d) - 1] = d[:-1]
             keep = first - start - 1  # targets before this were scored by an earlier window
             y[row, keep : len(d) - 1] = d[keep + 1 :]
+            y[row, : max(0, n_context - start)] = IGNORE_INDEX  # targets start + 1 .. n_context
         logits = net(x.to(device))[..., :n_out].float()  # (B, T, V)
         nll = F.cross_entropy(logits.transpose(1, 2), y.to(device), ignore_index=IGNORE_INDEX, reduction="none")
         np.add.at(out, [w[0] for w in batch], nll.sum(dim=1).cpu().numpy())
@@ -85,23 +88,25 @@ def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_
 
 
 @torch.inference_mode()
-def seq2one_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 256) -> np.ndarray:
+def seq2one_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 256,
+                n_out: int | None = None, n_context: int = 0) -> np.ndarray:
     """Total NLL of each document under a seq2one model, scored as it trained: each token after
-    BOS predicted from the last output over the (up to ``context_len``) tokens before it."""
+    BOS (and after the ``n_context`` tokens that follow it) predicted from the last output over the
+    (up to ``context_len``) tokens before it; ``n_out`` as in ``doc_nll``."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     out = np.zeros(len(docs))
     by_length = defaultdict(list)  # one batch shape per context length
     for i, d in enumerate(docs):
-        for t in range(1, len(d)):
+        for t in range(1 + n_context, len(d)):
             by_length[min(t, context_len)].append((i, t))
     for n, targets in by_length.items():
         for b in range(0, len(targets), batch_size):
             chunk = targets[b : b + batch_size]
             x = torch.as_tensor(np.stack([np.asarray(docs[i][t - n : t], dtype=np.int64) for i, t in chunk]))
             y = torch.as_tensor([int(docs[i][t]) for i, t in chunk])
-            logits = net(x.to(device), last_only=True).float()  # (B, V)
+            logits = net(x.to(device), last_only=True)[..., :n_out].float()  # (B, V)
             nll = F.cross_entropy(logits, y.to(device), reduction="none")
             np.add.at(out, [i for i, _ in chunk], nll.cpu().numpy())
     net.train(was_training)
@@ -337,9 +342,23 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     # likelihood: model vs smoothed n-gram on the same tokens
     seq2one = run.metadata.get("objective") == "seq2one"
     tokens = np.array([len(d) - 1 for d in docs])
-    # an infilling run: its distribution over the tokeniser's ids (sentinels out), to score and to sample
-    n_out = run.infill.base if run.infill is not None else None
-    nll = seq2one_nll(net, docs, context) if seq2one else doc_nll(net, docs, context, n_out=n_out)
+    # scored over the tokeniser's ids (an infilling run's sentinels, a conditioned run's attribute
+    # tokens left out); a conditioned run's pieces carry their own attributes as context, as in
+    # validation, and are scored again with the all-null prefix (the same model asked nothing)
+    score = seq2one_nll if seq2one else doc_nll
+    vocab = run.conditioning
+    n_out = run.infill.base if run.infill is not None else vocab.base if vocab is not None else None
+    conditioning = None
+    if vocab is None:
+        nll = score(net, docs, context, n_out=n_out)
+    else:
+        attrs = piece_attributes(run, split, originals)
+        nll = score(net, with_prefixes(docs, [vocab.prefix(a) for a in attrs]), context, n_out=n_out,
+                    n_context=len(vocab.attributes))
+        null_nll = score(net, with_prefixes(docs, [vocab.null_prefix()] * len(docs)), context, n_out=n_out,
+                         n_context=len(vocab.attributes))
+        conditioning = {"attributes": list(vocab.attributes), "scored_with": "each piece's own attributes",
+                        "null_prefix": likelihood_metrics(null_nll, tokens, notes, n_boot, seed)}
     model_row = likelihood_metrics(nll, tokens, notes, n_boot, seed)
     ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
     ngram_nll = np.array([ngram.nll(d) for d in docs])
@@ -349,8 +368,10 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     n = min(cfg.num_samples, len(docs))
     reference = training_reference(tok, train, cfg.reference_pieces)
     grammar = sampling_grammar(tok, sampling)  # None unless sampling.constrained
-    model_ids, model_ended, seconds = sample_pieces(continuation_net(run, net), n, cfg.max_new_tokens, sampling,
-                                                    context, seed, grammar=grammar)
+    # a conditioned run samples asked nothing (the all-null prefix), as an unconditioned run does
+    sampler, sample_context, _ = conditioned_generation(run, None, 1.0, continuation_net(run, net), context)
+    model_ids, model_ended, seconds = sample_pieces(sampler, n, cfg.max_new_tokens, sampling, sample_context, seed,
+                                                    grammar=grammar)
     rng = np.random.default_rng(seed)
     drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng, grammar) for _ in range(n)]
     real = rng.choice(len(docs), size=n, replace=False)
@@ -378,6 +399,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
             "reference_pieces": reference.pieces, "reference_pitch_range": list(reference.pitch_range),
         },
         "model": model_row,
+        **({"conditioning": conditioning} if conditioning else {}),
         "ngram": ngram_row,
         "real": samples["real"],
         "histograms": {

@@ -263,15 +263,33 @@ def test_generate_with_cond_puts_the_prefix_and_checks_values(full_run, tmp_path
         run_generation(gen_cfg(full_run, tmp_path / "e", **{"sampling.cfg_scale": 6.0}))
 
 
-def test_measure_key_control_reports_shares_with_intervals(full_run):
-    from musicgen.conditioning import measure_key_control
+def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_run):
+    from musicgen.conditioning import measure_control
 
-    res = measure_key_control(str(full_run), ["D_major", "A_minor"], n_per_key=3, max_new_tokens=12)
-    for row in ("conditioned", "unconditioned", "conditioned_same_signature"):
-        r = res[row]
-        assert r["n"] == 6 and 0 <= r["ci95"][0] <= r["share"] <= r["ci95"][1] <= 1
-    assert set(res["per_key"]) == {"D_major", "A_minor"}
+    res = measure_control(str(full_run), {"key": ["D_major", "A_minor"], "metre": [], "style": []}, n=3,
+                          max_new_tokens=12, per_attribute=2, style_pieces=5)
+    assert set(res["attributes"]) == {"key", "metre", "style"}
+    for attr, row in res["attributes"].items():
+        for name in ("conditioned", "unconditioned", "real"):
+            r = row[name]
+            assert 0 <= r["ci95"][0] <= r["share"] <= r["ci95"][1] <= 1, (attr, name)
+        assert row["conditioned"]["n"] == 3 * len(row["values"]) and set(row["per_value"]) == set(row["values"])
+    assert res["attributes"]["key"]["values"] == ["D_major", "A_minor"]
+    # the metre of a decoded real piece is its file's: the tokeniser writes time signatures here
+    assert res["attributes"]["metre"]["real"]["share"] == 1.0
     assert wilson(0, 10)[0] == 0 and wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1]
+    with pytest.raises(ConfigError, match="known: "):
+        measure_control(str(full_run), {"metre": ["5/4"]}, n=1)
+
+
+def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():
+    from musicgen.conditioning import StyleClassifier
+
+    rng = np.random.default_rng(0)
+    steps = [_score(60 + np.cumsum(rng.integers(-1, 2, 16)), [240] * 16) for _ in range(6)]
+    leaps = [_score(60 + np.cumsum(rng.choice([-7, 5, 7], 16)), [960] * 16) for _ in range(6)]
+    clf = StyleClassifier(steps[:4] + leaps[:4], ["a"] * 4 + ["b"] * 4)
+    assert [clf.predict(s) for s in steps[4:] + leaps[4:]] == ["a", "a", "b", "b"]
 
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
@@ -312,3 +330,25 @@ def test_time_signature_tokens_give_every_corpus_metre_its_bars():
         assert f"TimeSig_{num}/{den}" in tokens
         bars = tokens.count("Bar_None")
         assert bars == -(-18 * den // (4 * num))  # 18 quarter notes in bars of 4 * num / den quarters
+
+
+def test_evaluate_scores_a_conditioned_run_with_each_pieces_attributes(full_run, tmp_path):
+    """Validation's loss (full prefix as context, prefix not scored) is what evaluate reproduces on
+    val; evaluate renormalises over the tokeniser's ids, which can only lower the perplexity a little.
+    The same pieces with the all-null prefix are a second row; samples are asked nothing."""
+    from musicgen.checkpoint import load_run
+    from musicgen.evaluate import evaluate
+
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    result = evaluate(compose("evaluate", [f"ckpt_path={full_run}/checkpoints/best.ckpt", f"output_dir={tmp_path}",
+                                           "split=val", "num_samples=2", "max_new_tokens=16", "bootstrap=20"]))
+    ppl = result["model"]["perplexity"]["value"]
+    assert 0.9 * metrics["best_val_ppl"] < ppl <= metrics["best_val_ppl"] * 1.001
+    cond = result["conditioning"]
+    assert cond["attributes"] == list(load_run(full_run).conditioning.attributes)
+    null = cond["null_prefix"]
+    assert null["tokens"] == result["model"]["tokens"] and null["nll_per_note"]["value"] != \
+        result["model"]["nll_per_note"]["value"]
+    assert result["model"]["syntax_error_rate"]["value"] is not None
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["conditioning"]["scored_with"] == "each piece's own attributes"

@@ -102,6 +102,32 @@ def test_doc_nll_scores_every_token_once_within_the_given_context():
     assert abs(short[2] - full[2]) > 1e-3 * full[2]  # 51 targets, at most 16 tokens of context
 
 
+def test_a_context_prefix_is_seen_but_not_scored():
+    """A conditioned run's attribute tokens after BOS: context for every later target, never targets,
+    and over the first ``n_out`` ids only (short windows too: the first window holds the prefix)."""
+    net = _tiny_transformer()
+    rng = np.random.default_rng(1)
+    docs = [np.concatenate([[1], [10, 11], rng.integers(4, 10, size=n), [2]]) for n in (6, 40)]
+    for context in (64, 16):
+        got = doc_nll(net, docs, context_len=context, n_out=10, n_context=2)
+        def scored(d, a, b, first):  # the window's targets from max(first, 3): after BOS and the prefix
+            y = torch.as_tensor(d[a + 1:b]).clone()
+            y[: max(first, 3) - a - 1] = -100
+            return float(F.cross_entropy(net(torch.as_tensor(d[None, a:b - 1])).float()[0, :, :10], y, reduction="sum"))
+
+        with torch.no_grad():
+            want = [sum(scored(d, *w) for w in scoring_plan(len(d), context)) for d in docs]
+        assert got == pytest.approx(want, rel=1e-4)
+        assert (got < doc_nll(net, docs, context_len=context, n_out=12)).all()  # fewer, renormalised targets
+    torch.manual_seed(0)
+    lstm = MelodyLSTM(vocab_size=12, embedding_dim=8, hidden_sizes=[16], context_len=4).eval()
+    got = seq2one_nll(lstm, docs, context_len=4, n_out=10, n_context=2)
+    with torch.no_grad():
+        want = [sum(float(F.cross_entropy(lstm(torch.as_tensor(d[None, max(0, t - 4):t]), last_only=True)[:, :10],
+                                          torch.as_tensor([int(d[t])]))) for t in range(3, len(d))) for d in docs]
+    assert got == pytest.approx(want, rel=1e-5)
+
+
 def test_seq2one_is_scored_the_way_it_trained():
     torch.manual_seed(0)
     net = MelodyLSTM(vocab_size=12, embedding_dim=8, hidden_sizes=[16], context_len=4).eval()

@@ -135,11 +135,13 @@ class TokenWindows(Dataset):
     def target_stats(self) -> dict[str, float]:
         """Share of target positions that are padding (masked) or separators (BOS/EOS).
 
-        Exact: counts, for every stream position, how many windows use it as a target.
+        Exact: counts, for every stream position, how many windows use it as a target. Its
+        memory is one small integer per stream position (at most a window's length of windows
+        cover a position), in place: about the token stream's own size.
         """
         n_pos = len(self.tokens)
-        cover = np.zeros(n_pos + 1, dtype=np.int64)
         L = self.seq_len
+        cover = np.zeros(n_pos + 1, dtype=np.int16 if L < 2**15 else np.int32)
         if self._n == 0:
             return {"windows": 0, "targets": 0, "pad_share": 0.0, "separator_share": 0.0}
         if self.pack:
@@ -159,10 +161,11 @@ class TokenWindows(Dataset):
                 last = np.minimum(first + L, end)
         np.add.at(cover, first, 1)
         np.add.at(cover, last, -1)
-        cover = np.cumsum(cover)[:n_pos]
-        real = int(cover.sum())
+        np.cumsum(cover, out=cover)
+        cover = cover[:n_pos]
+        real = int(cover.sum(dtype=np.int64))
         slots = self._n * (1 if self.mode == "seq2one" else L)
-        sep = int(cover[(self.tokens == BOS_ID) | (self.tokens == EOS_ID)].sum())
+        sep = sum(int(cover[self.tokens == t].sum(dtype=np.int64)) for t in (BOS_ID, EOS_ID))
         return {
             "windows": self._n,
             "targets": slots,

@@ -21,7 +21,11 @@ Grammars (``grammar_for``), each exactly as strict as the tokeniser's ``syntax_e
   Bar | Rest; Pitch -> Velocity -> Duration -> Pitch | Position | Bar | Rest; Rest -> Rest |
   Position | Bar | Pitch | Chord | Tempo), and a Position must be later than the current one in
   the bar (reset by Bar). After a Rest any Position is admitted: MidiTok encodes a rest that
-  crosses bar lines without Bar tokens, and its check exempts that case too. On top of MidiTok's
+  crosses bar lines without Bar tokens, and its check exempts that case too. With time
+  signatures (``use_time_signatures``, ``conditioning=full``) every Bar is followed by a TimeSig
+  (Bar -> TimeSig -> Position | Pitch | Chord | Rest | Bar), and a Rest -> TimeSig -> Position
+  is exempt from the position order as in MidiTok's check (a state type of its own). As in
+  MidiTok's check, a Position is not checked against the current time signature's bar length. On top of MidiTok's
   check: a piece starts with Bar or Rest (what MidiTok's encoder writes first), EOS comes only
   after a Duration (a complete note; never on an empty piece), PAD, BOS, UNK and PitchDrum
   (drums are dropped here) never inside a piece, and after EOS only PAD.
@@ -162,6 +166,7 @@ def _grammar(nxt: np.ndarray, ok: np.ndarray, start: int, names: Sequence[str], 
 _REMI_START_TYPES = ("Bar", "Rest")  # what MidiTok's REMI encoder writes first
 _REMI_END_TYPES = ("Duration",)  # a piece ends after a complete note
 _REMI_NEVER = ("PitchDrum",)  # drums are dropped before tokenising
+_TIMESIG_AFTER_REST = "TimeSig~Rest"  # a state type: a TimeSig token that follows a Rest
 
 
 def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
@@ -171,7 +176,6 @@ def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
     cfg = backend.config
     unsupported = [name for name, on in (
         ("use_programs", cfg.use_programs),
-        ("use_time_signatures", cfg.use_time_signatures),
         ("use_pitch_intervals", cfg.use_pitch_intervals),
         ("remove_duplicated_notes", cfg.remove_duplicated_notes),
         ("no duration tokens", not cfg.using_note_duration_tokens),
@@ -182,6 +186,8 @@ def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
     graph = backend.tokens_types_graph
     specials = {t.split("_")[0] for t in cfg.special_tokens}
     types = ["Start", *sorted(t for t in graph if t not in specials)]  # previous-token types of the state
+    if "TimeSig" in graph:  # a TimeSig right after a Rest: MidiTok then admits any Position
+        types.append(_TIMESIG_AFTER_REST)
     tindex = {t: i for i, t in enumerate(types)}
     base_vocab: dict[str, int] = backend.vocab  # base tokens (str) -> id
     n_base = len(base_vocab)
@@ -206,6 +212,9 @@ def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
         if s == end:  # after EOS: padding only; a BOS starts another piece
             return (start, False) if b == BOS_ID else (end, b == PAD_ID)
         prev, pos = types[s // width], s % width - 1
+        after_rest = prev in ("Rest", _TIMESIG_AFTER_REST)
+        if prev == _TIMESIG_AFTER_REST:
+            prev = "TimeSig"
         if b == BOS_ID:
             return start, False
         if b == EOS_ID:
@@ -220,8 +229,10 @@ def remi_grammar(tokenizer: Any) -> TokenGrammar | None:
         if kind == "Bar":
             pos = -1
         elif kind == "Position":
-            good = good and (values[b] > pos or prev == "Rest")  # going back (or staying) in time
+            good = good and (values[b] > pos or after_rest)  # going back (or staying) in time
             pos = values[b]
+        elif kind == "TimeSig" and prev == "Rest":
+            kind = _TIMESIG_AFTER_REST
         return state(kind, pos), good
 
     nxt, ok = _tabulate(n_states, n_base, step)

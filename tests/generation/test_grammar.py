@@ -20,7 +20,8 @@ from musicgen.models import MusicTransformer
 from musicgen.scoring import body, sample_ngram
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
 
-KINDS = ("remi", "remi_bpe", "pitch")
+KINDS = ("remi", "remi_bpe", "remi_ts", "remi_bpe_ts", "pitch")
+REMI_KINDS = ("remi", "remi_bpe", "remi_ts", "remi_bpe_ts")  # _ts: with time signatures (conditioning=full)
 UNIFORM = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0)
 GREEDY = SamplingConfig(greedy=True)
 
@@ -34,9 +35,12 @@ def midi_files(folk_midi_files, chorale_midi_files):
 def tokenizers(midi_files, folk_midi_files):
     bpe = RemiTokenizer(bpe_vocab_size=512)
     bpe.train(folk_midi_files[:10])
+    bpe_ts = RemiTokenizer(bpe_vocab_size=512, use_time_signatures=True)
+    bpe_ts.train(folk_midi_files[:10])
     pitch = PitchTokenizer()
     pitch.train(midi_files)
-    return {"remi": RemiTokenizer(), "remi_bpe": bpe, "pitch": pitch}
+    return {"remi": RemiTokenizer(), "remi_bpe": bpe, "remi_ts": RemiTokenizer(use_time_signatures=True),
+            "remi_bpe_ts": bpe_ts, "pitch": pitch}
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +166,7 @@ def test_real_pieces_are_admitted_token_by_token(grammars, pieces, tokenizers, k
         assert {"Bar", "Position", "Pitch", "Velocity", "Duration", "Chord", "Tempo", "Rest"} <= kinds
 
 
-@pytest.mark.parametrize("kind", ["remi", "remi_bpe"])
+@pytest.mark.parametrize("kind", REMI_KINDS)
 def test_inside_a_piece_the_mask_is_exactly_miditoks_check(grammars, tokenizers, kind):
     """From random valid prefixes, a candidate token is admitted iff MidiTok's check finds no error
     in prefix + token (except what the grammar adds on purpose: EOS placement, PitchDrum, specials)."""
@@ -238,7 +242,7 @@ def test_adversarial_logits_give_no_syntax_errors(grammars, tokenizers, kind, ad
                 assert sum(t.startswith("Pitch") for t in tok.tokens(body(row))) >= 1
 
 
-@pytest.mark.parametrize("kind", ["remi", "remi_bpe"])
+@pytest.mark.parametrize("kind", REMI_KINDS)
 @pytest.mark.parametrize("target", ["backwards", "position_0", "pitchdrum", "bar_then_eos"])
 def test_adversaries_that_push_against_time_and_types(grammars, tokenizers, kind, target):
     g, tok = grammars[kind], tokenizers[kind]
@@ -320,8 +324,25 @@ def test_sampling_grammar_follows_constrained_and_warns_once_without_a_grammar(t
 
 def test_unsupported_remi_options_have_no_grammar(caplog):
     with caplog.at_level(logging.WARNING, logger="musicgen.generation.grammar"):
-        assert grammar_for(RemiTokenizer(use_time_signatures=True)) is None
-    assert "use_time_signatures" in caplog.text
+        assert grammar_for(RemiTokenizer(use_programs=True)) is None
+    assert "use_programs" in caplog.text
+
+
+def test_time_signature_pieces_keep_their_bars(grammars, tokenizers, pieces):
+    """Real 6/8 and 3/4 tunes with time-signature tokens are admitted, and a Position after
+    Rest -> TimeSig may go back (MidiTok's exemption), but not after Bar -> TimeSig."""
+    tok, g = tokenizers["remi_ts"], grammars["remi_ts"]
+    ids = tok.backend.vocab  # base tokens -> ids (no BPE here)
+    names = {t.split("_")[0] for p in pieces["remi_ts"] for t in tok.tokens(p)}
+    assert "TimeSig" in names
+    bar, ts, rest = ids["Bar_None"], ids["TimeSig_6/8"], next(v for k, v in ids.items() if k.startswith("Rest_"))
+    pos = [ids[f"Position_{k}"] for k in (0, 4)]
+    note = [ids["Pitch_60"], next(v for k, v in ids.items() if k.startswith("Velocity_")),
+            next(v for k, v in ids.items() if k.startswith("Duration_"))]
+    assert g.first_rejected([bar, ts, pos[1], *note, rest, ts, pos[0], *note]) is None
+    assert g.first_rejected([bar, ts, pos[1], *note, bar, ts, pos[0], *note]) is None
+    assert g.first_rejected([bar, ts, pos[1], *note, pos[0]]) == 6  # back in time within the bar
+    assert g.first_rejected([bar, pos[0]]) == 1  # a bar starts with its time signature
 
 
 def test_mask_rejects_logits_of_another_vocabulary(grammars):
