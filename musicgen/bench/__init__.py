@@ -6,17 +6,21 @@ every figure is a median over rounds, every comparison a ratio: absolute times o
 machine are noise. Rows:
 
 1. training throughput (forward + backward + AdamW step) of the V7/V8 Transformer: ours eager
-   and under ``torch.compile`` vs Llama, fp32 and bf16 autocast; the V6 LSTM in both objectives;
+   and under ``torch.compile`` vs Llama eager and under ``torch.compile``, fp32 and bf16
+   autocast; the V6 LSTM in both objectives;
 2. generation of ``new_tokens`` tokens per batch size, same sampling: ``generate()`` on ours
-   (eager, and compiled with a kept KV cache) vs ``LlamaForCausalLM.generate``; ours with vs
-   without the KV cache;
+   (eager, and compiled with a kept KV cache) vs ``LlamaForCausalLM.generate`` (eager with its
+   dynamic cache, and compiled with a static cache: the same mode and inductor settings as ours);
+   ours with vs without the KV cache;
 3. model FLOPs utilisation (``MusicTransformer.flops_per_token``) against the measured peak of the
    model's own GEMMs, timed alone in the same rounds as the training steps;
 4. data: tokenisation files/s (cold, cached), windows/s the DataModule serves vs what the V6
    LSTM consumes, the DataModule's peak traced memory vs the size of its token cache.
 
 Writes ``results.json`` (flat ``*_ratio`` keys at the top) and ``PERFORMANCE.md`` (machine,
-targets met or missed by how much, and a ``torch.profiler`` top-ops table for every miss).
+targets met or missed by how much, and a ``torch.profiler`` top-ops table for every miss). Ours
+is reported against each Llama (``*_vs_llama_ratio``: eager, ``*_vs_llama_compiled_ratio``);
+the targets are judged against the faster of the two (``*_vs_llama_best_ratio``).
 
 Modules: ``env`` (OMP_WAIT_POLICY, imported first: it must precede torch), ``harness`` (clock,
 alternating rounds, medians, profiler, machine), ``llama`` (the peer), ``train``, ``generate``,
