@@ -31,6 +31,7 @@ from musicgen.errors import ConfigError, user_errors
 from musicgen.fs import atomic_write_text
 from musicgen.generation import generate, sampling_grammar
 from musicgen.generation.prompts import build_prompt, read_prompt_file
+from musicgen.generation.quantize import apply_quantize
 from musicgen.infill import continuation_net, infill_run, parse_bars
 from musicgen.midi_io import write_score
 from musicgen.plots import plot_piano_roll
@@ -74,6 +75,7 @@ def run_infill(cfg: DictConfig) -> dict[str, Any]:
     renderer = renderer_from_config(cfg.get("audio"))
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
+    apply_quantize(run.net, cfg.get("quantize"))  # null | int8 (weight-only, in place)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else \
         run.run_dir / "samples" / f"infill_{datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     renderer = renderer_from_config(cfg.get("audio"))  # a bad audio.soundfont fails here; none found: no audio
     device = pick_device(cfg.device)
     run = load_run(cfg.ckpt_path, map_location=device)
+    apply_quantize(run.net, cfg.get("quantize"))  # null | int8 (weight-only, in place)
     context, context_desc = run.context(cfg.context_len)
     # a conditioned run decodes through classifier-free guidance (prefix inserted after BOS), its
     # body context shortened by the prefix; cond.* it cannot honour fail here, before any output
@@ -167,6 +170,7 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
             "num_samples": cfg.num_samples, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
             "sampling": OmegaConf.to_container(cfg.sampling), "use_cache": cfg.use_cache,
             "overflow": cfg.overflow, "context": context_desc, "device": str(device),
+            "quantize": cfg.get("quantize"),
         },
         "prompt": prompt_desc,
         **({"conditioning": conditioning} if conditioning else {}),
