@@ -52,6 +52,21 @@ def separable(a: dict[str, float], b: dict[str, float]) -> bool:
     return a["high"] < b["low"] or b["high"] < a["low"]
 
 
+def _null_prefix_row(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    cond = result.get("conditioning")
+    return [("model, asked nothing (all-null prefix)", cond["null_prefix"])] if cond else []
+
+
+def _conditioning_note(result: dict[str, Any]) -> list[str]:
+    cond = result.get("conditioning")
+    if not cond:
+        return []
+    return [f"A conditioned run ({', '.join(cond['attributes'])}): the model row gives each piece its own "
+            "attributes as context (as validation does; the prefix is not scored), the row below it the "
+            "all-null prefix; both over the tokeniser's ids, so they compare with an unconditioned run. "
+            "Its samples are asked nothing.", ""]
+
+
 def report_markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     model, ngram, real = result["model"], result["ngram"], result["real"]
@@ -70,8 +85,9 @@ def report_markdown(result: dict[str, Any]) -> str:
         "",
         f"## Likelihood ({model['pieces']} pieces, {model['tokens']} tokens, {model['notes']} notes)",
         "",
-        *_table(LIKELIHOOD_KEYS, rows[:2]),
+        *_table(LIKELIHOOD_KEYS, rows[:1] + _null_prefix_row(result) + rows[1:2]),
         "",
+        *_conditioning_note(result),
         f"NLL per note: model {fmt(model['nll_per_note'])} vs {ngram_name} {fmt(ngram['nll_per_note'])} nats "
         f"({verdict}). Notes are counted once, in the source files. Token perplexity and NLL per note compare "
         "models on one tokeniser, and REMI with REMI+BPE (BPE is lossless); they do not compare pitch strings "

@@ -352,3 +352,4 @@ def test_evaluate_scores_a_conditioned_run_with_each_pieces_attributes(full_run,
     assert result["model"]["syntax_error_rate"]["value"] is not None
     saved = json.loads((tmp_path / "evaluation.json").read_text())
     assert saved["conditioning"]["scored_with"] == "each piece's own attributes"
+    assert "| model, asked nothing (all-null prefix) |" in (tmp_path / "evaluation.md").read_text()
