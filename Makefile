@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench gpu-check export gallery gallery-check app app-check clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -105,6 +105,13 @@ gpu-check: $(STAMP) ## On a CUDA machine: bench, a short V8 training (compiled),
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen.bench $(ARGS)
+
+ttq: $(STAMP) ## Time to quality: musicgen.train vs MidiTok + HF Trainer, same files and wall time -> outputs/bench/ttq/
+	$(PIP) install -q -e '.[bench]'
+	$(PY) -m musicgen.bench.ttq $(ARGS)
+
+scale: $(STAMP) ## Data pipeline cost at 1x, 4x and 16x the folk corpus -> outputs/bench/scale/
+	$(PY) -m musicgen.bench.scale $(ARGS)
 
 export: $(STAMP) ## Export a V7/V8 run as a Hugging Face model dir: make export RUN=outputs/train/v7/<run> ARGS='out=DIR'
 	@$(PY) -c "import transformers" 2>/dev/null || $(PIP) install -q -e '.[bench]'

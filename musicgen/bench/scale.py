@@ -61,8 +61,8 @@ import symusic
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from musicgen.bench import with_quick
 from musicgen.bench.harness import load_average, usable_cores
-from musicgen.config import value_overrides
 from musicgen.data.sources import MANIFEST_NAME, list_midi_files, load_manifest
 from musicgen.data.split import hash_unit, subsample
 from musicgen.fs import atomic_write_text
@@ -75,16 +75,6 @@ GENERATOR_VERSION = 1
 SCALE_MANIFEST = "scale_manifest.json"
 STAGES = ("prepare", "serve", "bpe")
 ORIGINALS = "orig"
-
-
-def with_quick(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """``quick=true``: ``quick_overrides`` merged, then the command line's ``overrides`` again."""
-    if not cfg.quick:
-        return cfg
-    cfg = OmegaConf.merge(cfg, cfg.quick_overrides)
-    for key, value in value_overrides(overrides):
-        OmegaConf.update(cfg, key, value, force_add=True)
-    return cfg
 
 
 # ----------------------------------------------------------------------------- variants

@@ -52,6 +52,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from musicgen.bench import with_quick
 from musicgen.bench.harness import machine_info
 from musicgen.bench.llama import build_llama, llama_missing
 from musicgen.config import build, pick_device, version_as_choice
@@ -81,13 +82,6 @@ def peer_missing() -> str | None:
     except ImportError:
         return "accelerate is not installed: Hugging Face's Trainer needs it (pip install 'accelerate>=1.1.0')"
     return None
-
-
-def with_quick(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """``quick=true``: ``quick_overrides`` merged, then the command line's ``overrides`` again."""
-    from musicgen.bench import with_quick as bench_with_quick
-
-    return bench_with_quick(cfg, overrides)
 
 
 def train_overrides(cfg: DictConfig) -> list[str]:
