@@ -90,13 +90,20 @@ def time_limit(seconds: float | None):
         yield
         return
 
+    fired = []
+
     def _raise(signum, frame):
-        raise TimeoutError(f"took longer than {seconds:.0f}s")
+        fired.append(True)
+        raise TimeoutError(f"took longer than {seconds:g}s")
 
     old_handler = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
+    except Exception as error:  # the alarm can land inside code that wraps it (torch.compile's tracing)
+        if fired and not isinstance(error, TimeoutError):
+            raise TimeoutError(f"took longer than {seconds:g}s (surfaced as {type(error).__name__})") from error
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old_handler)

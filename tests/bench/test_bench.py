@@ -188,3 +188,20 @@ def test_quick_bench_compiles_llama_for_real(tmp_path, real_midi_dir):
     compiled = gen["contenders"]["llama_compiled"]
     # the warmup (2 tokens) compiled both graphs; timed runs of 16 tokens reuse them: far under the compile
     assert max(compiled["runs_s"]) < compiled["first_call_s"] / 5
+
+
+def test_time_limit_names_a_timeout_that_code_inside_rewrapped():
+    """torch.compile's tracing turns an exception raised inside it into its own error type: an alarm
+    that fired still surfaces as TimeoutError."""
+    from musicgen.bench.harness import time_limit
+
+    def wrapping():
+        try:
+            time.sleep(5)
+        except TimeoutError as error:
+            raise RuntimeError("wrapped by the library") from error
+
+    with pytest.raises(TimeoutError, match="surfaced as RuntimeError"), time_limit(0.2):
+        wrapping()
+    with pytest.raises(ValueError), time_limit(5):  # an error of its own, no alarm: unchanged
+        raise ValueError("not a timeout")
