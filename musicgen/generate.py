@@ -127,6 +127,9 @@ def run_generation(cfg: DictConfig) -> dict[str, Any]:
     # body context shortened by the prefix; cond.* it cannot honour fail here, before any output
     net, context, conditioning = conditioned_generation(run, cfg.get("cond"), sampling.cfg_scale,
                                                        continuation_net(run, run.net.to(device)), context)
+    if conditioning and conditioning["attributes"] and cfg.prompt.source != "none":
+        log.warning("cond.* with prompt.source=%s: the prompt's own key and metre compete with the request "
+                    "(prompt.source=none starts from the attributes alone)", cfg.prompt.source)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run.run_dir / "samples" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
