@@ -279,8 +279,10 @@ def _build(
             tokenizer.train([p for _, p in good["train"]])
         tokenizer.save(tmp / "tokenizer.json")
 
-        # 4. encode, with the transposed copies of training files
+        # 4. encode, with the transposed copies of training files; each document is kept as a
+        #    compact array as it arrives (a list of Python ints costs about 10x its tokens)
         meta_splits = {}
+        dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
         for s, fl in good.items():
             docs, names, notes = [], [], []
             encoded = _map(_encode_one, jobs[s], workers, f"encode {s}", progress, (str(tmp / "tokenizer.json"),))
@@ -289,13 +291,12 @@ def _build(
                     log.warning("skipping %s", many)
                     skipped.append({"file": rel, "reason": many})
                     continue
-                docs += many
+                docs += [np.asarray(d, dtype=dtype) for d in many]
                 names += [rel if k == 0 else f"{rel}@{k:+d}" for k in file_shifts]
                 notes += [spans[(s, rel)][2]] * len(file_shifts)
             lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
             offsets = np.zeros(len(docs) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
             tokens = np.empty(int(offsets[-1]), dtype=dtype)
             for d, start in zip(docs, offsets[:-1]):
                 tokens[start] = BOS_ID
