@@ -50,8 +50,7 @@ from musicgen.checkpoint import load_run, load_run_cache  # noqa: E402
 from musicgen.constants import BOS_ID  # noqa: E402
 from musicgen.generation import NextTokenLogits, SamplingConfig, generate  # noqa: E402
 from musicgen.generation.quantize import KERNEL, kernel_runs_on, quantize_int8  # noqa: E402
-from musicgen.metrics.bootstrap import bootstrap_ci, ratio  # noqa: E402
-from musicgen.scoring import doc_nll, likelihood_metrics  # noqa: E402
+from musicgen.scoring import doc_nll, likelihood_metrics, paired_difference  # noqa: E402
 
 log = logging.getLogger("int8_check")
 
@@ -86,15 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def paired_difference(base: np.ndarray, other: np.ndarray, denom: np.ndarray, n_boot: int,
-                      seed: int) -> dict[str, float]:
-    """``sum(other - base) / sum(denom)`` over the pieces, with its 95% bootstrap interval (the same
-    redrawn pieces for both models: a paired interval)."""
-    stats = np.column_stack([other - base, denom]).astype(np.float64)
-    value, low, high = bootstrap_ci(stats, ratio(0, 1), n_boot=n_boot, seed=seed)
-    return {"value": value, "low": low, "high": high}
-
-
 def measure_nll(models: dict[str, torch.nn.Module], run, args, context: int) -> dict[str, Any]:
     cache = load_run_cache(run)
     split = cache.splits[args.split]
@@ -113,15 +103,15 @@ def measure_nll(models: dict[str, torch.nn.Module], run, args, context: int) -> 
     for dt in args.dtypes:
         base, q = per_piece[f"{dt}/base"], per_piece[f"{dt}/int8"]
         out[f"{dt}/int8_minus_base"] = {
-            "nll_per_note": paired_difference(base, q, notes, args.bootstrap, args.seed),
-            "nll_per_token": paired_difference(base, q, tokens, args.bootstrap, args.seed),
+            "nll_per_note": paired_difference(q, base, notes, args.bootstrap, args.seed),
+            "nll_per_token": paired_difference(q, base, tokens, args.bootstrap, args.seed),
             "pieces_worse": int((q > base).sum()), "pieces": len(docs),
         }
     if "fp32/int8_fp32_matmul" in per_piece:
         base, q = per_piece["fp32/base"], per_piece["fp32/int8_fp32_matmul"]
         out["fp32/int8_fp32_matmul_minus_base"] = {
-            "nll_per_note": paired_difference(base, q, notes, args.bootstrap, args.seed),
-            "nll_per_token": paired_difference(base, q, tokens, args.bootstrap, args.seed),
+            "nll_per_note": paired_difference(q, base, notes, args.bootstrap, args.seed),
+            "nll_per_token": paired_difference(q, base, tokens, args.bootstrap, args.seed),
             "pieces_worse": int((q > base).sum()), "pieces": len(docs),
         }
     checked = {} if not args.decode_pieces else decode_path_check(models, docs[: args.decode_pieces], context, n_out)

@@ -58,8 +58,7 @@ from musicgen.bench.llama import build_llama, llama_missing
 from musicgen.config import build, pick_device, version_as_choice
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.bootstrap import bootstrap_ci
-from musicgen.scoring import doc_nll, likelihood_metrics
+from musicgen.scoring import doc_nll, likelihood_metrics, paired_difference
 from musicgen.tokenizers.base import BadMidiError
 
 __all__ = ["OMP_WAIT_POLICY", "peer_missing", "run", "time_to_reach"]
@@ -534,14 +533,12 @@ def score_test(ours: dict[str, Any], peer: dict[str, Any], files: dict[str, Any]
         "ours": likelihood_metrics(ours_nll, [len(d) - 1 for d in ours_seq], notes, n_boot, seed),
         "peer": likelihood_metrics(peer_nll, [len(d) - 1 for d in peer_seq], notes, n_boot, seed),
     }
-    stats = np.column_stack([peer_nll, ours_nll, notes]).astype(np.float64)
-    value, low, high = bootstrap_ci(stats, lambda m: (m[:, 0] - m[:, 1]) / m[:, 2], n_boot=max(1, n_boot), seed=seed)
     return {
         "pieces": len(names),
         "left_out": sorted(set(files["paths"]["test"]) - set(names)),
         "ours": rows["ours"],
         "peer": rows["peer"],
-        "paired_difference_peer_minus_ours": {"value": value, "low": low, "high": high},
+        "paired_difference_peer_minus_ours": paired_difference(peer_nll, ours_nll, notes, n_boot, seed),
         "checkpoint": str(run.ckpt_path),
         "ours_context": run.trained_context,
     }
