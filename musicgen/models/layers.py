@@ -84,6 +84,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product, for a single row under ``torch.compile`` on CPU, is written as
+    a broadcast multiply and a sum over the input dimension (fp32 accumulation).
+
+    Batch-1 decoding multiplies one row by every weight: a matrix-vector product, bound by the
+    speed weights stream from memory. oneDNN's bf16 GEMM at one row streams them at about half
+    the machine's bandwidth; inductor turns the multiply-and-sum into one vectorised loop over the
+    weight that runs faster (1.7x per decoded token on the 34M model; PERFORMANCE.md). At 8 rows
+    the loop rereads the weight per row and the GEMM wins, so more rows, training, eager code,
+    autocast and CUDA take ``F.linear``. Same parameters and state dict as ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == self.weight.dtype
+                and x.numel() == x.size(-1) and not torch.is_autocast_enabled("cpu")):
+            y = (x.unsqueeze(-2) * self.weight).sum(-1, dtype=torch.float32)  # (..., out)
+            if self.bias is not None:
+                y = y + self.bias.float()
+            return y.to(x.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+
 class SwiGLU(nn.Module):
     """``W2(SiLU(x W1) * x W3)`` without biases; W1|W3 fused into one matmul (``w13``).
 
@@ -92,8 +114,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.w13 = nn.Linear(dim, 2 * hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w13 = Linear(dim, 2 * hidden_dim, bias=False)
+        self.w2 = Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w13(x).chunk(2, dim=-1)  # (B, T, d_ff) each, views

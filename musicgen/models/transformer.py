@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from musicgen.models.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config, signature_from_config
+from musicgen.models.layers import Linear, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config, signature_from_config
 
 
 @dataclass
@@ -87,8 +87,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q|k|v: one matmul
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.qkv = Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q|k|v: one matmul
+        self.proj = Linear(cfg.d_model, cfg.d_model, bias=False)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x, cos, sin, input_pos=None, mask=None):
@@ -130,7 +130,7 @@ class MusicTransformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # tied: one (V, d) matrix
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.causal_mask: torch.Tensor | None = None  # (max_len, max_len) additive 0/-inf, made by setup_cache

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musicgen.models.layers import RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config
+from musicgen.models.layers import Linear, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config
 from musicgen.models.transformer import TransformerConfig
 
 
@@ -87,3 +87,37 @@ def test_model_signatures_list_the_config_fields():
         assert list(params) == ["config", *fields]
         for name in fields:
             assert params[name].default == getattr(config_cls(), name)
+
+
+def traced_ops(module, x) -> set[str]:
+    """The call targets dynamo traces for ``module(x)`` (run by the eager backend, no inductor)."""
+    seen: set[str] = set()
+
+    def backend(gm, example_inputs):
+        seen.update(str(getattr(n.target, "__name__", n.target)) for n in gm.graph.nodes
+                    if n.op in ("call_function", "call_method"))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(module, backend=backend, dynamic=False)(x)
+    return seen
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_one_row_under_compile_is_a_multiply_and_sum_with_the_same_numbers(bias):
+    torch.manual_seed(0)
+    layer = Linear(64, 48, bias=bias).to(torch.bfloat16)
+    one, eight = torch.randn(1, 1, 64, dtype=torch.bfloat16), torch.randn(8, 1, 64, dtype=torch.bfloat16)
+    assert "linear" in traced_ops(layer, eight) and "sum" not in traced_ops(layer, eight)  # a GEMM still
+    ops = traced_ops(layer, one)
+    assert "sum" in ops and "linear" not in ops  # the GEMV form
+    torch.testing.assert_close(layer(eight), F.linear(eight, layer.weight, layer.bias), rtol=0, atol=0)  # eager: F.linear
+    # compiled by inductor (one fused loop), it is the fp32-accumulated product rounded once to bf16
+    ref = F.linear(one.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
+    torch._dynamo.reset()
+    got = torch.compile(layer, dynamic=False)(one)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), ref, rtol=2**-8, atol=1e-5)
+    # autocast keeps F.linear (the GEMV form would read fp32 weights)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "linear" in traced_ops(Linear(64, 48), one.float())
