@@ -29,6 +29,10 @@ Dropout (``conditioning.drop_rate``): when the DataModule builds the training st
 attribute token of each document (each transposed copy on its own) is replaced by its
 attribute's null token with that probability, drawn once per build from ``data.seed``. So the same
 model samples with any subset of attributes, or none, and classifier-free guidance is possible.
+Training windows are packed (they cross piece boundaries); with ``conditioning.every_window``
+(default) a window that starts inside a piece's music gets that piece's prefix in front
+(``PrefixedWindows``), as generation does for a context that slid past BOS, so every music token
+is trained with its attributes in view; without it only windows that start at a BOS see them.
 Validation and test documents carry the full prefix, and the prefix positions are not scored
 (``val/ppl`` covers the music tokens only, the same targets as an unconditioned run's).
 
@@ -359,6 +363,7 @@ class Conditioner:
         self.drop_rate = float(config.get("drop_rate", 0.2))
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ConfigError(f"conditioning.drop_rate={self.drop_rate} must be in [0, 1]")
+        self.every_window = bool(config.get("every_window", True))
         self.seed = seed
         per_file: dict[str, dict[str, str]] = {}
         self.attrs: dict[str, list[dict[str, str]]] = {}
@@ -388,11 +393,48 @@ class Conditioner:
     def dataset(self, split: str, st, seq_len: int, stride: int, mode: str, pack: bool):
         """The DataModule's dataset of a split, over the prefixed stream (see ``MidiDataModule._dataset``)."""
         ps = insert_prefixes(np.asarray(st.tokens), st.offsets, self.prefixes(split))
+        if split == "train" and mode == "causal" and pack and self.every_window:
+            return PrefixedWindows(ps.tokens, ps.offsets, seq_len, stride, ps.is_prefix, len(self.attributes))
         if split == "train":
             return TokenWindows(ps.tokens, ps.offsets, seq_len, stride, mode, pack)
         if mode == "causal":
             return PrefixScoringWindows(ps.tokens, ps.offsets, seq_len, ps.is_prefix)
         return TokenWindows(ps.tokens, ps.offsets, seq_len, 1, mode, pack)
+
+
+class PrefixedWindows(TokenWindows):
+    """Packed causal training windows in which every window sees the attributes of the piece it
+    starts in: a window that starts inside a piece's music is ``prefix + stream[s : s + L + 1 - P]``,
+    the prefix's own positions not scored (their targets are IGNORE_INDEX). That is the context
+    generation gives a window that slid past BOS (``GuidedModel``: the prefix in front), so the
+    attributes steer the whole piece, not only its first window. Windows that start at a BOS or
+    inside a prefix are the stream as it is. Window count and starts are ``TokenWindows``'."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, stride: int,
+                 is_prefix: np.ndarray, n_prefix: int) -> None:
+        if n_prefix >= seq_len:
+            raise ConfigError(f"{n_prefix} attribute tokens leave no room in seq_len={seq_len}")
+        super().__init__(tokens, offsets, seq_len, stride, "causal", pack=True)
+        self.is_prefix, self.n_prefix = is_prefix, n_prefix
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().__getitems__(indices)
+        P, L = self.n_prefix, self.seq_len
+        if P == 0:
+            return x, y
+        s = np.asarray(indices, dtype=np.int64) * self.stride  # window starts
+        doc = np.searchsorted(self.offsets, s, side="right") - 1
+        inside = (s != self.offsets[doc]) & ~self.is_prefix[s]  # starts in a piece's music
+        if inside.any():
+            rows = np.flatnonzero(inside)
+            pre = self.offsets[doc[rows]][:, None] + 1 + np.arange(P)  # (R, P) the piece's prefix positions
+            body = s[rows][:, None] + np.arange(L + 1 - P)  # (R, L + 1 - P)
+            seq = torch.from_numpy(self.tokens[np.concatenate([pre, body], axis=1)].astype(np.int64))
+            r = torch.from_numpy(rows)
+            x[r] = seq[:, :L]
+            y[r] = seq[:, 1:]
+            y[r, : P] = IGNORE_INDEX  # the prefix and the first music token from the prefix alone
+        return x, y
 
 
 class PrefixScoringWindows(ScoringWindows):

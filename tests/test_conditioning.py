@@ -16,6 +16,7 @@ from musicgen.conditioning import (
     KEYS,
     METRES,
     ConditioningVocab,
+    PrefixedWindows,
     PrefixScoringWindows,
     drop_attributes,
     estimate_key,
@@ -28,7 +29,7 @@ from musicgen.conditioning import (
 )
 from musicgen.config import compose, preflight
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
-from musicgen.data.windows import ScoringWindows
+from musicgen.data.windows import ScoringWindows, TokenWindows
 from musicgen.errors import ConfigError
 from musicgen.midi_io import read_score
 
@@ -170,6 +171,39 @@ def test_prefix_follows_bos_with_full_prefix_on_val(tmp_path, prepared_data_dir,
     if conditioning == "full":
         assert dm.cache.tokenizer.backend.config.use_time_signatures
         assert set(vocab.values["style"]) <= {"folk", "chorales"}
+
+
+def test_every_training_window_starts_with_its_pieces_attributes():
+    # two pieces, prefixes (100, 200) and (101, 201); windows of 4 tokens, stride 1
+    tokens = np.array([1, 10, 11, 12, 13, 14, 2, 1, 20, 21, 22, 23, 24, 2], dtype=np.uint16)
+    ps = insert_prefixes(tokens, np.array([0, 7, 14]), [[100, 200], [101, 201]])
+    # stream: 1 100 200 10 11 12 13 14 2 | 1 101 201 20 21 22 23 24 2
+    w = PrefixedWindows(ps.tokens, ps.offsets, 4, 1, ps.is_prefix, 2)
+    plain = TokenWindows(ps.tokens, ps.offsets, 4, 1, "causal")
+    assert len(w) == len(plain)
+    x, y = w.__getitems__(list(range(len(w))))
+    px, py = plain.__getitems__(list(range(len(w))))
+    I = IGNORE_INDEX
+    for i in (0, 1, 2, 9, 10, 11):  # starting at a BOS or inside a prefix: the stream as it is
+        assert torch.equal(x[i], px[i]) and torch.equal(y[i], py[i])
+    assert x[3].tolist() == [100, 200, 10, 11] and y[3].tolist() == [I, I, 11, 12]
+    assert x[7].tolist() == [100, 200, 14, 2] and y[7].tolist() == [I, I, 2, 1]  # runs into the next piece
+    assert x[8].tolist() == [100, 200, 2, 1] and y[8].tolist() == [I, I, 1, 101]
+    assert x[12].tolist() == [101, 201, 20, 21] and y[12].tolist() == [I, I, 21, 22]
+    with pytest.raises(ConfigError, match="no room"):
+        PrefixedWindows(ps.tokens, ps.offsets, 2, 1, ps.is_prefix, 2)
+
+
+def test_conditioned_training_serves_prefixed_windows_unless_asked_not_to(tmp_path, prepared_data_dir):
+    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.drop_rate=0.0")
+    train = dm.datasets["train"]
+    assert isinstance(train, PrefixedWindows)
+    x, _ = train.__getitems__(list(range(len(train))))
+    # every window's first tokens are attribute tokens or a BOS: its piece's attributes are in view
+    base = dm.conditioner.vocab.base
+    assert ((x[:, 0] >= base) | (x[:, 0] == BOS_ID)).float().mean() > 0.99
+    _, off = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.every_window=false")
+    assert type(off.datasets["train"]) is TokenWindows
 
 
 def test_dropout_in_training_windows_only(tmp_path, prepared_data_dir):
