@@ -183,13 +183,13 @@ def test_every_training_window_starts_with_its_pieces_attributes():
     assert len(w) == len(plain)
     x, y = w.__getitems__(list(range(len(w))))
     px, py = plain.__getitems__(list(range(len(w))))
-    I = IGNORE_INDEX
+    ig = IGNORE_INDEX
     for i in (0, 1, 2, 9, 10, 11):  # starting at a BOS or inside a prefix: the stream as it is
         assert torch.equal(x[i], px[i]) and torch.equal(y[i], py[i])
-    assert x[3].tolist() == [100, 200, 10, 11] and y[3].tolist() == [I, I, 11, 12]
-    assert x[7].tolist() == [100, 200, 14, 2] and y[7].tolist() == [I, I, 2, 1]  # runs into the next piece
-    assert x[8].tolist() == [100, 200, 2, 1] and y[8].tolist() == [I, I, 1, 101]
-    assert x[12].tolist() == [101, 201, 20, 21] and y[12].tolist() == [I, I, 21, 22]
+    assert x[3].tolist() == [100, 200, 10, 11] and y[3].tolist() == [ig, ig, 11, 12]
+    assert x[7].tolist() == [100, 200, 14, 2] and y[7].tolist() == [ig, ig, 2, 1]  # runs into the next piece
+    assert x[8].tolist() == [100, 200, 2, 1] and y[8].tolist() == [ig, ig, 1, 101]
+    assert x[12].tolist() == [101, 201, 20, 21] and y[12].tolist() == [ig, ig, 21, 22]
     with pytest.raises(ConfigError, match="no room"):
         PrefixedWindows(ps.tokens, ps.offsets, 2, 1, ps.is_prefix, 2)
 

@@ -24,7 +24,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from musicgen.models.layers import Linear, RMSNorm, RotaryEmbedding, SwiGLU, apply_rope, build_config, signature_from_config
+from musicgen.models.layers import (
+    Linear,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    apply_rope,
+    build_config,
+    signature_from_config,
+)
 
 
 @dataclass

@@ -111,7 +111,8 @@ def test_linear_one_row_under_compile_is_a_multiply_and_sum_with_the_same_number
     assert "linear" in traced_ops(layer, eight) and "sum" not in traced_ops(layer, eight)  # a GEMM still
     ops = traced_ops(layer, one)
     assert "sum" in ops and "linear" not in ops  # the GEMV form
-    torch.testing.assert_close(layer(eight), F.linear(eight, layer.weight, layer.bias), rtol=0, atol=0)  # eager: F.linear
+    # eager: F.linear itself
+    torch.testing.assert_close(layer(eight), F.linear(eight, layer.weight, layer.bias), rtol=0, atol=0)
     # compiled by inductor (one fused loop), it is the fp32-accumulated product rounded once to bf16
     ref = F.linear(one.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
     torch._dynamo.reset()
