@@ -30,7 +30,7 @@ attribute token of each document (each transposed copy on its own) is replaced b
 attribute's null token with that probability, drawn once per build from ``data.seed``. So the same
 model samples with any subset of attributes, or none, and classifier-free guidance is possible.
 Training windows are packed (they cross piece boundaries); with ``conditioning.every_window``
-(default) a window that starts inside a piece's music gets that piece's prefix in front
+(off by default: measured, it did not help key adherence; README) a window that starts inside a piece's music gets that piece's prefix in front
 (``PrefixedWindows``), as generation does for a context that slid past BOS, so every music token
 is trained with its attributes in view; without it only windows that start at a BOS see them.
 Validation and test documents carry the full prefix, and the prefix positions are not scored
@@ -363,7 +363,7 @@ class Conditioner:
         self.drop_rate = float(config.get("drop_rate", 0.2))
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ConfigError(f"conditioning.drop_rate={self.drop_rate} must be in [0, 1]")
-        self.every_window = bool(config.get("every_window", True))
+        self.every_window = bool(config.get("every_window", False))
         self.seed = seed
         per_file: dict[str, dict[str, str]] = {}
         self.attrs: dict[str, list[dict[str, str]]] = {}

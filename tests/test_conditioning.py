@@ -194,16 +194,17 @@ def test_every_training_window_starts_with_its_pieces_attributes():
         PrefixedWindows(ps.tokens, ps.offsets, 2, 1, ps.is_prefix, 2)
 
 
-def test_conditioned_training_serves_prefixed_windows_unless_asked_not_to(tmp_path, prepared_data_dir):
-    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.drop_rate=0.0")
+def test_conditioned_training_serves_prefixed_windows_when_asked(tmp_path, prepared_data_dir):
+    _, off = _datamodule(tmp_path, prepared_data_dir, "conditioning=full")
+    assert type(off.datasets["train"]) is TokenWindows  # the default
+    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.drop_rate=0.0",
+                        "conditioning.every_window=true")
     train = dm.datasets["train"]
     assert isinstance(train, PrefixedWindows)
     x, _ = train.__getitems__(list(range(len(train))))
     # every window's first tokens are attribute tokens or a BOS: its piece's attributes are in view
     base = dm.conditioner.vocab.base
     assert ((x[:, 0] >= base) | (x[:, 0] == BOS_ID)).float().mean() > 0.99
-    _, off = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.every_window=false")
-    assert type(off.datasets["train"]) is TokenWindows
 
 
 def test_dropout_in_training_windows_only(tmp_path, prepared_data_dir):
