@@ -92,9 +92,9 @@ class Linear(nn.Linear):
     speed weights stream from memory. oneDNN's bf16 GEMM at one row streams them at about half
     the machine's bandwidth; inductor turns the multiply-and-sum into one vectorised loop over the
     weight that runs faster (batch-1 compiled decoding of the 34M model: 63.1 -> 75.5 tokens/s in
-    the bench; PERFORMANCE.md). At 8 rows
-    the loop rereads the weight per row and the GEMM wins, so more rows, training, eager code,
-    autocast and CUDA take ``F.linear``. Same parameters and state dict as ``nn.Linear``.
+    the bench; PERFORMANCE.md). At 8 rows the loop rereads the weight per row and the GEMM wins,
+    so more rows, training, eager code, autocast and CUDA take ``F.linear``. Same parameters and
+    state dict as ``nn.Linear``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
