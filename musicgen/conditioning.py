@@ -13,7 +13,10 @@ Attributes (``ATTRIBUTES``, in prefix order), taken from each source MIDI file:
   between the pair by the estimator below, because MIDI writers (music21's included) mark every
   signature major when the source gives only the accidentals (modal folk tunes, most chorales
   written without a mode). Without a key signature: the Krumhansl-Schmuckler estimate over all 24
-  keys. A transposed training copy's tonic moves with it.
+  keys. A transposed training copy's tonic moves with it. ``conditioning.key_source=notes``
+  labels every piece by the estimator instead, whatever its signature: the key the adherence
+  reader hears, where a signature names the key a modal tune is written in (a D-mixolydian reel
+  carries G major's one sharp; the estimator and the signature disagree on about 29% of folk tunes).
 - metre: the first time signature (``METRES``; anything else is ``other``; none is 4/4).
 - tempo: bins of the first tempo in quarter notes per minute (``TEMPO_EDGES``; none is 120).
 - style: the source collection: ``folk/<collection>/...`` -> the collection (essenFolksong,
@@ -74,6 +77,8 @@ TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 TONIC_ALIASES = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "Fb": "E",
                  "E#": "F", "B#": "C"}
 MODES = ("major", "minor")
+#: where a piece's key attribute comes from (``file_key``)
+KEY_SOURCES = ("signature", "notes")
 KEYS = tuple(f"{t}_{m}" for m in MODES for t in TONICS)
 METRES = ("4/4", "3/4", "6/8", "2/4", "9/8", "other")
 TEMPO_EDGES = (70, 90, 110, 130, 160)  # quarter notes per minute
@@ -155,10 +160,14 @@ def transpose_key(key: str, shift: int) -> str:
     return f"{TONICS[(TONICS.index(tonic) + shift) % 12]}_{mode}"
 
 
-def file_key(score: symusic.Score) -> str:
-    """The key attribute of a score: from its first key signature where present, else estimated."""
+def file_key(score: symusic.Score, source: str = "signature") -> str:
+    """The key attribute of a score. ``source="signature"``: from its first key signature where
+    present, else estimated; ``"notes"``: always estimated from the notes (``estimate_key``, the
+    reader that measures adherence)."""
+    if source not in KEY_SOURCES:
+        raise ConfigError(f"conditioning.key_source={source!r}: choose from {list(KEY_SOURCES)}")
     hist = pitch_class_histogram(score)
-    if len(score.key_signatures):
+    if source == "signature" and len(score.key_signatures):
         ks = score.key_signatures[0]
         return signature_key(int(ks.key), int(ks.tonality) == 1, hist)
     return KEYS[int(np.argmax(key_correlations(hist)))]
@@ -196,11 +205,11 @@ def style_of(name: str) -> str:
     return parts[1] if len(parts) > 2 else parts[0]
 
 
-def extract_attributes(score: symusic.Score, name: str = "") -> dict[str, str]:
+def extract_attributes(score: symusic.Score, name: str = "", key_source: str = "signature") -> dict[str, str]:
     """Every attribute of one piece (``name``: its document name, for the style; a transposed copy's
-    ``@+k`` suffix moves the key)."""
+    ``@+k`` suffix moves the key; ``key_source``: see ``file_key``)."""
     m = _COPY.search(name)
-    key = file_key(score)
+    key = file_key(score, key_source)
     return {
         "key": transpose_key(key, int(m.group(1))) if m else key,
         "metre": metre_of(score),
@@ -230,6 +239,7 @@ class ConditioningVocab:
     attributes: tuple[str, ...]
     values: dict[str, tuple[str, ...]]
     base: int  # the tokeniser's vocabulary size: the first attribute id
+    key_source: str = "signature"  # where the training pieces' key attribute came from (file_key)
     tokens: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -239,10 +249,11 @@ class ConditioningVocab:
         self._ids = {t: self.base + i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, attributes: Sequence[str], styles: Sequence[str], base: int) -> ConditioningVocab:
+    def build(cls, attributes: Sequence[str], styles: Sequence[str], base: int,
+              key_source: str = "signature") -> ConditioningVocab:
         fixed = {"key": KEYS, "metre": METRES, "tempo": TEMPOS, "density": DENSITIES,
                  "style": tuple(sorted(set(styles)))}
-        return cls(tuple(attributes), {a: fixed[a] for a in attributes}, base)
+        return cls(tuple(attributes), {a: fixed[a] for a in attributes}, base, key_source)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -269,11 +280,12 @@ class ConditioningVocab:
 
     def to_dict(self) -> dict[str, Any]:
         return {"attributes": list(self.attributes), "values": {a: list(v) for a, v in self.values.items()},
-                "base": self.base, "tokens": self.tokens}
+                "base": self.base, "key_source": self.key_source, "tokens": self.tokens}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ConditioningVocab:
-        return cls(tuple(d["attributes"]), {a: tuple(v) for a, v in d["values"].items()}, int(d["base"]))
+        return cls(tuple(d["attributes"]), {a: tuple(v) for a, v in d["values"].items()}, int(d["base"]),
+                   d.get("key_source", "signature"))  # checkpoints from before key_source: signatures
 
 
 # ----------------------------------------------------------------------------- the user's request
@@ -365,6 +377,9 @@ class Conditioner:
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ConfigError(f"conditioning.drop_rate={self.drop_rate} must be in [0, 1]")
         self.every_window = bool(config.get("every_window", False))
+        self.key_source = str(config.get("key_source", "signature"))
+        if self.key_source not in KEY_SOURCES:
+            raise ConfigError(f"conditioning.key_source={self.key_source!r}: choose from {list(KEY_SOURCES)}")
         self.seed = seed
         per_file: dict[str, dict[str, str]] = {}
         self.attrs: dict[str, list[dict[str, str]]] = {}
@@ -373,7 +388,7 @@ class Conditioner:
             for name in doc_names:
                 orig = _COPY.sub("", name)
                 if orig not in per_file:
-                    per_file[orig] = extract_attributes(read_score(files[orig]), orig)
+                    per_file[orig] = extract_attributes(read_score(files[orig]), orig, self.key_source)
                 row = dict(per_file[orig])
                 m = _COPY.search(name)
                 if m:
@@ -381,7 +396,7 @@ class Conditioner:
                 rows.append(row)
             self.attrs[split] = rows
         styles = [a["style"] for a in self.attrs.get("train", [])]
-        self.vocab = ConditioningVocab.build(self.attributes, styles, base_vocab)
+        self.vocab = ConditioningVocab.build(self.attributes, styles, base_vocab, self.key_source)
 
     def prefixes(self, split: str) -> np.ndarray:
         """(n_docs, P) prefix ids of a split: full for val/test, with attribute dropout for train."""
@@ -722,7 +737,7 @@ def piece_attributes(run, split, indices: Sequence[int]) -> list[dict[str, str]]
         if path is None or not Path(path).exists():
             raise ConfigError(f"{name}: the source file of this piece is gone ({path or 'not in the run data'}); "
                               "its attributes cannot be read")
-        out.append(extract_attributes(read_score(path), name))
+        out.append(extract_attributes(read_score(path), name, run.conditioning.key_source))
     return out
 
 

@@ -99,6 +99,20 @@ def test_attributes_of_real_exported_midi(real_midi_dir):
     assert extract_attributes(score, "user/a.mid")["style"] == "user"
 
 
+def test_key_source_notes_labels_every_piece_by_the_estimator(folk_midi_files, chorale_midi_files):
+    disagree = 0
+    for f in [*folk_midi_files, *chorale_midi_files]:
+        score = read_score(f)
+        by_notes = extract_attributes(score, "folk/x/a.mid", key_source="notes")["key"]
+        assert by_notes == estimate_key(score) == file_key(score, "notes")
+        disagree += by_notes != file_key(score)
+        copy = extract_attributes(score, "folk/x/a.mid@-2", key_source="notes")["key"]
+        assert copy == KEYS[(KEYS.index(by_notes) // 12) * 12 + (KEYS.index(by_notes) - 2) % 12]
+    assert disagree >= 1  # the fixture has tunes whose signature names another key than their notes
+    with pytest.raises(ConfigError, match="key_source"):
+        file_key(read_score(folk_midi_files[0]), "sharps")
+
+
 # ----------------------------------------------------------------------------- vocabulary, prefix, dropout
 
 def test_vocab_ids_follow_the_tokenizer_and_round_trip():
@@ -108,6 +122,10 @@ def test_vocab_ids_follow_the_tokenizer_and_round_trip():
     assert v.prefix({"style": "b"}) == [512 + 24, 512 + 25 + 1]
     assert v.decode(v.null_prefix()) == ["Key_none", "Style_none"]
     assert ConditioningVocab.from_dict(json.loads(json.dumps(v.to_dict()))).tokens == v.tokens
+    notes = ConditioningVocab.build(("key",), [], base=512, key_source="notes")
+    assert ConditioningVocab.from_dict(json.loads(json.dumps(notes.to_dict()))).key_source == "notes"
+    old = {k: x for k, x in notes.to_dict().items() if k != "key_source"}  # a checkpoint from before key_source
+    assert ConditioningVocab.from_dict(old).key_source == "signature"
 
 
 def test_insert_prefixes_and_dropout_rate():
@@ -205,6 +223,22 @@ def test_conditioned_training_serves_prefixed_windows_when_asked(tmp_path, prepa
     # every window's first tokens are attribute tokens or a BOS: its piece's attributes are in view
     base = dm.conditioner.vocab.base
     assert ((x[:, 0] >= base) | (x[:, 0] == BOS_ID)).float().mean() > 0.99
+
+
+def test_key_source_notes_reaches_the_prefixes_and_the_checkpoint(tmp_path, prepared_data_dir):
+    _, sig = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0")
+    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0",
+                        "conditioning.key_source=notes")
+    assert sig.conditioner.vocab.key_source == "signature"
+    assert dm.checkpoint_metadata["conditioning"]["key_source"] == "notes"
+    for split in ("train", "val"):
+        st = dm.cache.splits[split]
+        originals = st.originals()
+        by_notes = [dm.conditioner.attrs[split][i]["key"] for i in originals]
+        assert by_notes == [estimate_key(read_score(dm.file_paths[st.names[i]])) for i in originals]
+    assert by_notes != [sig.conditioner.attrs["val"][i]["key"] for i in originals]
+    with pytest.raises(ConfigError, match="key_source"):
+        _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.key_source=sharps")
 
 
 def test_dropout_in_training_windows_only(tmp_path, prepared_data_dir):
