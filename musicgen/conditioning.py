@@ -406,9 +406,13 @@ class Conditioner:
             pre = drop_attributes(pre, self.vocab.null_prefix(), self.drop_rate, np.random.default_rng([self.seed, 7]))
         return pre
 
+    def prefixed(self, split: str, st) -> PrefixedSplit:
+        """A cache split's stream with each document's prefix after its BOS."""
+        return insert_prefixes(np.asarray(st.tokens), st.offsets, self.prefixes(split))
+
     def dataset(self, split: str, st, seq_len: int, stride: int, mode: str, pack: bool):
         """The DataModule's dataset of a split, over the prefixed stream (see ``MidiDataModule._dataset``)."""
-        ps = insert_prefixes(np.asarray(st.tokens), st.offsets, self.prefixes(split))
+        ps = self.prefixed(split, st)
         if split == "train" and mode == "causal" and pack and self.every_window:
             return PrefixedWindows(ps.tokens, ps.offsets, seq_len, stride, ps.is_prefix, len(self.attributes))
         if split == "train":
@@ -479,13 +483,14 @@ class GuidedModel(nn.Module):
 
     The decoding loop passes the body (BOS, prompt, sampled tokens); each context that starts at
     BOS gets ``cond_prefix`` inserted after it (a context that slid past BOS gets it in front).
+    ``after``: leading tokens that come before all of that (infilling's ``PRE``, ``musicgen.infill``).
     With ``scale`` != 1 the conditioned and the ``uncond_prefix`` rows run as one batch (2B) and
     the logits are ``uncond + scale * (cond - uncond)``; only the first ``n_out`` ids (the
     tokeniser's) are returned. ``guided`` (below) adds the KV-cache methods where the network has them.
     """
 
     def __init__(self, model: nn.Module, cond_prefix: Sequence[int], uncond_prefix: Sequence[int],
-                 scale: float = 1.0, n_out: int | None = None, bos_id: int = BOS_ID) -> None:
+                 scale: float = 1.0, n_out: int | None = None, bos_id: int = BOS_ID, after: int = 0) -> None:
         super().__init__()
         if len(cond_prefix) != len(uncond_prefix):
             raise ValueError("cond_prefix and uncond_prefix must have the same length")
@@ -493,6 +498,7 @@ class GuidedModel(nn.Module):
         self.scale = float(scale)
         self.n_out = n_out
         self.bos_id = bos_id
+        self.after = after
         self.register_buffer("cond", torch.tensor(list(cond_prefix), dtype=torch.long), persistent=False)
         self.register_buffer("uncond", torch.tensor(list(uncond_prefix), dtype=torch.long), persistent=False)
 
@@ -512,11 +518,12 @@ class GuidedModel(nn.Module):
         return 2 * batch if self.guided else batch
 
     def _with_prefix(self, idx: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        B = idx.size(0)
+        B, a = idx.size(0), self.after
         pre = prefix.to(idx.device).expand(B, -1)
-        after_bos = torch.cat([idx[:, :1], pre, idx[:, 1:]], dim=1)
-        in_front = torch.cat([pre, idx], dim=1)
-        return torch.where(idx[:, :1] == self.bos_id, after_bos, in_front)
+        lead, body = idx[:, :a], idx[:, a:]
+        after_bos = torch.cat([lead, body[:, :1], pre, body[:, 1:]], dim=1)
+        in_front = torch.cat([lead, pre, body], dim=1)
+        return torch.where(body[:, :1] == self.bos_id, after_bos, in_front)
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = True) -> torch.Tensor:
         """idx (B, T) body tokens -> guided logits (B, n_out) for the next token."""
@@ -556,10 +563,10 @@ class GuidedCachedModel(GuidedModel):
 
 
 def guided(model: nn.Module, cond_prefix: Sequence[int], uncond_prefix: Sequence[int], scale: float = 1.0,
-           n_out: int | None = None) -> GuidedModel:
+           n_out: int | None = None, after: int = 0) -> GuidedModel:
     """A ``GuidedModel``, with the cache methods when ``model`` has a KV cache."""
     cls = GuidedCachedModel if callable(getattr(model, "setup_cache", None)) else GuidedModel
-    return cls(model, cond_prefix, uncond_prefix, scale, n_out)
+    return cls(model, cond_prefix, uncond_prefix, scale, n_out, after=after)
 
 
 def conditioned_generation(run, cond: Mapping[str, Any] | None, cfg_scale: float, net: nn.Module,

@@ -83,7 +83,8 @@ def run_infill(cfg: DictConfig) -> dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     t0 = time.perf_counter()
     result = infill_run(run, score, bars, cfg.num_samples, sampling, gen, device,
-                        grammar=sampling_grammar(run.tokenizer, sampling), max_tokens=cfg.infill.max_tokens)
+                        grammar=sampling_grammar(run.tokenizer, sampling), max_tokens=cfg.infill.max_tokens,
+                        cond=cfg.get("cond"))
     seconds = time.perf_counter() - t0
     label = f"bars {bars[0] + 1}-{bars[1]}"
     plot_piano_roll(score, out_dir / "original.png", title=f"{Path(cfg.prompt.file).name} (before)",

@@ -14,7 +14,8 @@ never targets except END, which ends a middle. Which windows are rearranged, and
 from ``data.seed`` and the window's index, so a resumed run sees the same windows.
 
 Bars are the tokeniser's: REMI as V6-V8 configure it has no time signatures and lays every piece
-out in 4/4, so "bar 5" is quarter notes 16..20 of the file, whatever its metre. In the tokens a
+out in 4/4, so "bar 5" is quarter notes 16..20 of the file, whatever its metre; a tokeniser that
+writes time signatures (``conditioning=full`` turns them on) has the file's bars (``bar_lines``). In the tokens a
 bar line is an id whose base expansion starts with ``Bar`` (BPE merges never cross a bar line:
 ``encode_ids_split: bar``), but MidiTok writes a rest that reaches a bar line without the Bar
 token, so generation finds each written bar line's bar from the time of the next note
@@ -26,6 +27,11 @@ trained window, the bars nearest the span kept) decodes a middle of exactly as m
 (a Bar is refused once they are all started, END until then; END is sampled as EOS), and the tune
 is written back with the file's own notes outside the span, note for note, and the generated ones
 inside it (durations cut at the span's end).
+
+With conditioning (``conditioning=key|full`` and ``infill=bars``): the rearranged windows are cut
+from the prefixed stream, so a window from a piece's start reads ``PRE BOS <attributes> A SUF B
+MID M END``; ``task=infill`` with ``cond.*`` puts the asked attributes there (after ``PRE BOS``)
+and guides with ``sampling.cfg_scale``, and the measurement gives each piece its own attributes.
 
 Measurement (``python -m musicgen.infill <run>``): on the test pieces, the NLL per note of each
 true middle given prefix and suffix (the PSM context) against the same model given the prefix only.
@@ -120,17 +126,42 @@ def pitch_counts(tokenizer: Any, vocab_size: int) -> np.ndarray:
     return out
 
 
+def uses_time_signatures(tokenizer: Any) -> bool:
+    """Whether the tokeniser writes time signatures (real bars) rather than 4/4 bars throughout."""
+    return bool(getattr(getattr(getattr(tokenizer, "backend", None), "config", None), "use_time_signatures", False))
+
+
+def bar_lines(score: symusic.Score, time_signatures: bool, until: int | None = None) -> np.ndarray:
+    """Ticks of the bar lines of ``score`` as the tokeniser counts bars: ``lines[k]`` starts bar k
+    (0-based), the last one at or past ``until`` (default: the score's end), so ``len - 1`` bars
+    hold the music. With ``time_signatures``: the score's own (4/4 before the first); without
+    (V6-V8's REMI): bars of 4 quarter notes from the start."""
+    tpq, end = score.ticks_per_quarter, int(score.end() if until is None else until)
+    sigs = [(int(ts.time), ts.numerator, ts.denominator) for ts in score.time_signatures] if time_signatures else []
+    if not sigs or sigs[0][0] > 0:
+        sigs.insert(0, (0, 4, 4))
+    lines: list[int] = []
+    for k, (t, num, den) in enumerate(sigs):
+        t = max(t, lines[-1] if lines else 0)  # a signature takes effect at a bar line
+        length = max(1, 4 * tpq * num // den)
+        stop = sigs[k + 1][0] if k + 1 < len(sigs) else max(end, t) + length
+        lines.extend(range(t, max(stop, t + 1), length))
+    out = np.array(sorted(set(lines)), dtype=np.int64)
+    return out[: int(np.searchsorted(out, end, side="left")) + 1]
+
+
 def bar_numbers(tokenizer: Any, ids: Sequence[int], starts: np.ndarray, n_pitch: np.ndarray) -> np.ndarray:
-    """The bar (0-based, 4 quarter notes from the piece's start) each bar-start token at ``starts``
-    opens, read from the time of the next note: MidiTok writes a rest that crosses bar lines
-    without Bar tokens, so the k-th Bar token need not open bar k. Empty bars (Bar tokens in a
-    row) count back from the bar that follows them."""
+    """The bar (0-based, as ``bar_lines`` counts them) each bar-start token at ``starts`` opens,
+    read from the time of the next note: MidiTok writes a rest that crosses bar lines without Bar
+    tokens, so the k-th Bar token need not open bar k. Empty bars (Bar tokens in a row) count back
+    from the bar that follows them."""
     score = tokenizer.decode(ids)
     times = np.sort(np.array([n.time for t in score.tracks for n in t.notes], dtype=np.int64))
-    bar_ticks = 4 * score.ticks_per_quarter
+    lines = bar_lines(score, uses_time_signatures(tokenizer), int(times[-1]) + 1 if len(times) else 0)
+    bar_of = np.searchsorted(lines, times, side="right") - 1
     before = np.concatenate([[0], np.cumsum(n_pitch[np.asarray(ids, dtype=np.int64)])])[starts]  # notes before each
-    last = (int(times[-1]) // bar_ticks if len(times) else 0) + 1
-    numbers = np.array([int(times[k]) // bar_ticks if k < len(times) else last for k in before], dtype=np.int64)
+    last = (int(bar_of[-1]) if len(times) else 0) + 1
+    numbers = np.array([int(bar_of[k]) if k < len(times) else last for k in before], dtype=np.int64)
     for i in range(len(numbers) - 2, -1, -1):
         numbers[i] = min(numbers[i], numbers[i + 1] - 1)
     return numbers
@@ -219,16 +250,18 @@ def context_ids(ids: Sequence[int], bars: np.ndarray, span: tuple[int, int], voc
 
 class InfillModel(nn.Module):
     """A network decoding a middle for ``musicgen.generation.generate``. The loop's prompt is one
-    BOS per row, which stands for ``context``; the logits are the tokeniser's ids with END sampled
-    as EOS, a Bar refused once ``n_bars`` bars are started and EOS until then (the first token
-    starts a bar)."""
+    BOS per row, which stands for ``context``; the logits are the tokeniser's ids (the first
+    ``n_out``, default ``vocab.base``; a conditioned run's attribute tokens come after them) with
+    END sampled as EOS, a Bar refused once ``n_bars`` bars are started and EOS until then (the
+    first token starts a bar)."""
 
     def __init__(self, model: nn.Module, context: Sequence[int], vocab: InfillVocab, is_bar: np.ndarray,
-                 n_bars: int) -> None:
+                 n_bars: int, n_out: int | None = None) -> None:
         super().__init__()
         self.model, self.vocab, self.n_bars = model, vocab, int(n_bars)
+        self.n_out = vocab.base if n_out is None else int(n_out)
         self.register_buffer("context", torch.tensor(list(context), dtype=torch.long), persistent=False)
-        self.register_buffer("is_bar", torch.from_numpy(is_bar[: vocab.base].copy()), persistent=False)
+        self.register_buffer("is_bar", torch.from_numpy(is_bar[: self.n_out].copy()), persistent=False)
         self.bars: torch.Tensor | None = None  # (B,) bars started so far in each row
 
     @property
@@ -247,12 +280,12 @@ class InfillModel(nn.Module):
             body = idx[:, 1:]
             x = torch.cat([self.context.expand(B, -1), body], dim=1)
             pos = None if input_pos is None else torch.arange(x.size(1), device=idx.device)
-            self.bars = self.is_bar[body.clamp(max=self.vocab.base - 1)].sum(1)
+            self.bars = self.is_bar[body.clamp(max=self.n_out - 1)].sum(1)
         else:
             x, pos = idx, input_pos + self.shift
-            self.bars = self.bars + self.is_bar[idx.clamp(max=self.vocab.base - 1)].sum(1)
+            self.bars = self.bars + self.is_bar[idx.clamp(max=self.n_out - 1)].sum(1)
         out = self.model(x, last_only=True) if pos is None else self.model(x, input_pos=pos, last_only=True)
-        logits = out[:, : self.vocab.base].float().clone()
+        logits = out[:, : self.n_out].float().clone()
         logits[:, EOS_ID] = out[:, self.vocab.end].float()
         neg = torch.finfo(logits.dtype).min
         started = self.bars[:, None]
@@ -272,9 +305,17 @@ class CachedInfillModel(InfillModel):
 
 
 def infill_model(model: nn.Module, context: Sequence[int], vocab: InfillVocab, is_bar: np.ndarray,
-                 n_bars: int) -> InfillModel:
+                 n_bars: int, n_out: int | None = None) -> InfillModel:
     cls = CachedInfillModel if callable(getattr(model, "setup_cache", None)) else InfillModel
-    return cls(model, context, vocab, is_bar, n_bars)
+    return cls(model, context, vocab, is_bar, n_bars, n_out)
+
+
+def with_attributes(seq: Sequence[int], prefix: Sequence[int], lead: int = 0) -> list[int]:
+    """``seq`` with a conditioned run's attribute ``prefix`` after its BOS, which follows ``lead``
+    tokens (``PRE``), or in front of the body when the BOS was cut (as ``GuidedModel`` does)."""
+    seq = list(seq)
+    at = lead + 1 if len(seq) > lead and seq[lead] == BOS_ID else lead
+    return [*seq[:at], *prefix, *seq[at:]]
 
 
 def continuation_net(run: Any, net: nn.Module) -> nn.Module:
@@ -285,6 +326,23 @@ def continuation_net(run: Any, net: nn.Module) -> nn.Module:
     from musicgen.conditioning import guided
 
     return guided(net, [], [], 1.0, n_out=run.infill.base)  # no prefix: only the cut
+
+
+def decoded_middle(tokenizer: Any, head: Sequence[int], middle: Sequence[int], bar: int) -> symusic.Score:
+    """The notes of ``middle`` (the ids of bars ``bar``.. of a piece whose ids before it are ``head``)
+    as a score from its own tick 0. Decoded after ``head``, so that its bars have the piece's time
+    signature (a middle decoded alone would be laid out in 4/4)."""
+    full = tokenizer.decode([*head, *middle])
+    lines = bar_lines(full, uses_time_signatures(tokenizer))
+    out = symusic.Score(full.ticks_per_quarter)
+    track = symusic.Track(name="middle", program=0)
+    if bar < len(lines):
+        start = int(lines[bar])
+        for t in full.tracks:
+            track.notes.extend(symusic.Note(n.time - start, n.duration, n.pitch, n.velocity)
+                               for n in t.notes if n.time >= start)
+    out.tracks.append(track)
+    return out
 
 
 def reassemble(original: symusic.Score, middle: symusic.Score, span_ticks: tuple[int, int]) -> symusic.Score:
@@ -318,15 +376,22 @@ def reassemble(original: symusic.Score, middle: symusic.Score, span_ticks: tuple
 
 def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_samples: int, sampling: Any,
                generator: torch.Generator, device: torch.device | str, grammar: Any = None,
-               max_tokens: int | None = None) -> dict[str, Any]:
+               max_tokens: int | None = None, cond: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sample ``num_samples`` middles for the bar span ``bars`` (0-based, half-open) of ``score``.
+    ``cond``: the attributes asked of a conditioned run (``cond.*``), guided by ``sampling.cfg_scale``.
     Returns the context and, per sample, the middle's ids and the reassembled score."""
+    from musicgen.conditioning import guided, requested_attributes
     from musicgen.generation import generate
 
     vocab = run.infill
     if vocab is None:
         raise ConfigError(f"{run.ckpt_path} was trained without infilling: train it with infill=bars "
                           "(e.g. python -m musicgen.train +version=v7 infill=bars)")
+    cvocab = run.conditioning
+    attrs = requested_attributes(cvocab, cond)  # cond.* a run cannot honour: a one-line error
+    cfg_scale = float(getattr(sampling, "cfg_scale", 1.0))
+    if cvocab is None and cfg_scale != 1.0:
+        raise ConfigError(f"sampling.cfg_scale={cfg_scale} needs a checkpoint trained with conditioning")
     tok = run.tokenizer
     score = score if isinstance(score, symusic.core.ScoreTick) else score.to("tick")
     ids = tok.encode(score)
@@ -335,9 +400,12 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
     numbers = bar_numbers(tok, ids, starts, pitch_counts(tok, vocab.base))
     a, b = bars
     shown = f"infill.bars={a + 1}-{b}"
-    n_file = -(-score.end() // (4 * score.ticks_per_quarter))  # bars of 4 quarter notes: the tokeniser's
+    time_signatures = uses_time_signatures(tok)
+    lines = bar_lines(score, time_signatures)
+    n_file = len(lines) - 1
     if b > n_file:
-        raise ConfigError(f"{shown}: the file has {n_file} bars (of 4 quarter notes, the tokeniser's bars)")
+        what = "by its time signatures" if time_signatures else "of 4 quarter notes, the tokeniser's bars"
+        raise ConfigError(f"{shown}: the file has {n_file} bars ({what})")
     index = {int(n): i for i, n in enumerate(numbers)}
     for bar in (a, b):
         if bar not in index and bar <= numbers[-1]:
@@ -349,22 +417,30 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
     if max_tokens is None:
         max_tokens = max(16, 2 * len(true_middle))
     max_tokens = min(int(max_tokens), window // 2)
-    context, _, _ = context_ids(ids, starts, (i, j), vocab, window - max_tokens)
-    net = infill_model(run.net.to(device), context, vocab, is_bar, j - i).to(device)
+    net, n_out, conditioning = run.net.to(device), vocab.base, None
+    if cvocab is not None:  # the prefix goes after PRE BOS, as in the rearranged training windows
+        prefix = cvocab.prefix(attrs)
+        net = guided(net, prefix, cvocab.null_prefix(), cfg_scale, after=1)
+        n_out = cvocab.base
+        conditioning = {"attributes": attrs, "prefix_tokens": cvocab.decode(prefix), "cfg_scale": cfg_scale}
+    budget = window - max_tokens - (len(cvocab.attributes) if cvocab is not None else 0)
+    context, _, _ = context_ids(ids, starts, (i, j), vocab, budget)
+    net = infill_model(net, context, vocab, is_bar, j - i, n_out).to(device)
     prompt = torch.full((num_samples, 1), BOS_ID, dtype=torch.long, device=device)
     out = generate(net, prompt, max_tokens, sampling, generator=generator, stop_at_eos=True,
-                   context_len=window - net.shift, grammar=grammar)
-    bar_ticks = 4 * score.ticks_per_quarter
-    span_ticks = (a * bar_ticks, b * bar_ticks)
+                   context_len=window - net.shift - (len(cvocab.attributes) if cvocab is not None else 0),
+                   grammar=grammar)
+    span_ticks = (int(lines[a]), int(lines[b]))
+    head = ids[: int(starts[i])]
     samples = []
     for row in out[:, 1:].tolist():
         ended = EOS_ID in row
         middle = row[: row.index(EOS_ID)] if ended else row
-        filled = reassemble(score, tok.decode(middle), span_ticks)
+        filled = reassemble(score, decoded_middle(tok, head, middle, a), span_ticks)
         samples.append({"ids": middle, "ended": ended, "bars": int(is_bar[np.asarray(middle, dtype=np.int64)].sum())
                         if middle else 0, "score": filled})
     return {"context_tokens": len(context), "max_tokens": max_tokens, "span_ticks": span_ticks, "bar_tokens": j - i,
-            "true_middle_tokens": len(true_middle), "samples": samples}
+            "true_middle_tokens": len(true_middle), "conditioning": conditioning, "samples": samples}
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -396,6 +472,14 @@ def measure_infilling(ckpt_path: str, n_bars: int = 4, max_pieces: int = 200, de
     if test is None or not len(test.originals()):
         raise ConfigError(f"{ckpt_path}: its data has no test pieces")
     window = run.trained_context
+    cvocab, n_out, prefixes = run.conditioning, vocab.base, {}
+    if cvocab is not None:  # each piece with its own attributes, as validation scores it
+        from musicgen.conditioning import piece_attributes
+
+        n_out = cvocab.base
+        prefixes = {int(i): cvocab.prefix(a) for i, a in zip(test.originals(),
+                                                              piece_attributes(run, test, test.originals()))}
+        window -= len(cvocab.attributes)
     rows = []
     for i in test.originals():
         ids = [int(t) for t in test.doc(i)[1:-1]]
@@ -410,8 +494,11 @@ def measure_infilling(ckpt_path: str, n_bars: int = 4, max_pieces: int = 200, de
         notes = sum(len(t.notes) for t in tok.decode(middle).tracks)
         if not notes:
             continue
-        rows.append((_middle_nll(net, context, middle, vocab.base, device),
-                     _middle_nll(net, before, middle, vocab.base, device), notes))
+        if prefixes:
+            context, before = with_attributes(context, prefixes[int(i)], lead=1), with_attributes(before,
+                                                                                                   prefixes[int(i)])
+        rows.append((_middle_nll(net, context, middle, n_out, device),
+                     _middle_nll(net, before, middle, n_out, device), notes))
         if len(rows) >= max_pieces:
             break
     if not rows:

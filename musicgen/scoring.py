@@ -355,7 +355,7 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
     # validation, and are scored again with the all-null prefix (the same model asked nothing)
     score = seq2one_nll if seq2one else doc_nll
     vocab = run.conditioning
-    n_out = run.infill.base if run.infill is not None else vocab.base if vocab is not None else None
+    n_out = vocab.base if vocab is not None else run.infill.base if run.infill is not None else None
     conditioning = None
     if vocab is None:
         nll = score(net, docs, context, n_out=n_out)

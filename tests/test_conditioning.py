@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import symusic
 import torch
+import torch.nn as nn
 from helpers import gen_cfg, smoke_override_list
 
 from musicgen.conditioning import (
@@ -278,6 +279,22 @@ def test_cfg_wrapper_scale_1_is_conditional_and_0_unconditional():
         assert torch.allclose(guided(net, cond, uncond, 1.0, n_out=28)(body), c, atol=1e-5)
         assert torch.allclose(guided(net, cond, uncond, 0.0, n_out=28)(body), u, atol=1e-5)
         assert torch.allclose(guided(net, cond, uncond, 2.5, n_out=28)(body), u + 2.5 * (c - u), atol=1e-4)
+
+
+def test_cfg_wrapper_puts_the_prefix_after_leading_tokens_when_asked():
+    class Echo(nn.Module):  # records the sequence it is given
+        context_len = 64
+
+        def forward(self, idx, last_only=True):
+            self.seen = idx.clone()
+            return torch.zeros(idx.size(0), 40)
+
+    net = Echo()
+    pre = 35  # infilling's PRE: the prefix goes after PRE BOS, or after PRE when the BOS was cut
+    guided(net, [30, 33], [31, 34], 1.0, after=1)(torch.tensor([[pre, BOS_ID, 5, 6], [pre, 7, 5, 6]]))
+    assert net.seen.tolist() == [[pre, BOS_ID, 30, 33, 5, 6], [pre, 30, 33, 7, 5, 6]]
+    guided(net, [30, 33], [31, 34], 1.0)(torch.tensor([[BOS_ID, 5, 6]]))
+    assert net.seen.tolist() == [[BOS_ID, 30, 33, 5, 6]]
 
 
 def test_cfg_wrapper_with_and_without_kv_cache_decode_the_same():

@@ -193,8 +193,9 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
         preflight(compose("train", ["+version=v2", "infill=bars"]))
     with pytest.raises(ConfigError, match="packed causal"):
         preflight(compose("train", ["+version=v6", "infill=bars"]))
-    with pytest.raises(ConfigError, match="not supported yet"):
-        preflight(compose("train", ["+version=v7", "infill=bars", "conditioning=key"]))
+    with pytest.raises(ConfigError, match="every_window"):
+        preflight(compose("train", ["+version=v7", "infill=bars", "conditioning=key",
+                                    "conditioning.every_window=true"]))
     with pytest.raises(ConfigError, match="infill.rate"):
         preflight(compose("train", ["+version=v7", "infill=bars", "infill.rate=2"]))
 
@@ -225,3 +226,89 @@ def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, i
     filled = read_score(tmp_path / "b" / "sample_00.mid")
     kept = sorted((n.time, n.pitch) for t in filled.tracks for n in t.notes if not 4 * tpq <= n.time < 16 * tpq)
     assert kept == [(0, 60), (16 * tpq, 65)]
+
+
+# ----------------------------------------------------------------------------- with conditioning
+
+def test_bar_lines_follow_time_signatures_when_the_tokeniser_writes_them():
+    import symusic
+
+    from musicgen.infill import bar_lines
+
+    q = 480
+    score = symusic.Score(q)
+    score.time_signatures.append(symusic.TimeSignature(0, 3, 4))
+    score.time_signatures.append(symusic.TimeSignature(6 * q, 6, 8))  # after two bars of 3/4
+    track = symusic.Track(name="m", program=0)
+    track.notes.append(symusic.Note(13 * q, q, 60, 80))  # the music ends at 14 quarter notes
+    score.tracks.append(track)
+    assert bar_lines(score, True).tolist() == [0, 3 * q, 6 * q, 9 * q, 12 * q, 15 * q]
+    assert bar_lines(score, False).tolist() == [0, 4 * q, 8 * q, 12 * q, 16 * q]  # V6-V8's 4/4 bars
+
+
+@pytest.fixture(scope="module")
+def cond_infill_run(tmp_path_factory, prepared_data_dir):
+    tmp = tmp_path_factory.mktemp("cond_infill")
+    train(compose("train", ["+version=v7", *smoke_override_list(tmp, prepared_data_dir), "infill=bars",
+                            "conditioning=full", f"data.seq_len={WINDOW}", f"model.max_seq_len={WINDOW}",
+                            "trainer.max_steps=8"]))
+    return tmp / "run"
+
+
+def test_rearranged_windows_of_a_conditioned_run_keep_the_attributes_after_bos(tmp_path, prepared_data_dir):
+    cfg = compose("train", ["+version=v7", *smoke_override_list(tmp_path, prepared_data_dir), "infill=bars",
+                            "conditioning=key", "conditioning.drop_rate=0.0", "infill.rate=1.0"])
+    dm = preflight(cfg).datamodule
+    dm.setup("fit")
+    cbase, vocab = dm.conditioner.vocab.base, dm.infill_vocab
+    assert vocab.base == cbase + len(dm.conditioner.vocab) and dm.checkpoint_metadata.keys() >= {"conditioning",
+                                                                                                "infill"}
+    train_ds = dm.datasets["train"]
+    assert isinstance(train_ds, InfillWindows)
+    x, _ = train_ds.__getitems__(list(range(len(train_ds))))
+    rearranged = x[:, 0] == vocab.pre
+    assert rearranged.float().mean() > 0.5
+    at_bos = rearranged & (x[:, 1] == BOS_ID)
+    assert at_bos.sum() >= 1
+    assert ((x[at_bos, 2] >= cbase) & (x[at_bos, 2] < vocab.base)).all()  # PRE BOS <key> ...
+    for row in x[rearranged]:
+        mid = int((row == vocab.mid).nonzero()[0])
+        assert not ((row[mid + 1:] >= cbase) & (row[mid + 1:] < vocab.base)).any()  # a middle is music only
+
+
+def test_a_conditioned_infilling_run_fills_bars_of_its_metre_as_asked(cond_infill_run, folk_midi_files, tmp_path):
+    run = load_run(cond_infill_run)
+    assert run.conditioning is not None and run.infill is not None and run.infill.base == run.conditioning.vocab_size
+    tune = next(f for f in folk_midi_files if len(read_score(f).time_signatures)
+                and read_score(f).time_signatures[0].numerator in (3, 6))
+    original = read_score(tune)
+    ts = original.time_signatures[0]
+    bar = 4 * original.ticks_per_quarter * ts.numerator // ts.denominator  # a bar of the tune's own metre
+    report = run_generation(gen_cfg(cond_infill_run, tmp_path, ["task=infill", f"prompt.file={tune}",
+                                                               "infill.bars=2-3", "audio.enabled=false",
+                                                               "cond.key=D", "cond.mode=major",
+                                                               "sampling.cfg_scale=2.0"], num_samples=2))
+    lo, hi = report["span_ticks"]
+    assert (lo, hi) == (bar, 3 * bar)
+    assert report["conditioning"]["attributes"]["key"] == "D_major" and report["conditioning"]["cfg_scale"] == 2.0
+
+    def notes(score, inside):
+        return sorted((n.time, n.duration, n.pitch) for t in score.tracks for n in t.notes
+                      if (lo <= n.time < hi) == inside)
+
+    for s in report["samples"]:
+        assert all(i < run.conditioning.base for i in s["ids"])  # neither attribute tokens nor sentinels
+        filled = read_score(tmp_path / s["midi"])
+        assert notes(filled, inside=False) == notes(original, inside=False)
+        assert all(t + d <= hi for t, d, _ in notes(filled, inside=True))
+    with pytest.raises(ConfigError, match="cond.key=H"):
+        run_generation(gen_cfg(cond_infill_run, tmp_path, ["task=infill", f"prompt.file={tune}", "infill.bars=2-3",
+                                                           "cond.key=H"]))
+    m = measure_infilling(str(cond_infill_run), n_bars=1, n_boot=50)
+    assert m["pieces"] >= 1 and m["nll_per_note_prefix_and_suffix"]["value"] > 0
+
+
+def test_cond_on_an_infilling_run_without_conditioning_is_an_error(infill_run, folk_midi_files, tmp_path):
+    with pytest.raises(ConfigError, match="without conditioning"):
+        run_generation(gen_cfg(infill_run, tmp_path, ["task=infill", f"prompt.file={folk_midi_files[0]}",
+                                                      "infill.bars=2-3", "cond.key=D"]))
