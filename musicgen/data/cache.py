@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -227,6 +228,16 @@ def _map(fn, jobs: list, workers: int, desc: str, progress: bool, initargs=None)
         yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
 
 
+def _raw_to_npy(raw: Path, path: Path, dtype: np.dtype, n: int) -> None:
+    """``path``: the ``.npy`` file ``np.save`` writes for the ``n`` values of ``dtype`` in the headerless
+    file ``raw``, copied a few MB at a time (never all in memory); ``raw`` is removed."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
+    with open(raw, "rb") as src, open(path, "wb") as dst:
+        np.lib.format.write_array_header_1_0(dst, header)
+        shutil.copyfileobj(src, dst, 4 << 20)
+    raw.unlink()
+
+
 def _build(
     final: Path,
     files: dict[str, FileList],
@@ -279,33 +290,32 @@ def _build(
             tokenizer.train([p for _, p in good["train"]])
         tokenizer.save(tmp / "tokenizer.json")
 
-        # 4. encode, with the transposed copies of training files; each document is kept as a
-        #    compact array as it arrives (a list of Python ints costs about 10x its tokens)
+        # 4. encode, with the transposed copies of training files; each document is written to disk
+        #    as ``BOS ids EOS`` as it arrives, so only its length, name and note count stay in memory
         meta_splits = {}
-        dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+        dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32)
         for s, fl in good.items():
-            docs, names, notes = [], [], []
+            lengths, names, notes = array("q"), [], []
             encoded = _map(_encode_one, jobs[s], workers, f"encode {s}", progress, (str(tmp / "tokenizer.json"),))
-            for (rel, _), (_, file_shifts), many in zip(fl, jobs[s], encoded):
-                if isinstance(many, str):
-                    log.warning("skipping %s", many)
-                    skipped.append({"file": rel, "reason": many})
-                    continue
-                docs += [np.asarray(d, dtype=dtype) for d in many]
-                names += [rel if k == 0 else f"{rel}@{k:+d}" for k in file_shifts]
-                notes += [spans[(s, rel)][2]] * len(file_shifts)
-            lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
-            offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            tokens = np.empty(int(offsets[-1]), dtype=dtype)
-            for d, start in zip(docs, offsets[:-1]):
-                tokens[start] = BOS_ID
-                tokens[start + 1 : start + 1 + len(d)] = d
-                tokens[start + 1 + len(d)] = EOS_ID
-            np.save(tmp / f"{s}.tokens.npy", tokens)
+            with open(tmp / f"{s}.tokens.bin", "wb") as raw:
+                for (rel, _), (_, file_shifts), many in zip(fl, jobs[s], encoded):
+                    if isinstance(many, str):
+                        log.warning("skipping %s", many)
+                        skipped.append({"file": rel, "reason": many})
+                        continue
+                    for d in many:
+                        doc = np.empty(len(d) + 2, dtype=dtype)
+                        doc[0], doc[1:-1], doc[-1] = BOS_ID, d, EOS_ID
+                        raw.write(doc.tobytes())
+                        lengths.append(len(doc))
+                    names += [rel if k == 0 else f"{rel}@{k:+d}" for k in file_shifts]
+                    notes += [spans[(s, rel)][2]] * len(file_shifts)
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(np.frombuffer(lengths, dtype=np.int64), out=offsets[1:])
+            _raw_to_npy(tmp / f"{s}.tokens.bin", tmp / f"{s}.tokens.npy", dtype, int(offsets[-1]))
             np.save(tmp / f"{s}.offsets.npy", offsets)
             np.save(tmp / f"{s}.notes.npy", np.array(notes, dtype=np.int64))
-            meta_splits[s] = {"files": len(fl), "docs": len(docs), "tokens": int(offsets[-1]),
+            meta_splits[s] = {"files": len(fl), "docs": len(lengths), "tokens": int(offsets[-1]),
                               "notes": int(sum(notes)), "names": names}
 
         meta = {

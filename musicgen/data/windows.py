@@ -22,6 +22,9 @@ from torch.utils.data import Dataset
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 
+#: stream positions (and windows) ``TokenWindows.target_stats`` handles at a time
+TARGET_STATS_CHUNK = 1 << 16
+
 
 def n_packed_windows(n_tokens: int, seq_len: int, stride: int) -> int:
     """Windows of ``seq_len`` inputs plus one more token for the (last) target."""
@@ -132,40 +135,39 @@ class TokenWindows(Dataset):
         y = np.where(valid[:, 1:], seq[:, 1:], IGNORE_INDEX)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    def target_stats(self) -> dict[str, float]:
+    def _target_spans(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stream positions ``[first, last)`` of the real (unpadded) targets of windows ``idx``."""
+        L = self.seq_len
+        if self.pack:
+            starts = idx * self.stride
+            return starts + (L if self.mode == "seq2one" else 1), starts + L + 1
+        doc = np.searchsorted(self._cum, idx, side="right") - 1
+        k = idx - self._cum[doc]
+        start, end = self.offsets[doc], self.offsets[doc + 1]
+        first = start + 1 + k * self.stride
+        # causal: up to L targets, none past the document's end (an empty span when stride > L
+        # leaves a window entirely past it)
+        return first, (first + 1 if self.mode == "seq2one" else np.clip(end, first, first + L))
+
+    def target_stats(self, chunk: int = TARGET_STATS_CHUNK) -> dict[str, float]:
         """Share of target positions that are padding (masked) or separators (BOS/EOS).
 
-        Exact: counts, for every stream position, how many windows use it as a target. Its
-        memory is one small integer per stream position (at most a window's length of windows
-        cover a position), in place: about the token stream's own size.
+        Exact: a window's real targets are the stream positions ``[first, last)``, its separator
+        targets the BOS/EOS positions among them. Memory: the BOS/EOS positions (two per document)
+        and ``chunk`` stream positions or windows at a time, never a per-position or per-window array.
         """
-        n_pos = len(self.tokens)
-        L = self.seq_len
-        cover = np.zeros(n_pos + 1, dtype=np.int16 if L < 2**15 else np.int32)
         if self._n == 0:
             return {"windows": 0, "targets": 0, "pad_share": 0.0, "separator_share": 0.0}
-        if self.pack:
-            starts = np.arange(self._n, dtype=np.int64) * self.stride
-            first = starts + (L if self.mode == "seq2one" else 1)
-            last = starts + L + 1  # exclusive
-        else:
-            idx = np.arange(self._n, dtype=np.int64)
-            doc = np.searchsorted(self._cum, idx, side="right") - 1
-            k = idx - self._cum[doc]
-            start, end = self.offsets[doc], self.offsets[doc + 1]
-            if self.mode == "seq2one":
-                first = start + 1 + k * self.stride
-                last = first + 1
-            else:
-                first = start + k * self.stride + 1
-                last = np.minimum(first + L, end)
-        np.add.at(cover, first, 1)
-        np.add.at(cover, last, -1)
-        np.cumsum(cover, out=cover)
-        cover = cover[:n_pos]
-        real = int(cover.sum(dtype=np.int64))
-        slots = self._n * (1 if self.mode == "seq2one" else L)
-        sep = sum(int(cover[self.tokens == t].sum(dtype=np.int64)) for t in (BOS_ID, EOS_ID))
+        seps = np.concatenate([
+            a + np.flatnonzero(np.isin(self.tokens[a : a + chunk], (BOS_ID, EOS_ID)))
+            for a in range(0, len(self.tokens), chunk)
+        ])
+        real = sep = 0
+        for i in range(0, self._n, chunk):
+            first, last = self._target_spans(np.arange(i, min(i + chunk, self._n), dtype=np.int64))
+            real += int((last - first).sum())
+            sep += int((np.searchsorted(seps, last) - np.searchsorted(seps, first)).sum())
+        slots = self._n * (1 if self.mode == "seq2one" else self.seq_len)
         return {
             "windows": self._n,
             "targets": slots,

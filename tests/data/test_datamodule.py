@@ -1,5 +1,6 @@
 """Split, augmentation, cache and DataModule on real tunes."""
 
+import io
 import json
 import shutil
 
@@ -243,3 +244,31 @@ def test_a_cache_of_an_older_format_is_refused(real_midi_dir, tmp_path):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="format 1, this musicgen reads format 2"):
         token_cache.load(dm.cache.path)
+
+
+def test_cache_tokens_are_each_document_between_bos_and_eos(tmp_path, folk_midi_files):
+    files = {"train": [(f"t/{i}.mid", p) for i, p in enumerate(folk_midi_files[:6])],
+             "val": [(f"v/{i}.mid", p) for i, p in enumerate(folk_midi_files[6:9])], "test": []}
+    paths = {rel: p for fl in files.values() for rel, p in fl}
+    root = tmp_path / "cache"
+    built = token_cache.build_or_load(root, files, RemiTokenizer(), AugmentConfig(copies=2, max_shift=6), 0,
+                                      progress=False)
+    assert sorted(p.name for p in root.iterdir()) == [".lock", built.path.name]  # no temporary directory left
+    assert sorted(p.name for p in built.path.iterdir()) == sorted(
+        ["meta.json", "tokenizer.json", *(f"{s}.{a}.npy" for s in files for a in ("tokens", "offsets", "notes"))])
+    for s, fl in files.items():
+        st, meta = built.splits[s], built.meta["splits"][s]
+        docs = []
+        for name in st.names:  # in file order, each original followed by its transposed copies
+            rel, _, shift = name.partition("@")
+            score = read_score(paths[rel])
+            docs.append([BOS_ID, *built.tokenizer.encode(score.shift_pitch(int(shift)) if shift else score), EOS_ID])
+        assert [n for n in st.names if not is_transposed_copy(n)] == [rel for rel, _ in fl]
+        assert st.offsets.tolist() == np.cumsum([0, *map(len, docs)]).tolist()
+        expected = np.array([t for d in docs for t in d], dtype=np.uint16)
+        assert st.tokens.dtype == np.uint16 and np.array_equal(st.tokens, expected)
+        assert meta["docs"] == st.n_docs == len(docs) and meta["tokens"] == len(expected)
+        saved = io.BytesIO()
+        np.save(saved, expected)
+        assert (built.path / f"{s}.tokens.npy").read_bytes() == saved.getvalue()  # the file np.save writes
+    assert built.splits["train"].n_docs == 3 * len(files["train"]) and built.splits["test"].n_docs == 0

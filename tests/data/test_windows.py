@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
-from musicgen.data.windows import ScoringWindows, TokenWindows, n_packed_windows, scoring_plan, windows_per_doc
+from musicgen.data.windows import (
+    TARGET_STATS_CHUNK,
+    ScoringWindows,
+    TokenWindows,
+    n_packed_windows,
+    scoring_plan,
+    windows_per_doc,
+)
 
 
 def make_stream(doc_lengths, seed=0):
@@ -84,6 +91,22 @@ def test_target_stats_padding_and_separators():
     # one window per doc: 11 real targets (10 notes + EOS) of 16 slots
     assert padded["pad_share"] == pytest.approx(5 / 16)
     assert padded["separator_share"] == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("mode,seq_len,stride",
+                         [("causal", 8, 3), ("causal", 5, 5), ("causal", 2, 6), ("seq2one", 6, 1), ("seq2one", 4, 3)])
+@pytest.mark.parametrize("pack", [True, False])
+@pytest.mark.parametrize("chunk", [7, TARGET_STATS_CHUNK])
+def test_target_stats_match_the_materialised_targets(mode, seq_len, stride, pack, chunk):
+    # documents shorter and longer than a window; chunk=7 puts chunk boundaries inside most windows;
+    # padded causal with stride 6 > seq_len 2 gives the 4-note document a window past its end
+    tokens, offsets = make_stream([1, 30, 4, 17, 0, 9, 25, 2, 12], seed=3)
+    ds = TokenWindows(tokens, offsets, seq_len, stride, mode, pack)
+    y = ds.__getitems__(list(range(len(ds))))[1].numpy()
+    pad, sep = int((y == IGNORE_INDEX).sum()), int(np.isin(y, [BOS_ID, EOS_ID]).sum())
+    assert sep > 0 and (pad > 0) == (mode == "causal" and not pack)
+    stats = ds.target_stats(chunk=chunk)
+    assert stats == {"windows": len(ds), "targets": y.size, "pad_share": pad / y.size, "separator_share": sep / y.size}
 
 
 def test_windows_are_views_not_copies(tmp_path):
