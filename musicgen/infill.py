@@ -15,11 +15,11 @@ from ``data.seed`` and the window's index, so a resumed run sees the same window
 
 Bars are the tokeniser's: REMI as V6-V8 configure it has no time signatures and lays every piece
 out in 4/4, so "bar 5" is quarter notes 16..20 of the file, whatever its metre; a tokeniser that
-writes time signatures (``conditioning=full`` turns them on) has the file's bars (``bar_lines``). In the tokens a
-bar line is an id whose base expansion starts with ``Bar`` (BPE merges never cross a bar line:
-``encode_ids_split: bar``), but MidiTok writes a rest that reaches a bar line without the Bar
-token, so generation finds each written bar line's bar from the time of the next note
-(``bar_numbers``) and refuses, in one line, a span that starts or ends inside such a rest.
+writes time signatures (``conditioning=full`` turns them on) has the file's bars (``bar_lines``).
+In the tokens a bar line is an id whose base expansion starts with ``Bar`` (BPE merges never
+cross a bar line: ``encode_ids_split: bar``), but MidiTok writes a rest that reaches a bar line
+without the Bar token, so generation finds each written bar line's bar from the time of the next
+note (``bar_numbers``) and refuses, in one line, a span that starts or ends inside such a rest.
 
 Generation (``python -m musicgen.generate task=infill prompt.file=tune.mid infill.bars=5-8``): the
 file is tokenised, the context ``PRE BOS <bars before> SUF <bars after> EOS MID`` (cut to the
