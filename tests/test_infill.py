@@ -1,6 +1,7 @@
 """Bar infilling (musicgen.infill): training windows rearranged on real tokens, an infilling run
 trained at smoke size, the bar-count constraint on random logits, a real tune regenerated in
-bars 2-3 with every other note kept as it was, the measurement, and the one-line errors."""
+bars 2-3 with every other note kept as it was, the measurement, the one-line errors, and infilling
+together with conditioning (bars of the file's own metre, the asked key after PRE BOS)."""
 
 import json
 
