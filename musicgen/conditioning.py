@@ -33,10 +33,10 @@ attribute token of each document (each transposed copy on its own) is replaced b
 attribute's null token with that probability, drawn once per build from ``data.seed``. So the same
 model samples with any subset of attributes, or none, and classifier-free guidance is possible.
 Training windows are packed (they cross piece boundaries); with ``conditioning.every_window``
-(off by default: measured, it raises key and density adherence and halves tempo's; README) a window that starts inside a
-piece's music gets that piece's prefix in front (``PrefixedWindows``), as generation does for a
-context that slid past BOS, so every music token is trained with its attributes in view; without
-it only windows that start at a BOS see them.
+(off by default: measured, it raises key and density adherence and halves tempo's; README) a
+window that starts inside a piece's music gets that piece's prefix in front (``PrefixedWindows``),
+as generation does for a context that slid past BOS, so every music token is trained with its
+attributes in view; without it only windows that start at a BOS see them.
 Validation and test documents carry the full prefix, and the prefix positions are not scored
 (``val/ppl`` covers the music tokens only, the same targets as an unconditioned run's).
 
