@@ -417,19 +417,17 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
     if max_tokens is None:
         max_tokens = max(16, 2 * len(true_middle))
     max_tokens = min(int(max_tokens), window // 2)
-    net, n_out, conditioning = run.net.to(device), vocab.base, None
+    net, n_out, n_prefix, conditioning = run.net.to(device), vocab.base, 0, None
     if cvocab is not None:  # the prefix goes after PRE BOS, as in the rearranged training windows
         prefix = cvocab.prefix(attrs)
         net = guided(net, prefix, cvocab.null_prefix(), cfg_scale, after=1)
-        n_out = cvocab.base
+        n_out, n_prefix = cvocab.base, len(prefix)
         conditioning = {"attributes": attrs, "prefix_tokens": cvocab.decode(prefix), "cfg_scale": cfg_scale}
-    budget = window - max_tokens - (len(cvocab.attributes) if cvocab is not None else 0)
-    context, _, _ = context_ids(ids, starts, (i, j), vocab, budget)
+    context, _, _ = context_ids(ids, starts, (i, j), vocab, window - max_tokens - n_prefix)
     net = infill_model(net, context, vocab, is_bar, j - i, n_out).to(device)
     prompt = torch.full((num_samples, 1), BOS_ID, dtype=torch.long, device=device)
     out = generate(net, prompt, max_tokens, sampling, generator=generator, stop_at_eos=True,
-                   context_len=window - net.shift - (len(cvocab.attributes) if cvocab is not None else 0),
-                   grammar=grammar)
+                   context_len=window - net.shift - n_prefix, grammar=grammar)
     span_ticks = (int(lines[a]), int(lines[b]))
     head = ids[: int(starts[i])]
     samples = []
