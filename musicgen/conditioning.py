@@ -376,8 +376,8 @@ class Conditioner:
         self.drop_rate = float(config.get("drop_rate", 0.2))
         if not 0.0 <= self.drop_rate <= 1.0:
             raise ConfigError(f"conditioning.drop_rate={self.drop_rate} must be in [0, 1]")
-        self.every_window = bool(config.get("every_window", False))
-        self.key_source = str(config.get("key_source", "signature"))  # checked by file_key
+        self.every_window = bool(config.get("every_window", True))
+        self.key_source = str(config.get("key_source", "notes"))  # checked by file_key
         self.seed = seed
         per_file: dict[str, dict[str, str]] = {}
         self.attrs: dict[str, list[dict[str, str]]] = {}

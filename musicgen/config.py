@@ -198,7 +198,7 @@ def conditioning_config(cfg: DictConfig) -> dict[str, Any]:
 def infill_config(cfg: DictConfig) -> dict[str, Any]:
     """The DataModule's ``infill`` argument (``{}`` for infill=none or rate 0); infilling needs a
     REMI tokeniser (bars) and packed causal windows (the Transformer). With conditioning, the
-    rearranged windows are cut from the prefixed stream (``conditioning.every_window`` is refused)."""
+    rearranged windows are the conditioned run's own training windows (``musicgen.infill``)."""
     infill = cfg.get("infill")
     if not infill or not infill.get("rate"):
         return {}
@@ -210,8 +210,6 @@ def infill_config(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.get("mode") != "causal" or not cfg.data.get("pack", True):
         raise ConfigError(f"infill={infill.get('name')} needs packed causal windows (data.mode=causal, "
                           "data.pack=true: the Transformer versions V7, V8)")
-    if conditioning_config(cfg) and cfg.conditioning.get("every_window"):
-        raise ConfigError("infill with conditioning.every_window=true is not supported: set one of them off")
     return {"infill": OmegaConf.to_container(infill, resolve=True)}
 
 

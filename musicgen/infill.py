@@ -29,9 +29,11 @@ is written back with the file's own notes outside the span, note for note, and t
 inside it (durations cut at the span's end).
 
 With conditioning (``conditioning=key|full`` and ``infill=bars``): the rearranged windows are cut
-from the prefixed stream, so a window from a piece's start reads ``PRE BOS <attributes> A SUF B
-MID M END``; ``task=infill`` with ``cond.*`` puts the asked attributes there (after ``PRE BOS``)
-and guides with ``sampling.cfg_scale``, and the measurement gives each piece its own attributes.
+from the conditioned run's own training windows, so a window from a piece's start reads ``PRE BOS
+<attributes> A SUF B MID M END`` (and, with ``conditioning.every_window``, one from inside a piece
+``PRE <attributes> A SUF B MID M END``); attribute tokens are never targets there. ``task=infill``
+with ``cond.*`` puts the asked attributes after ``PRE BOS`` and guides with ``sampling.cfg_scale``,
+and the measurement gives each piece its own attributes.
 
 Measurement (``python -m musicgen.infill <run>``): on the test pieces, the NLL per note of each
 true middle given prefix and suffix (the PSM context) against the same model given the prefix only.
@@ -53,6 +55,7 @@ import symusic
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
 from musicgen.data.windows import TokenWindows
@@ -192,17 +195,25 @@ def rearrange(seq: np.ndarray, is_bar: np.ndarray, vocab: InfillVocab, rng: np.r
                           ).astype(seq.dtype)
 
 
-class InfillWindows(TokenWindows):
-    """Packed causal training windows, ``vocab.rate`` of them rearranged by ``rearrange``."""
+class InfillWindows(Dataset):
+    """Training windows ``windows`` (packed, causal) with ``vocab.rate`` of them rearranged by
+    ``rearrange``. Over a conditioned run's windows (the prefixed stream, or ``PrefixedWindows``,
+    where a window that starts inside a piece has the piece's attributes in front) the attribute
+    ids ``unscored`` stay context in a rearranged window: they are never targets, as the sentinels."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, stride: int,
-                 vocab: InfillVocab, is_bar: np.ndarray, seed: int) -> None:
-        super().__init__(tokens, offsets, seq_len, stride, "causal", pack=True)
-        self.vocab, self.is_bar, self.seed = vocab, is_bar, seed
-        self._unscored = np.array([vocab.pre, vocab.suf, vocab.mid])
+    def __init__(self, windows: TokenWindows, vocab: InfillVocab, is_bar: np.ndarray, seed: int,
+                 unscored: Sequence[int] = ()) -> None:
+        self.windows, self.vocab, self.is_bar, self.seed = windows, vocab, is_bar, seed
+        self._unscored = np.array([vocab.pre, vocab.suf, vocab.mid, *unscored])
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def target_stats(self) -> dict[str, float]:
+        return self.windows.target_stats()
 
     def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = super().__getitems__(indices)
+        x, y = self.windows.__getitems__(indices)
         for r, i in enumerate(np.asarray(indices, dtype=np.int64).tolist()):
             rng = np.random.default_rng([self.seed, 11, i])
             if rng.random() >= self.vocab.rate:

@@ -214,10 +214,9 @@ def test_every_training_window_starts_with_its_pieces_attributes():
 
 
 def test_conditioned_training_serves_prefixed_windows_when_asked(tmp_path, prepared_data_dir):
-    _, off = _datamodule(tmp_path, prepared_data_dir, "conditioning=full")
-    assert type(off.datasets["train"]) is TokenWindows  # the default
-    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.drop_rate=0.0",
-                        "conditioning.every_window=true")
+    _, off = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.every_window=false")
+    assert type(off.datasets["train"]) is TokenWindows
+    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=full", "conditioning.drop_rate=0.0")  # default
     train = dm.datasets["train"]
     assert isinstance(train, PrefixedWindows)
     x, _ = train.__getitems__(list(range(len(train))))
@@ -226,10 +225,10 @@ def test_conditioned_training_serves_prefixed_windows_when_asked(tmp_path, prepa
     assert ((x[:, 0] >= base) | (x[:, 0] == BOS_ID)).float().mean() > 0.99
 
 
-def test_key_source_notes_reaches_the_prefixes_and_the_checkpoint(tmp_path, prepared_data_dir):
-    _, sig = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0")
-    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0",
-                        "conditioning.key_source=notes")
+def test_key_source_notes_is_the_default_and_reaches_the_prefixes_and_the_checkpoint(tmp_path, prepared_data_dir):
+    _, sig = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0",
+                         "conditioning.key_source=signature")
+    _, dm = _datamodule(tmp_path, prepared_data_dir, "conditioning=key", "conditioning.drop_rate=0.0")  # default
     assert sig.conditioner.vocab.key_source == "signature"
     assert dm.checkpoint_metadata["conditioning"]["key_source"] == "notes"
     for split in ("train", "val"):

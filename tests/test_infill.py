@@ -12,6 +12,7 @@ import torch.nn as nn
 from helpers import gen_cfg, smoke_override_list
 
 from musicgen.checkpoint import load_run, load_run_cache
+from musicgen.conditioning import PrefixedWindows
 from musicgen.config import compose, preflight
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
 from musicgen.data.windows import TokenWindows
@@ -84,7 +85,7 @@ def test_a_share_of_training_windows_is_rearranged_the_same_way_every_time(loade
     run, is_bar, st = loaded
     vocab = run.infill
     plain = TokenWindows(st.tokens, st.offsets, WINDOW, 8, "causal")
-    ds = InfillWindows(st.tokens, st.offsets, WINDOW, 8, vocab, is_bar, seed=0)
+    ds = InfillWindows(plain, vocab, is_bar, seed=0)
     x, y = ds.__getitems__(list(range(len(ds))))
     px, py = plain.__getitems__(list(range(len(ds))))
     fim = x[:, 0] == vocab.pre
@@ -194,9 +195,6 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
         preflight(compose("train", ["+version=v2", "infill=bars"]))
     with pytest.raises(ConfigError, match="packed causal"):
         preflight(compose("train", ["+version=v6", "infill=bars"]))
-    with pytest.raises(ConfigError, match="every_window"):
-        preflight(compose("train", ["+version=v7", "infill=bars", "conditioning=key",
-                                    "conditioning.every_window=true"]))
     with pytest.raises(ConfigError, match="infill.rate"):
         preflight(compose("train", ["+version=v7", "infill=bars", "infill.rate=2"]))
 
@@ -256,25 +254,38 @@ def cond_infill_run(tmp_path_factory, prepared_data_dir):
     return tmp / "run"
 
 
-def test_rearranged_windows_of_a_conditioned_run_keep_the_attributes_after_bos(tmp_path, prepared_data_dir):
+@pytest.mark.parametrize("every_window", [True, False])
+def test_rearranged_windows_of_a_conditioned_run_keep_the_attributes(tmp_path, prepared_data_dir, every_window):
     cfg = compose("train", ["+version=v7", *smoke_override_list(tmp_path, prepared_data_dir), "infill=bars",
-                            "conditioning=key", "conditioning.drop_rate=0.0", "infill.rate=1.0"])
+                            "conditioning=key", "conditioning.drop_rate=0.0", "infill.rate=1.0",
+                            f"conditioning.every_window={every_window}"])
     dm = preflight(cfg).datamodule
     dm.setup("fit")
     cbase, vocab = dm.conditioner.vocab.base, dm.infill_vocab
     assert vocab.base == cbase + len(dm.conditioner.vocab) and dm.checkpoint_metadata.keys() >= {"conditioning",
                                                                                                 "infill"}
     train_ds = dm.datasets["train"]
-    assert isinstance(train_ds, InfillWindows)
-    x, _ = train_ds.__getitems__(list(range(len(train_ds))))
+    assert isinstance(train_ds, InfillWindows) and len(train_ds) == len(train_ds.windows)
+    assert isinstance(train_ds.windows, PrefixedWindows) == every_window
+    x, y = train_ds.__getitems__(list(range(len(train_ds))))
+
+    def attribute(t):
+        return (t >= cbase) & (t < vocab.base)
+
     rearranged = x[:, 0] == vocab.pre
     assert rearranged.float().mean() > 0.5
     at_bos = rearranged & (x[:, 1] == BOS_ID)
-    assert at_bos.sum() >= 1
-    assert ((x[at_bos, 2] >= cbase) & (x[at_bos, 2] < vocab.base)).all()  # PRE BOS <key> ...
+    inside = rearranged & (x[:, 1] != BOS_ID)  # windows that start inside a piece
+    assert at_bos.sum() >= 1 and inside.sum() >= 10
+    assert attribute(x[at_bos, 2]).all()  # PRE BOS <key> ...
+    # with every_window, PRE <key> ... (the piece's key in front); without, only a window that starts
+    # on its piece's key token has one there
+    share = attribute(x[inside, 1]).float().mean()
+    assert share == 1.0 if every_window else share < 0.2
+    assert not attribute(y[rearranged]).any()  # attributes are context, never targets
     for row in x[rearranged]:
         mid = int((row == vocab.mid).nonzero()[0])
-        assert not ((row[mid + 1:] >= cbase) & (row[mid + 1:] < vocab.base)).any()  # a middle is music only
+        assert not attribute(row[mid + 1:]).any()  # a middle is music only
 
 
 def test_a_conditioned_infilling_run_fills_bars_of_its_metre_as_asked(cond_infill_run, folk_midi_files, tmp_path):

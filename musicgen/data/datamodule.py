@@ -286,12 +286,15 @@ class MidiDataModule(L.LightningDataModule):
     def _dataset(self, split: str, st: token_cache.SplitTokens) -> TokenWindows | ScoringWindows:
         """Training windows as configured; validation and test windows that count each token once,
         as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
-        if split == "train" and self.infill_vocab is not None:  # over the prefixed stream of a conditioned run
+        if split == "train" and self.infill_vocab is not None:  # a share of the training windows rearranged
             from musicgen.infill import InfillWindows
 
-            ps = st if self.conditioner is None else self.conditioner.prefixed(split, st)
-            return InfillWindows(ps.tokens, ps.offsets, self.seq_len, self.stride, self.infill_vocab, self._is_bar,
-                                 self.seed)
+            if self.conditioner is None:
+                return InfillWindows(TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, "causal"),
+                                     self.infill_vocab, self._is_bar, self.seed)
+            cv = self.conditioner.vocab
+            return InfillWindows(self.conditioner.dataset(split, st, self.seq_len, self.stride, "causal", True),
+                                 self.infill_vocab, self._is_bar, self.seed, range(cv.base, cv.vocab_size))
         if self.conditioner is not None:
             return self.conditioner.dataset(split, st, self.seq_len, self.stride, self.mode, self.pack)
         if split == "train":
