@@ -1,8 +1,9 @@
 """Row 2: generation of ``new_tokens`` tokens per batch size, same sampling: ``generate()`` on ours
 (eager, and compiled with a kept KV cache) vs ``LlamaForCausalLM.generate`` (eager with its dynamic
 cache, and compiled with a static cache: the same torch.compile mode and inductor settings as
-ours); ours with vs without the KV cache; and the memory-bandwidth ceiling (every weight read once
-per step)."""
+ours); ours with vs without the KV cache; ours with weight-only int8 linears (``quantize=int8``,
+compiled when ours is: a reference row with its own ceiling, not a contender for the Llama
+targets); and the memory-bandwidth ceiling (every weight read once per step)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from musicgen.models import MusicTransformer
 
 log = logging.getLogger(__name__)
 
+INT8 = "ours_int8"  # the int8 contender's name (compiled when generate.compile is)
 STREAM_PASSES = 50  # copies of a weight-sized buffer per memory-bandwidth measurement
 
 
@@ -63,6 +65,12 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
     llama_compiled = None
     if llama is not None and gen_cfg.compile_llama:
         llama_compiled = compile_llama_forward(copy.deepcopy(llama), mode)
+    int8 = int8_run = None
+    if gen_cfg.int8:
+        from musicgen.generation.quantize import quantize_int8
+
+        int8 = quantize_int8(copy.deepcopy(ours), compute_dtype="auto")  # its own copy: it keeps a KV cache
+        int8_run = torch.compile(int8, mode=mode, dynamic=False) if gen_cfg.compile else int8
     new_tokens = gen_cfg.new_tokens
     static_cache_len = 1 + new_tokens  # BOS + the timed run's tokens: warmup and timed runs share it
 
@@ -100,6 +108,9 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
             kept.setup_cache(batch_size, kept.context_len)  # kept: compile guards on the cache buffers
             fns["ours_compiled"] = lambda tokens, prompt=prompt: compiling(
                 lambda: generate(compiled, prompt, tokens, sampling))
+        if int8 is not None:
+            int8.setup_cache(batch_size, int8.context_len)
+            fns[INT8] = lambda tokens, prompt=prompt: compiling(lambda: generate(int8_run, prompt, tokens, sampling))
         if llama is not None:
             fns["llama"] = lambda tokens, prompt=prompt: llama_generate(llama, prompt, tokens, sampling)
         if llama_compiled is not None:
@@ -113,7 +124,7 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
                 ours, prompt, tokens, sampling, use_cache=False)
             reps["ours_nocache"] = gen_cfg.nocache_reps
         # a compile that fails or takes longer is recorded in errors, and the contender dropped
-        timeouts = {"ours_compiled": cfg.train.compile_timeout_s, "llama_compiled": cfg.train.compile_timeout_s}
+        timeouts = {name: cfg.train.compile_timeout_s for name in ("ours_compiled", "llama_compiled", INT8)}
         contenders = {name: (lambda fn=fn: fn(new_tokens)) for name, fn in fns.items()}
         warm = {name: checked(fn, batch_size, gen_cfg.warmup_tokens) for name, fn in fns.items()}
         contenders["weights_stream"] = stream
@@ -125,6 +136,10 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
             # decoding reads every weight once per step: the fastest any decoder can go at this batch
             result["floor"] = {"weights_mb": weight_bytes / 2**20, "stream_gb_per_s": gbps,
                                "tokens_per_s": batch_size / (weight_bytes / (gbps * 1e9))}
+            if int8 is not None:  # the int8 decoder reads its int8 matrices, their scales and the exact embedding
+                q_bytes = int8_weight_bytes(int8)
+                result["floor_int8"] = {"weights_mb": q_bytes / 2**20, "stream_gb_per_s": gbps,
+                                        "tokens_per_s": batch_size / (q_bytes / (gbps * 1e9))}
         for name, run_times in times.items():
             result["contenders"][name] = {"tokens_per_s": batch_size * new_tokens / median(run_times),
                                           "run_s": median(run_times), "runs_s": run_times,
@@ -146,4 +161,15 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
         out["by_batch"][str(batch_size)] = result
     if compiled is not None:
         kept.clear_cache()
+    if int8 is not None:
+        int8.clear_cache()
     return out
+
+
+def int8_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes a quantized model reads per decoding step: its parameters (the exact embedding, the
+    norms) and its int8 linears' weights and scales (not the KV cache or the RoPE tables)."""
+    from musicgen.generation.quantize import Int8Linear
+
+    q = sum(b.numel() * b.element_size() for m in model.modules() if isinstance(m, Int8Linear) for b in m.buffers())
+    return q + sum(p.numel() * p.element_size() for p in model.parameters())

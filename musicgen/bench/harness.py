@@ -171,8 +171,8 @@ def best_ours(contenders: dict[str, Any], key: str) -> tuple[str, dict] | tuple[
 
 
 def decoders(contenders: dict[str, Any]) -> dict[str, Any]:
-    """Our KV-cache decoders (the no-cache row is a different comparison)."""
-    return {name: result for name, result in contenders.items() if name != "ours_nocache"}
+    """Our KV-cache decoders with the model's own weights (the no-cache and int8 rows are other comparisons)."""
+    return {name: result for name, result in contenders.items() if name not in ("ours_nocache", "ours_int8")}
 
 
 # ----------------------------------------------------------------------------- profiling

@@ -117,6 +117,35 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
                              detail=f"{name} {ours['tokens_per_s']:.1f} vs {peer_name} {peer['tokens_per_s']:.1f} "
                              "tok/s" + extra,
                              profile=f"generate/{batch}"))
+        if floor:
+            flat[f"{key}_ceiling_share"] = ours["tokens_per_s"] / floor
+            rows.append(dict(key=f"{key}_ceiling_share",
+                             what=f"Generation batch {batch}, {dtype}: ours / the memory-bandwidth ceiling tokens/s",
+                             goal=targets.generate_b1_ceiling_share if batch == "1" else None,
+                             value=flat[f"{key}_ceiling_share"], unit="%",
+                             detail=f"{name} {ours['tokens_per_s']:.1f} vs {floor:.1f} tok/s (every weight read once "
+                             "per step at the measured copy bandwidth)", profile=f"generate/{batch}"))
+        if "ours_compiled" in timed and "ours" in timed:
+            flat[f"{key}_compiled_vs_eager_ratio"] = ratio(timed["ours_compiled"]["tokens_per_s"],
+                                                           timed["ours"]["tokens_per_s"])
+            rows.append(dict(key=f"{key}_compiled_vs_eager_ratio",
+                             what=f"Generation batch {batch}, {dtype}: ours compiled / eager tokens/s",
+                             goal=targets.generate_compiled_vs_eager, value=flat[f"{key}_compiled_vs_eager_ratio"],
+                             unit="x", detail=f"{timed['ours_compiled']['tokens_per_s']:.1f} vs "
+                             f"{timed['ours']['tokens_per_s']:.1f} tok/s"))
+        int8 = timed.get("ours_int8", {}).get("tokens_per_s")
+        if int8:  # a reference row: int8 weights are another model (their NLL change: PERFORMANCE.md)
+            flat[f"{key}_int8_vs_ours_ratio"] = int8 / ours["tokens_per_s"]
+            flat[f"{key}_int8_vs_llama_best_ratio"] = ratio(int8, peer and peer["tokens_per_s"])
+            q_floor = result.get("floor_int8", {}).get("tokens_per_s")
+            flat[f"{key}_int8_ceiling_share"] = ratio(int8, q_floor)
+            rows.append(dict(key=f"{key}_int8_vs_ours_ratio",
+                             what=f"Generation batch {batch}: ours with int8 linears / ours ({dtype}) tokens/s",
+                             goal=None, value=flat[f"{key}_int8_vs_ours_ratio"], unit="x",
+                             detail=f"{int8:.1f} vs {name} {ours['tokens_per_s']:.1f} tok/s"
+                             + (f"; {flat[f'{key}_int8_vs_llama_best_ratio']:.2f}x {peer_name}" if peer else "")
+                             + (f"; {flat[f'{key}_int8_ceiling_share']:.0%} of its own ceiling ({q_floor:.1f} tok/s)"
+                                if q_floor else "")))
         if "ours_nocache" in timed and "ours" in timed:
             nocache = timed["ours_nocache"]["tokens_per_s"]
             flat["cache_vs_nocache_ratio"] = timed["ours"]["tokens_per_s"] / nocache
@@ -274,10 +303,11 @@ def render_markdown(cfg: DictConfig, results: dict[str, Any]) -> str:
             for name, timed in result["contenders"].items():
                 lines.append(f"| {batch} | {name} | {timed['tokens_per_s']:.1f} | {timed['run_s']:.2f} s "
                              f"| {timed['first_call_s']:.2f} s |")
-            if result.get("floor"):
-                floor = result["floor"]
-                lines.append(f"| {batch} | memory-bandwidth ceiling (reading {floor['weights_mb']:.0f} MB of weights "
-                             f"per step at {floor['stream_gb_per_s']:.1f} GB/s) | {floor['tokens_per_s']:.1f} | | |")
+            for name, what in (("floor", "memory-bandwidth ceiling"), ("floor_int8", "its ceiling with int8 linears")):
+                if result.get(name):
+                    floor = result[name]
+                    lines.append(f"| {batch} | {what} (reading {floor['weights_mb']:.0f} MB of weights per step at "
+                                 f"{floor['stream_gb_per_s']:.1f} GB/s) | {floor['tokens_per_s']:.1f} | | |")
             for name, error in result["errors"].items():
                 lines.append(f"| {batch} | {name} | failed | | `{error}` |")
     data = results.get("data")
