@@ -13,10 +13,11 @@ Attributes (``ATTRIBUTES``, in prefix order), taken from each source MIDI file:
   between the pair by the estimator below, because MIDI writers (music21's included) mark every
   signature major when the source gives only the accidentals (modal folk tunes, most chorales
   written without a mode). Without a key signature: the Krumhansl-Schmuckler estimate over all 24
-  keys. A transposed training copy's tonic moves with it. ``conditioning.key_source=notes``
-  labels every piece by the estimator instead, whatever its signature: the key the adherence
-  reader hears, where a signature names the key a modal tune is written in (a D-mixolydian reel
-  carries G major's one sharp; the estimator and the signature disagree on about 29% of folk tunes).
+  keys. A transposed training copy's tonic moves with it. That is ``conditioning.key_source=signature``;
+  the default, ``notes``, labels every piece by the estimator instead, whatever its signature: the
+  key a listener (and the adherence reader) hears, where a signature names the key a modal tune is
+  written in (a D-mixolydian reel carries G major's one sharp; the estimator and the signature
+  disagree on about 29% of folk tunes).
 - metre: the first time signature (``METRES``; anything else is ``other``; none is 4/4).
 - tempo: bins of the first tempo in quarter notes per minute (``TEMPO_EDGES``; none is 120).
 - style: the source collection: ``folk/<collection>/...`` -> the collection (essenFolksong,
@@ -33,10 +34,10 @@ attribute token of each document (each transposed copy on its own) is replaced b
 attribute's null token with that probability, drawn once per build from ``data.seed``. So the same
 model samples with any subset of attributes, or none, and classifier-free guidance is possible.
 Training windows are packed (they cross piece boundaries); with ``conditioning.every_window``
-(off by default: measured, it raises key and density adherence and halves tempo's; README) a
-window that starts inside a piece's music gets that piece's prefix in front (``PrefixedWindows``),
-as generation does for a context that slid past BOS, so every music token is trained with its
-attributes in view; without it only windows that start at a BOS see them.
+(the default; measured, it raises key and density adherence and halves tempo's: README) a window
+that starts inside a piece's music gets that piece's prefix in front (``PrefixedWindows``), as
+generation does for a context that slid past BOS, so every music token is trained with its
+attributes in view; with ``every_window=false`` only windows that start at a BOS see them.
 Validation and test documents carry the full prefix, and the prefix positions are not scored
 (``val/ppl`` covers the music tokens only, the same targets as an unconditioned run's).
 
@@ -416,7 +417,8 @@ class Conditioner:
         if split == "train":
             return TokenWindows(ps.tokens, ps.offsets, seq_len, stride, mode, pack)
         if mode == "causal":
-            return PrefixScoringWindows(ps.tokens, ps.offsets, seq_len, ps.is_prefix)
+            return PrefixScoringWindows(ps.tokens, ps.offsets, seq_len, ps.is_prefix, self.every_window,
+                                        len(self.attributes))
         return TokenWindows(ps.tokens, ps.offsets, seq_len, 1, mode, pack)
 
 
@@ -456,16 +458,32 @@ class PrefixedWindows(TokenWindows):
 
 
 class PrefixScoringWindows(ScoringWindows):
-    """Evaluation's windows over a prefixed stream; the prefix positions are context, never targets."""
+    """Evaluation's windows over a prefixed stream; the prefix positions are context, never targets.
+    ``repeat`` (a run trained with ``every_window``): a later window of a piece longer than one
+    window, which starts past its prefix, reads the prefix in place of its first ``n_prefix``
+    context tokens (the context that run trained on and generation gives); the targets it scores
+    are the same."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, is_prefix: np.ndarray) -> None:
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, is_prefix: np.ndarray,
+                 repeat: bool = False, n_prefix: int = 0) -> None:
         super().__init__(tokens, offsets, seq_len)
         self.is_prefix = is_prefix
+        self.n_prefix = n_prefix if repeat else 0
+        if 2 * self.n_prefix > seq_len:
+            raise ConfigError(f"{n_prefix} attribute tokens take more than half of seq_len={seq_len}")
 
     def __getitems__(self, indices):
-        x, y = super().__getitems__(indices)
         idx = np.asarray(indices, dtype=np.int64)
-        pos = self.windows[idx, 0][:, None] + self._arange[1:]  # (B, L) target positions
+        x, y = super().__getitems__(idx)
+        P = self.n_prefix
+        start = self.windows[idx, 0]
+        doc = np.searchsorted(self.offsets, start, side="right") - 1
+        later = start > self.offsets[doc] + P  # starts past its piece's prefix
+        if P and later.any():
+            rows = np.flatnonzero(later)
+            pre = self.offsets[doc[rows]][:, None] + 1 + np.arange(P)
+            x[torch.from_numpy(rows), :P] = torch.from_numpy(self.tokens[pre].astype(np.int64))
+        pos = start[:, None] + self._arange[1:]  # (B, L) target positions
         masked = self.is_prefix[np.minimum(pos, max(0, len(self.is_prefix) - 1))]
         y[torch.from_numpy(masked)] = IGNORE_INDEX
         return x, y

@@ -59,12 +59,14 @@ def _batches(items: list, key: Callable, batch_size: int):
 
 @torch.inference_mode()
 def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_size: int = 32,
-            n_out: int | None = None, n_context: int = 0) -> np.ndarray:
+            n_out: int | None = None, n_context: int = 0, repeat_context: bool = False) -> np.ndarray:
     """Total NLL (nats) of each document ``BOS ... EOS`` under a causal model, every token after
     BOS predicted once, windows as ``scoring_plan`` lays them out (what validation does too).
     ``n_out``: the distribution over the first ``n_out`` ids only (the tokeniser's ids, without an
     infilling run's sentinels or a conditioned run's attribute tokens). ``n_context``: the tokens
-    after BOS that are context, not scored (a conditioned run's attribute prefix)."""
+    after BOS that are context, not scored (a conditioned run's attribute prefix); with
+    ``repeat_context`` (a run trained with ``conditioning.every_window``) a later window that
+    starts past them reads them in place of its first ``n_context`` tokens (``PrefixScoringWindows``)."""
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
@@ -75,7 +77,9 @@ def doc_nll(net: nn.Module, docs: Sequence[np.ndarray], context_len: int, batch_
         x = torch.full((len(batch), T), PAD_ID, dtype=torch.long)
         y = torch.full((len(batch), T), IGNORE_INDEX, dtype=torch.long)
         for row, (i, start, end, first) in enumerate(batch):
-            d = torch.as_tensor(np.asarray(docs[i][start:end], dtype=np.int64))
+            d = torch.tensor(np.asarray(docs[i][start:end], dtype=np.int64))  # a copy: docs are the caller's
+            if repeat_context and start > n_context:  # the prefix in place of the first context tokens
+                d[:n_context] = torch.as_tensor(np.asarray(docs[i][1 : 1 + n_context], dtype=np.int64))
             x[row, : len(d) - 1] = d[:-1]
             keep = first - start - 1  # targets before this were scored by an earlier window
             y[row, keep : len(d) - 1] = d[keep + 1 :]
@@ -361,10 +365,11 @@ def evaluate_run(run, cache, cfg, sampling: SamplingConfig, device: torch.device
         nll = score(net, docs, context, n_out=n_out)
     else:
         attrs = piece_attributes(run, split, originals)
-        nll = score(net, with_prefixes(docs, [vocab.prefix(a) for a in attrs]), context, n_out=n_out,
-                    n_context=len(vocab.attributes))
-        null_nll = score(net, with_prefixes(docs, [vocab.null_prefix()] * len(docs)), context, n_out=n_out,
-                         n_context=len(vocab.attributes))
+        prefix = {"n_context": len(vocab.attributes)}
+        if score is doc_nll:  # a run trained with every_window reads the prefix in every window (old runs: not)
+            prefix["repeat_context"] = bool(run.metadata.get("config", {}).get("conditioning", {}).get("every_window"))
+        nll = score(net, with_prefixes(docs, [vocab.prefix(a) for a in attrs]), context, n_out=n_out, **prefix)
+        null_nll = score(net, with_prefixes(docs, [vocab.null_prefix()] * len(docs)), context, n_out=n_out, **prefix)
         conditioning = {"attributes": list(vocab.attributes), "scored_with": "each piece's own attributes",
                         "null_prefix": likelihood_metrics(null_nll, tokens, notes, n_boot, seed)}
     model_row = likelihood_metrics(nll, tokens, notes, n_boot, seed)

@@ -200,3 +200,49 @@ def test_copying_of_a_training_piece_and_intervals_over_pieces():
         assert not np.isnan(figure["low"]) or np.isnan(figure["value"])
         assert figure["low"] <= figure["high"]
     assert g["pitch_class_overlap"]["high"] <= 1.0
+
+
+def test_a_repeated_prefix_stands_in_for_the_first_context_tokens_of_later_windows():
+    """A run trained with every_window: each later window of a long piece reads the prefix in place
+    of its first ``n_context`` tokens; the targets are the same, and validation's windows
+    (``PrefixScoringWindows``) give the summed NLL evaluation's ``doc_nll`` does."""
+    from musicgen.conditioning import PrefixScoringWindows, insert_prefixes
+
+    net = _tiny_transformer()
+    rng = np.random.default_rng(2)
+    bodies = [rng.integers(4, 10, size=n) for n in (6, 40)]
+    docs = [np.concatenate([[1], [10, 11], b, [2]]) for b in bodies]
+    context = 16
+    plain = doc_nll(net, docs, context_len=context, n_out=10, n_context=2)
+    before = [d.copy() for d in docs]
+    repeated = doc_nll(net, docs, context_len=context, n_out=10, n_context=2, repeat_context=True)
+    assert all(np.array_equal(a, b) for a, b in zip(docs, before))  # the caller's documents untouched
+
+    def scored(d, a, b, first):
+        x = d[a:b - 1].copy()
+        if a > 2:
+            x[:2] = d[1:3]  # the prefix in front
+        y = torch.as_tensor(d[a + 1:b]).clone()
+        y[: max(first, 3) - a - 1] = -100
+        return float(F.cross_entropy(net(torch.as_tensor(x[None])).float()[0, :, :10], y, reduction="sum"))
+
+    with torch.no_grad():
+        want = [sum(scored(d, *w) for w in scoring_plan(len(d), context)) for d in docs]
+    assert repeated == pytest.approx(want, rel=1e-4)
+    assert repeated[0] == pytest.approx(plain[0], rel=1e-5)  # one window: nothing to repeat
+    assert abs(repeated[1] - plain[1]) > 1e-4 * plain[1]  # later windows see the prefix now
+
+    stream = np.concatenate([np.concatenate([[1], b, [2]]) for b in bodies]).astype(np.uint16)
+    offsets = np.cumsum([0] + [len(b) + 2 for b in bodies])
+    ps = insert_prefixes(stream, offsets, [[10, 11], [10, 11]])
+    assert np.array_equal(ps.tokens, np.concatenate(docs))
+    windows = PrefixScoringWindows(ps.tokens, ps.offsets, context, ps.is_prefix, repeat=True, n_prefix=2)
+    x, y = windows.__getitems__(list(range(len(windows))))
+    later = torch.as_tensor(windows.windows[:, 0] > ps.offsets[np.searchsorted(ps.offsets, windows.windows[:, 0],
+                                                                                 side="right") - 1] + 2)
+    assert later.sum() >= 2 and (x[later, :2] == torch.tensor([10, 11])).all()
+    with torch.no_grad():
+        logits = net(x).float()[..., :10]
+    total = float(F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-100, reduction="sum"))
+    assert total == pytest.approx(sum(repeated), rel=1e-4)
+    assert windows.n_targets() == int((y != -100).sum())
