@@ -91,6 +91,10 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
         for _ in range(STREAM_PASSES):
             dst.copy_(src)
 
+    def read() -> None:  # what a decoder does with its weights: read them (a sum, accumulated in fp32)
+        for _ in range(STREAM_PASSES):
+            torch.sum(src, dtype=torch.float32)
+
     out: dict[str, Any] = {"new_tokens": new_tokens, "dtype": str(dtype).removeprefix("torch."),
                            "sampling": dict(gen_cfg.sampling), "by_batch": {}}
     with_ = {"mode": mode, "inductor": inductor_patch, "dynamic": False}  # what the compiled contenders ran with
@@ -127,8 +131,8 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
         timeouts = {name: cfg.train.compile_timeout_s for name in ("ours_compiled", "llama_compiled", INT8)}
         contenders = {name: (lambda fn=fn: fn(new_tokens)) for name, fn in fns.items()}
         warm = {name: checked(fn, batch_size, gen_cfg.warmup_tokens) for name, fn in fns.items()}
-        contenders["weights_stream"] = stream
-        reps["weights_stream"] = gen_cfg.reps
+        contenders["weights_stream"], contenders["weights_read"] = stream, read
+        reps["weights_stream"] = reps["weights_read"] = gen_cfg.reps
         times, first, errors = alternate(contenders, clock, 1, reps, warm_fns=warm, timeouts=timeouts)
         result: dict[str, Any] = {"errors": errors, "contenders": {}}
         if "weights_stream" in times:
@@ -136,6 +140,10 @@ def bench_generate(cfg: DictConfig, device: torch.device, clock: Clock, llama_wh
             # decoding reads every weight once per step: the fastest any decoder can go at this batch
             result["floor"] = {"weights_mb": weight_bytes / 2**20, "stream_gb_per_s": gbps,
                                "tokens_per_s": batch_size / (weight_bytes / (gbps * 1e9))}
+            if "weights_read" in times:  # a stricter ceiling: the weights read at the speed a sum reads them
+                read_gbps = STREAM_PASSES * weight_bytes / median(times.pop("weights_read")) / 1e9
+                result["floor"].update(read_gb_per_s=read_gbps, read_tokens_per_s=batch_size * read_gbps * 1e9
+                                       / weight_bytes)
             if int8 is not None:  # the int8 decoder reads its int8 matrices, their scales and the exact embedding
                 q_bytes = int8_weight_bytes(int8)
                 result["floor_int8"] = {"weights_mb": q_bytes / 2**20, "stream_gb_per_s": gbps,

@@ -44,7 +44,8 @@ def test_quick_bench_without_llama_writes_json_and_table(tmp_path, real_midi_dir
     ceiling = {row["key"]: row for row in saved["targets"]}["generate_b1_ceiling_share"]
     assert ceiling["goal"] == 0.6 and ceiling["value"] == pytest.approx(
         b1["contenders"]["ours"]["tokens_per_s"] / b1["floor"]["tokens_per_s"])
-    assert "ceiling with int8 linears" in md
+    assert "ceiling with int8 linears" in md and "a sum's" in md
+    assert b1["floor"]["read_gb_per_s"] > 0 and b1["floor"]["read_tokens_per_s"] > 0
     data = res["data"]
     assert data["tokenize"]["files"] == 12 and data["tokenize"]["cold_files_per_s"] > 0
     assert data["serve"]["lstm"]["windows_per_s"] > 0 and data["serve"]["transformer"]["windows_per_s"] > 0
