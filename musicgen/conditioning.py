@@ -653,11 +653,13 @@ def _notes(score: symusic.Score) -> int:
 
 def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None = None, n: int = 20,
                     cfg_scale: float = 1.0, max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
-                    test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300) -> dict[str, Any]:
+                    test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300,
+                    constrained: bool = True) -> dict[str, Any]:
     """How often samples asked for one attribute value (the others null) come out with it: ``n``
     samples per value of ``values`` (attribute -> values; an empty list: the ``per_attribute`` most
     common values of the training pieces, ``other`` left out; None: every attribute the run
-    conditions on).
+    conditions on). Samples are drawn as ``musicgen.generate`` draws them by default (sampling's
+    defaults, the grammar mask included; ``constrained=False``: without the mask).
 
     The value a sample has is read from its decoded notes: key by ``estimate_key``; metre from the
     bars it writes (its first time signature); tempo from its first tempo; density from its notes
@@ -667,7 +669,7 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     decoded from their tokens as the samples are, the same readers against their attributes (what
     the readers get right on real music: the ceiling). Proportions with 95% Wilson intervals."""
     from musicgen.checkpoint import load_run, load_run_cache
-    from musicgen.generation import SamplingConfig, generate
+    from musicgen.generation import SamplingConfig, generate, sampling_grammar
 
     run = load_run(ckpt_path, map_location=device)
     vocab = run.conditioning
@@ -704,13 +706,14 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         readers["style"] = StyleClassifier([scores[k] for k in keep], styles).predict
     context = run.trained_context
     gen = torch.Generator(device=device).manual_seed(seed)
-    sampling = SamplingConfig()
+    sampling = SamplingConfig(constrained=constrained)
+    grammar = sampling_grammar(run.tokenizer, sampling)
 
     def samples(prefix: list[int], scale: float) -> list[symusic.Score | None]:
         model = guided(run.net.to(device), prefix, vocab.null_prefix(), scale, n_out=vocab.base)
         prompt = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
         out = generate(model, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
-                       context_len=context - len(prefix))
+                       context_len=context - len(prefix), grammar=grammar)
         scores = []
         for row in out.tolist():
             body = row[1:]
@@ -722,6 +725,7 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         return [readers[attr](sc) if sc is not None else None for sc in scores]
 
     result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_value": n,
+                              "constrained": grammar is not None,
                               "max_new_tokens": max_new_tokens, "attributes": {}}
     uncond = samples(vocab.null_prefix(), 1.0)
     real_scores, real_attrs = [], []
@@ -799,6 +803,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--cfg-scale", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unconstrained", action="store_true", help="sample without the grammar mask")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     a = p.parse_args(argv)
     values: dict[str, list[str]] = {}
@@ -808,7 +813,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.attributes:
         for attr in a.attributes.split(","):
             values.setdefault(attr, [])
-    res = measure_control(a.ckpt_path, values or None, a.n, a.cfg_scale, a.max_new_tokens, a.seed)
+    res = measure_control(a.ckpt_path, values or None, a.n, a.cfg_scale, a.max_new_tokens, a.seed,
+                          constrained=not a.unconstrained)
     text = json.dumps(res, indent=1)
     if a.out:
         from musicgen.fs import atomic_write_text

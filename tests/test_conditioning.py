@@ -354,6 +354,7 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
     res = measure_control(str(full_run), {"key": ["D_major", "A_minor"], "metre": [], "style": []}, n=3,
                           max_new_tokens=12, per_attribute=2, style_pieces=5)
     assert set(res["attributes"]) == {"key", "metre", "style"}
+    assert res["constrained"]  # sampled as generate samples by default: with the grammar mask
     for attr, row in res["attributes"].items():
         for name in ("conditioned", "unconditioned", "real"):
             r = row[name]
