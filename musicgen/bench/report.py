@@ -26,7 +26,7 @@ def vs_each_llama(flat: dict[str, float | None], key: str) -> str:
 
 # ----------------------------------------------------------------------------- targets
 def read_share(result: dict[str, Any], ours: dict[str, Any]) -> str:
-    """The share of the stricter ceiling (the weights read at a sum's speed), where it was measured."""
+    """The share of the ceiling from reading alone (the weights read at a sum's speed), where measured."""
     read = result.get("floor", {}).get("read_tokens_per_s")
     return f"; {ours['tokens_per_s'] / read:.0%} of {read:.1f} tok/s reading them as a sum does" if read else ""
 
