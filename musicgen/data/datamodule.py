@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
@@ -283,7 +283,7 @@ class MidiDataModule(L.LightningDataModule):
             100 * stats["pad_share"], 100 * stats["separator_share"],
         )
 
-    def _dataset(self, split: str, st: token_cache.SplitTokens) -> TokenWindows | ScoringWindows:
+    def _dataset(self, split: str, st: token_cache.SplitTokens) -> Dataset:
         """Training windows as configured; validation and test windows that count each token once,
         as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
         if split == "train" and self.infill_vocab is not None:  # a share of the training windows rearranged
