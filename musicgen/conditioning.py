@@ -422,6 +422,15 @@ class Conditioner:
         return TokenWindows(ps.tokens, ps.offsets, seq_len, 1, mode, pack)
 
 
+def starts_in_music(starts: np.ndarray, offsets: np.ndarray, is_prefix: np.ndarray,
+                    n_prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Of windows starting at stream positions ``starts`` of a prefixed stream, those that start
+    inside a piece's music (past its BOS and its prefix), and their pieces' prefix positions (R, P)."""
+    doc = np.searchsorted(offsets, starts, side="right") - 1
+    rows = np.flatnonzero((starts != offsets[doc]) & ~is_prefix[starts])
+    return rows, offsets[doc[rows]][:, None] + 1 + np.arange(n_prefix)
+
+
 class PrefixedWindows(TokenWindows):
     """Packed causal training windows in which every window sees the attributes of the piece it
     starts in: a window that starts inside a piece's music is ``prefix + stream[s : s + L + 1 - P]``,
@@ -443,11 +452,8 @@ class PrefixedWindows(TokenWindows):
         if P == 0:
             return x, y
         s = np.asarray(indices, dtype=np.int64) * self.stride  # window starts
-        doc = np.searchsorted(self.offsets, s, side="right") - 1
-        inside = (s != self.offsets[doc]) & ~self.is_prefix[s]  # starts in a piece's music
-        if inside.any():
-            rows = np.flatnonzero(inside)
-            pre = self.offsets[doc[rows]][:, None] + 1 + np.arange(P)  # (R, P) the piece's prefix positions
+        rows, pre = starts_in_music(s, self.offsets, self.is_prefix, P)
+        if len(rows):
             body = s[rows][:, None] + np.arange(L + 1 - P)  # (R, L + 1 - P)
             seq = torch.from_numpy(self.tokens[np.concatenate([pre, body], axis=1)].astype(np.int64))
             r = torch.from_numpy(rows)
@@ -477,11 +483,8 @@ class PrefixScoringWindows(ScoringWindows):
         x, y = super().__getitems__(idx)
         P = self.n_prefix
         start = self.windows[idx, 0]
-        doc = np.searchsorted(self.offsets, start, side="right") - 1
-        later = start > self.offsets[doc] + P  # starts past its piece's prefix
-        if P and later.any():
-            rows = np.flatnonzero(later)
-            pre = self.offsets[doc[rows]][:, None] + 1 + np.arange(P)
+        rows, pre = starts_in_music(start, self.offsets, self.is_prefix, P)
+        if P and len(rows):
             x[torch.from_numpy(rows), :P] = torch.from_numpy(self.tokens[pre].astype(np.int64))
         pos = start[:, None] + self._arange[1:]  # (B, L) target positions
         masked = self.is_prefix[np.minimum(pos, max(0, len(self.is_prefix) - 1))]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from musicgen.bench.harness import Clock, Fn, alternate, best_ours, decoders, median, top_ops
+from musicgen.bench.harness import INT8, Clock, Fn, alternate, best_ours, decoders, median, top_ops
 from musicgen.bench.llama import build_llama, compile_llama_forward, fastest_llama, llama_generate
 from musicgen.config import default_precision
 from musicgen.constants import BOS_ID
@@ -25,7 +25,6 @@ from musicgen.models import MusicTransformer
 
 log = logging.getLogger(__name__)
 
-INT8 = "ours_int8"  # the int8 contender's name (compiled when generate.compile is)
 STREAM_PASSES = 50  # copies of a weight-sized buffer per memory-bandwidth measurement
 
 

@@ -170,9 +170,12 @@ def best_ours(contenders: dict[str, Any], key: str) -> tuple[str, dict] | tuple[
     return name, ours[name]
 
 
+INT8 = "ours_int8"  # our decoder with int8 linears (bench/generate.py): a reference row, not a contender
+
+
 def decoders(contenders: dict[str, Any]) -> dict[str, Any]:
     """Our KV-cache decoders with the model's own weights (the no-cache and int8 rows are other comparisons)."""
-    return {name: result for name, result in contenders.items() if name not in ("ours_nocache", "ours_int8")}
+    return {name: result for name, result in contenders.items() if name not in ("ours_nocache", INT8)}
 
 
 # ----------------------------------------------------------------------------- profiling

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from musicgen.bench.harness import best_ours, decoders
+from musicgen.bench.harness import INT8, best_ours, decoders
 from musicgen.bench.llama import fastest_llama
 from musicgen.config import default_precision
 
@@ -140,7 +140,7 @@ def summarize(cfg: DictConfig, results: dict[str, Any]) -> tuple[dict[str, float
                              goal=targets.generate_compiled_vs_eager, value=flat[f"{key}_compiled_vs_eager_ratio"],
                              unit="x", detail=f"{timed['ours_compiled']['tokens_per_s']:.1f} vs "
                              f"{timed['ours']['tokens_per_s']:.1f} tok/s"))
-        int8 = timed.get("ours_int8", {}).get("tokens_per_s")
+        int8 = timed.get(INT8, {}).get("tokens_per_s")
         if int8:  # a reference row: int8 weights are another model (their NLL change: PERFORMANCE.md)
             flat[f"{key}_int8_vs_ours_ratio"] = int8 / ours["tokens_per_s"]
             flat[f"{key}_int8_vs_llama_best_ratio"] = ratio(int8, peer and peer["tokens_per_s"])
