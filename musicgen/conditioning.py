@@ -670,7 +670,11 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     style. Two references: ``n`` samples asked nothing (the all-null prefix), scored against each
     requested value (the chance level of this model), and up to ``test_pieces`` real test pieces
     decoded from their tokens as the samples are, the same readers against their attributes (what
-    the readers get right on real music: the ceiling). Proportions with 95% Wilson intervals."""
+    the readers get right on real music: the ceiling), read on the whole piece (``real``) and on
+    its first ``max_new_tokens`` tokens (``real_excerpt``: the samples' length, a ceiling a sample
+    of that length can reach; with ``key_source=notes`` the whole-piece reading is the label
+    itself). Proportions with 95% Wilson intervals; the median token length of the samples and of
+    the real pieces in ``lengths``."""
     from musicgen.checkpoint import load_run, load_run_cache
     from musicgen.generation import SamplingConfig, generate, sampling_grammar
 
@@ -720,7 +724,9 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         scores = []
         for row in out.tolist():
             body = row[1:]
-            score = decode(body[: body.index(EOS_ID)] if EOS_ID in body else body)
+            body = body[: body.index(EOS_ID)] if EOS_ID in body else body
+            sample_lengths.append(len(body))
+            score = decode(body)
             scores.append(score if _notes(score) else None)
         return scores
 
@@ -730,12 +736,16 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_value": n,
                               "constrained": grammar is not None,
                               "max_new_tokens": max_new_tokens, "attributes": {}}
+    sample_lengths: list[int] = []
     uncond = samples(vocab.null_prefix(), 1.0)
-    real_scores, real_attrs = [], []
+    real_scores, real_excerpts, real_attrs, real_lengths = [], [], [], []
     if test is not None and len(test.originals()):
         idx = test.originals()[:test_pieces]
         real_attrs = piece_attributes(run, test, idx)
-        real_scores = [decode(test.doc(i).tolist()) for i in idx]
+        docs = [test.doc(i).tolist() for i in idx]  # BOS ids EOS
+        real_lengths = [len(d) - 2 for d in docs]
+        real_scores = [decode(d) for d in docs]
+        real_excerpts = [decode(d[: 1 + max_new_tokens]) for d in docs]
     for attr, vals in values.items():
         got_uncond = read(attr, uncond)
         row: dict[str, Any] = {"values": list(vals), "per_value": {}}
@@ -747,10 +757,13 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
             k_all, n_all, k_base = k_all + k, n_all + len(got), k_base + sum(g == v for g in got_uncond)
         row["conditioned"] = _share(k_all, n_all)
         row["unconditioned"] = _share(k_base, len(uncond) * len(vals))  # chance: asked nothing
-        if real_scores:
-            pairs = [(readers[attr](sc), a[attr]) for sc, a in zip(real_scores, real_attrs) if _notes(sc)]
-            row["real"] = _share(sum(r == label for r, label in pairs), len(pairs))
+        for name, real in (("real", real_scores), ("real_excerpt", real_excerpts)):
+            if real:
+                pairs = [(readers[attr](sc), a[attr]) for sc, a in zip(real, real_attrs) if _notes(sc)]
+                row[name] = _share(sum(r == label for r, label in pairs), len(pairs))
         result["attributes"][attr] = row
+    result["lengths"] = {"samples_median": float(np.median(sample_lengths)),
+                         "real_median": float(np.median(real_lengths)) if real_lengths else None}
     return result
 
 
@@ -824,9 +837,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         atomic_write_text(Path(a.out), text + "\n")
     for attr, row in res["attributes"].items():
-        real = row.get("real", {}).get("share", float("nan"))
+        real, excerpt = (row.get(k, {}).get("share", float("nan")) for k in ("real", "real_excerpt"))
         print(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
-              f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}")
+              f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}  "
+              f"real, first {a.max_new_tokens} tokens {excerpt:.1%}")
     print(text if not a.out else f"written to {a.out}")
 
 

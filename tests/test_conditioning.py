@@ -356,13 +356,18 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
     assert set(res["attributes"]) == {"key", "metre", "style"}
     assert res["constrained"]  # sampled as generate samples by default: with the grammar mask
     for attr, row in res["attributes"].items():
-        for name in ("conditioned", "unconditioned", "real"):
+        for name in ("conditioned", "unconditioned", "real", "real_excerpt"):
             r = row[name]
             assert 0 <= r["ci95"][0] <= r["share"] <= r["ci95"][1] <= 1, (attr, name)
         assert row["conditioned"]["n"] == 3 * len(row["values"]) and set(row["per_value"]) == set(row["values"])
     assert res["attributes"]["key"]["values"] == ["D_major", "A_minor"]
     # the metre of a decoded real piece is its file's: the tokeniser writes time signatures here
     assert res["attributes"]["metre"]["real"]["share"] == 1.0
+    # with key_source=notes the whole tune's reading is its label; the excerpts are the tunes' first
+    # 12 tokens, as long as the samples at most (and shorter than the tunes)
+    key = res["attributes"]["key"]
+    assert key["real"]["share"] == 1.0 and 0 < key["real_excerpt"]["n"] <= key["real"]["n"]
+    assert res["lengths"]["samples_median"] <= 12 < res["lengths"]["real_median"]
     assert wilson(0, 10)[0] == 0 and wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1]
     with pytest.raises(ConfigError, match="known: "):
         measure_control(str(full_run), {"metre": ["5/4"]}, n=1)
