@@ -56,7 +56,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -657,12 +657,13 @@ def _notes(score: symusic.Score) -> int:
 def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None = None, n: int = 20,
                     cfg_scale: float = 1.0, max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
                     test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300,
-                    constrained: bool = True) -> dict[str, Any]:
+                    constrained: bool = True, sampling: str = "default") -> dict[str, Any]:
     """How often samples asked for one attribute value (the others null) come out with it: ``n``
     samples per value of ``values`` (attribute -> values; an empty list: the ``per_attribute`` most
     common values of the training pieces, ``other`` left out; None: every attribute the run
-    conditions on). Samples are drawn as ``musicgen.generate`` draws them by default (sampling's
-    defaults, the grammar mask included; ``constrained=False``: without the mask).
+    conditions on). Samples are drawn as ``musicgen.generate`` draws them with the preset
+    ``conf/sampling/<sampling>.yaml`` (default: ``generate``'s defaults, the grammar mask
+    included; ``constrained=False``: without the mask).
 
     The value a sample has is read from its decoded notes: key by ``estimate_key``; metre from the
     bars it writes (its first time signature); tempo from its first tempo; density from its notes
@@ -675,9 +676,17 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     of that length can reach; with ``key_source=notes`` the whole-piece reading is the label
     itself). Proportions with 95% Wilson intervals; the median token length of the samples and of
     the real pieces in ``lengths``."""
-    from musicgen.checkpoint import load_run, load_run_cache
-    from musicgen.generation import SamplingConfig, generate, sampling_grammar
+    from omegaconf import OmegaConf
 
+    from musicgen.checkpoint import load_run, load_run_cache
+    from musicgen.config import CONF_DIR, sampling_config
+    from musicgen.generation import generate, sampling_grammar
+
+    preset = CONF_DIR / "sampling" / f"{sampling}.yaml"
+    if not preset.is_file():
+        known = sorted(f.stem for f in preset.parent.glob("*.yaml"))
+        raise ConfigError(f"sampling={sampling} is not a preset; known: {known}")
+    sampler = sampling_config({**OmegaConf.to_container(OmegaConf.load(preset)), "constrained": constrained})
     run = load_run(ckpt_path, map_location=device)
     vocab = run.conditioning
     if vocab is None:
@@ -713,13 +722,12 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         readers["style"] = StyleClassifier([scores[k] for k in keep], styles).predict
     context = run.trained_context
     gen = torch.Generator(device=device).manual_seed(seed)
-    sampling = SamplingConfig(constrained=constrained)
-    grammar = sampling_grammar(run.tokenizer, sampling)
+    grammar = sampling_grammar(run.tokenizer, sampler)
 
     def samples(prefix: list[int], scale: float) -> list[symusic.Score | None]:
         model = guided(run.net.to(device), prefix, vocab.null_prefix(), scale, n_out=vocab.base)
         prompt = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
-        out = generate(model, prompt, max_new_tokens, sampling, generator=gen, stop_at_eos=True,
+        out = generate(model, prompt, max_new_tokens, sampler, generator=gen, stop_at_eos=True,
                        context_len=context - len(prefix), grammar=grammar)
         scores = []
         for row in out.tolist():
@@ -734,7 +742,7 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         return [readers[attr](sc) if sc is not None else None for sc in scores]
 
     result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_value": n,
-                              "constrained": grammar is not None,
+                              "constrained": grammar is not None, "sampling": asdict(sampler),
                               "max_new_tokens": max_new_tokens, "attributes": {}}
     sample_lengths: list[int] = []
     uncond = samples(vocab.null_prefix(), 1.0)
@@ -820,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unconstrained", action="store_true", help="sample without the grammar mask")
+    p.add_argument("--sampling", default="default", help="a conf/sampling preset (default, conservative, ...)")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     a = p.parse_args(argv)
     values: dict[str, list[str]] = {}
@@ -830,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for attr in a.attributes.split(","):
             values.setdefault(attr, [])
     res = measure_control(a.ckpt_path, values or None, a.n, a.cfg_scale, a.max_new_tokens, a.seed,
-                          constrained=not a.unconstrained)
+                          constrained=not a.unconstrained, sampling=a.sampling)
     text = json.dumps(res, indent=1)
     if a.out:
         from musicgen.fs import atomic_write_text

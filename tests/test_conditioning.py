@@ -355,6 +355,7 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
                           max_new_tokens=12, per_attribute=2, style_pieces=5)
     assert set(res["attributes"]) == {"key", "metre", "style"}
     assert res["constrained"]  # sampled as generate samples by default: with the grammar mask
+    assert res["sampling"]["temperature"] == 0.8 and res["sampling"]["top_k"] == 50  # conf/sampling/default
     for attr, row in res["attributes"].items():
         for name in ("conditioned", "unconditioned", "real", "real_excerpt"):
             r = row[name]
@@ -371,6 +372,12 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
     assert wilson(0, 10)[0] == 0 and wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1]
     with pytest.raises(ConfigError, match="known: "):
         measure_control(str(full_run), {"metre": ["5/4"]}, n=1)
+    with pytest.raises(ConfigError, match=r"sampling=hot is not a preset; known: \[.*'conservative'"):
+        measure_control(str(full_run), {"metre": []}, n=1, sampling="hot")
+    cons = measure_control(str(full_run), {"metre": ["4/4"]}, n=2, max_new_tokens=8, sampling="conservative",
+                           constrained=False)
+    assert cons["sampling"]["temperature"] == 0.6 and cons["sampling"]["top_k"] == 20
+    assert not cons["constrained"] and not cons["sampling"]["constrained"]
 
 
 def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():
