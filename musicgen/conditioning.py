@@ -67,7 +67,7 @@ import torch.nn as nn
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
 from musicgen.data.windows import ScoringWindows, TokenWindows
-from musicgen.errors import ConfigError
+from musicgen.errors import ConfigError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -816,6 +816,7 @@ def _cache_files(run) -> dict[str, str]:
     return out
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Attribute control of a conditioned checkpoint (musicgen.conditioning)")
     p.add_argument("ckpt_path")

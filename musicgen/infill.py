@@ -59,7 +59,7 @@ from torch.utils.data import Dataset
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
 from musicgen.data.windows import TokenWindows
-from musicgen.errors import ConfigError
+from musicgen.errors import ConfigError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -524,6 +524,7 @@ def measure_infilling(ckpt_path: str, n_bars: int = 4, max_pieces: int = 200, de
             "difference": per_note(2)}
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Infilling NLL of an infilling checkpoint (musicgen.infill)")
     p.add_argument("ckpt_path")

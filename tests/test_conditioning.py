@@ -378,6 +378,10 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
                            constrained=False)
     assert cons["sampling"]["temperature"] == 0.6 and cons["sampling"]["top_k"] == 20
     assert not cons["constrained"] and not cons["sampling"]["constrained"]
+    from musicgen.conditioning import main
+
+    with pytest.raises(SystemExit, match=r"^error: sampling=hot is not a preset"):  # one line, no traceback
+        main([str(full_run), "--sampling", "hot"])
 
 
 def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():

@@ -184,6 +184,10 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
     f = folk_midi_files[0]
     with pytest.raises(ConfigError, match="trained without infilling"):
         run_generation(gen_cfg(smoke_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=2-3"]))
+    from musicgen.infill import main
+
+    with pytest.raises(SystemExit, match=r"^error: .* trained without infilling"):  # the CLI: one line
+        main([str(smoke_run)])
     for bad in ("3-2", "0-1", "x", "null"):
         with pytest.raises(ConfigError, match="infill.bars="):
             parse_bars(None if bad == "null" else bad)
