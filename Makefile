@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -159,6 +159,9 @@ app-check: $(STAMP) ## Open the app in headless Chromium, click Generate, check 
 	$(BROWSER_DEPS)
 	$(APP_DEPS)
 	$(PY) scripts/app_check.py --run $(APP_RUN) --screenshot docs/app.png $(if $(ARGS),-- $(ARGS),)
+
+docs: $(STAMP) ## Build the documentation site into site/ (mkdocs build --strict)
+	$(PY) -m mkdocs build --strict
 
 clean: ## Remove caches and run outputs (keeps .venv and data/)
 	rm -rf outputs/* multirun .pytest_cache
