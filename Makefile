@@ -48,8 +48,9 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP) ## Create .venv and install musicgen with its test dependencies
 
-lint: $(STAMP) ## Lint the code (ruff; configured in pyproject.toml)
+lint: $(STAMP) ## Lint the code (ruff) and the package's layers (import-linter); both configured in pyproject.toml
 	$(PY) -m ruff check musicgen tests scripts
+	$(VENV)/bin/lint-imports
 
 # a General MIDI SoundFont for audio (Debian's fluid-soundfont-gm, apt-get when root and none is
 # installed); without one, audio is skipped with a warning (tests: skipped), so a failure here only warns
@@ -106,10 +107,10 @@ evaluate: $(STAMP) ## Evaluate a run: make evaluate RUN=outputs/train/v7/<run>
 	$(PY) -m musicgen.evaluate ckpt_path=$(RUN) $(ARGS)
 
 leaderboard: $(STAMP) ## Train and evaluate V1..V8 (+ ablations) on one dataset and budget -> outputs/leaderboard/
-	$(PY) -m musicgen.leaderboard $(ARGS)
+	$(PY) -m musicgen leaderboard $(ARGS)
 
 benchmark: $(STAMP) ## Published benchmarks (Pearce 2005 melody prediction) -> outputs/benchmark/
-	$(PY) -m musicgen.benchmark pearce2005 $(ARGS)
+	$(PY) -m musicgen benchmark pearce2005 $(ARGS)
 
 gpu-check: $(STAMP) ## On a CUDA machine: bench, a short V8 training (compiled), generation, 1-process DDP -> outputs/gpu_check/report.md
 	$(PIP) install -q -e '.[bench]'
@@ -117,21 +118,21 @@ gpu-check: $(STAMP) ## On a CUDA machine: bench, a short V8 training (compiled),
 
 bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench/{results.json,PERFORMANCE.md}
 	$(PIP) install -q -e '.[bench]'
-	$(PY) -m musicgen.bench $(ARGS)
+	$(PY) -m musicgen bench $(ARGS)
 
 ttq: $(STAMP) ## Time to quality: musicgen.train vs MidiTok + HF Trainer, same files and wall time -> outputs/bench/ttq/
 	$(PIP) install -q -e '.[bench]'
-	$(PY) -m musicgen.bench.ttq $(ARGS)
+	$(PY) -m musicgen ttq $(ARGS)
 
 scale: $(STAMP) ## Data pipeline cost at 1x, 4x and 16x the folk corpus -> outputs/bench/scale/
-	$(PY) -m musicgen.bench.scale $(ARGS)
+	$(PY) -m musicgen scale $(ARGS)
 
 export: $(STAMP) ## Export a V7/V8 run as a Hugging Face model dir: make export RUN=outputs/train/v7/<run> ARGS='out=DIR'
 	@$(PY) -c "import transformers" 2>/dev/null || $(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen.export ckpt_path=$(RUN) format=hf $(ARGS)
 
 gallery: $(STAMP) ## Static page of runs side by side (samples, audio, real pieces) -> outputs/gallery/index.html
-	$(PY) -m musicgen.gallery $(ARGS)
+	$(PY) -m musicgen gallery $(ARGS)
 
 # Debian's chromium + chromium-driver (apt-get when root and missing) and selenium into .venv; no browser download
 define BROWSER_DEPS
@@ -144,7 +145,7 @@ endef
 
 gallery-check: $(STAMP) ## Open outputs/gallery/ in headless Chromium: no console errors, images and audio load; docs/gallery.png
 	$(BROWSER_DEPS)
-	@test -f outputs/gallery/index.html || $(PY) -m musicgen.gallery $(ARGS)
+	@test -f outputs/gallery/index.html || $(PY) -m musicgen gallery $(ARGS)
 	$(PY) scripts/gallery_check.py --page outputs/gallery/index.html --screenshot docs/gallery.png
 
 APP_RUN ?= $(if $(RUN),$(RUN),$(DEMO_DIR))
@@ -152,7 +153,7 @@ APP_DEPS = @$(PY) -c "import gradio, gradio_client" 2>/dev/null || $(PIP) instal
 
 app: $(STAMP) ## Local web page to generate from a run (127.0.0.1:7860): make app RUN=outputs/train/v7/<run> ARGS='server_port=8000'
 	$(APP_DEPS)
-	$(PY) -m musicgen.app ckpt_path=$(APP_RUN) $(ARGS)
+	$(PY) -m musicgen app ckpt_path=$(APP_RUN) $(ARGS)
 
 # the app in headless Chromium (Debian's chromium + chromium-driver, as gallery-check): generate once, docs/app.png
 app-check: $(STAMP) ## Open the app in headless Chromium, click Generate, check the result; screenshot docs/app.png

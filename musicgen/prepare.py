@@ -1,48 +1,6 @@
-"""Export the music21-embedded corpora to MIDI: ``python -m musicgen.prepare``.
+"""``python -m musicgen.prepare``: the same as ``musicgen prepare`` (``musicgen.cli.prepare``)."""
 
-Thin Hydra entry point; the work is ``musicgen.data.export.export_corpus``. Config:
-``conf/prepare.yaml``.
-"""
-
-from __future__ import annotations
-
-import logging
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
-from musicgen.data.export import export_corpus
-from musicgen.data.sources import check_corpora
-from musicgen.errors import user_errors
-
-log = logging.getLogger(__name__)
-
-
-def prepare(cfg: DictConfig) -> dict[str, int]:
-    """Export each corpus in ``cfg.corpora``; return the number of MIDI files of each."""
-    check_corpora(cfg.corpora)
-    counts = {}
-    for name in cfg.corpora:
-        manifest = export_corpus(
-            name,
-            Path(cfg.data_dir) / name,
-            workers=cfg.workers,
-            limit=cfg.limit,
-            progress=cfg.progress,
-            max_files=cfg.max_files,
-            seed=cfg.seed,
-        )
-        counts[name] = len(manifest.files)
-    return counts
-
-
-@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
-@user_errors
-def main(cfg: DictConfig) -> None:
-    prepare(cfg)
-
+from musicgen.cli.prepare import main
 
 if __name__ == "__main__":
     main()

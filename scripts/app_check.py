@@ -53,7 +53,7 @@ def start_app(run: str, out_dir: str, overrides: list[str], timeout: float) -> t
     """The app as a subprocess, and its URL once it listens."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "musicgen.app", f"ckpt_path={run}", f"server_port={port}", f"output_dir={out_dir}",
+        [sys.executable, "-m", "musicgen", "app", f"ckpt_path={run}", f"server_port={port}", f"output_dir={out_dir}",
          *overrides],
         cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,

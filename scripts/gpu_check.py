@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     train = ["+version=v8", "objective.module.compile=true", f"trainer.max_steps={a.steps}", "trainer.max_time=null",
              "trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null", "logger=csv"]
     steps = {
-        "bench": run("bench", ["musicgen.bench", "device=cuda", f"out_dir={out / 'bench'}"], out),
+        "bench": run("bench", ["musicgen", "bench", "device=cuda", f"out_dir={out / 'bench'}"], out),
         "train_v8": run("train_v8", ["musicgen.train", *train, f"hydra.run.dir={out / 'v8'}"], out),
         "generate": run("generate", ["musicgen.generate", f"ckpt_path={out / 'v8'}", "num_samples=8", "device=cuda",
                                      f"output_dir={out / 'v8' / 'samples'}"], out),

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from musicgen.lit.optim import build_optimizer
 from musicgen.models import MusicTransformer
+from musicgen.training.optim import build_optimizer
 
 SHAPES = {
     "cpu-preset V7 (4L/256d)": dict(n_layers=4, n_heads=4, d_model=256, d_ff=768),

@@ -38,7 +38,7 @@ BROKEN_MIDI = {
 def real_midi_dir(tmp_path_factory) -> Path:
     """12 folk tunes under ``folk/<collection>/<abc-stem>/<index>.mid`` (melody only) and three Bach
     chorales under ``chorales/<bwv>.mid`` (all parts), made by the real export functions."""
-    from musicgen.data.export import export_abc_file, export_score_file, music21_corpus_dir
+    from musicgen.data.corpus import export_abc_file, export_score_file, music21_corpus_dir
 
     root = tmp_path_factory.mktemp("real_midi")
     m21 = music21_corpus_dir()
@@ -121,7 +121,7 @@ def smoke_run(request, tmp_path_factory, prepared_data_dir) -> Path:
     """A trained smoke run directory per version (parametrise indirectly with the version; v7 if not),
     trained once per session: pytest groups the tests by version. Read-only, like every session fixture."""
     from musicgen.config import compose
-    from musicgen.train import train
+    from musicgen.training.fit import train
 
     version = getattr(request, "param", "v7")
     tmp = tmp_path_factory.mktemp(f"run_{version}")

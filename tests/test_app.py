@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from musicgen.app import Studio, UploadError, check_upload, sampling_fields
+from musicgen.apps.studio import Studio, UploadError, check_upload, sampling_fields
 from musicgen.audio import find_soundfont
 from musicgen.config import compose
 from musicgen.generation import SamplingConfig
@@ -81,7 +81,7 @@ def app_server(smoke_run, tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "musicgen.app", f"ckpt_path={smoke_run}", f"server_port={port}",
+        [sys.executable, "-m", "musicgen", "app", f"ckpt_path={smoke_run}", f"server_port={port}",
          f"output_dir={out}", "prompt.split=val", "max_upload_mb=1"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -12,8 +12,8 @@ from helpers import gen_cfg, run_cli
 
 from musicgen import audio
 from musicgen.audio import AudioRenderer, find_soundfont, renderer_from_config
+from musicgen.cli.generate import run_generation
 from musicgen.errors import ConfigError
-from musicgen.generate import run_generation
 
 sf = pytest.importorskip("soundfile", reason="soundfile writes the audio files (a main dependency)")
 
@@ -142,7 +142,7 @@ def test_a_score_without_notes_is_refused_clearly():
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
 def test_evaluate_writes_real_pieces_to_listen_to(smoke_run, tmp_path):
     from musicgen.config import compose
-    from musicgen.evaluate import evaluate
+    from musicgen.evaluation.run import evaluate
 
     evaluate(compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "num_samples=1",
                                   "max_new_tokens=8", "bootstrap=10", "real_examples=2"]))

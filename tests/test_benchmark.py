@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from musicgen import benchmark as bm
-from musicgen.benchmark import bits_per_note, folds, melody_events, ngram_cross_validation
+from musicgen.experiments import pearce2005 as bm
+from musicgen.experiments.pearce2005 import bits_per_note, folds, melody_events, ngram_cross_validation
 
 
 def test_folds_put_every_melody_in_exactly_one():

@@ -13,26 +13,17 @@ import torch
 import torch.nn as nn
 from helpers import gen_cfg, smoke_override_list
 
-from musicgen.conditioning import (
-    KEYS,
-    METRES,
-    ConditioningVocab,
-    PrefixedWindows,
-    PrefixScoringWindows,
-    drop_attributes,
-    estimate_key,
-    extract_attributes,
-    file_key,
-    guided,
-    insert_prefixes,
-    key_signature_sharps,
-    wilson,
-)
-from musicgen.config import compose, preflight
+from musicgen.config import compose
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
+from musicgen.control.attributes import KEYS, METRES, estimate_key, extract_attributes, file_key, key_signature_sharps
+from musicgen.control.conditioning import ConditioningVocab
+from musicgen.data.prefixed import PrefixedWindows, PrefixScoringWindows, drop_attributes, insert_prefixes
 from musicgen.data.windows import ScoringWindows, TokenWindows
 from musicgen.errors import ConfigError
+from musicgen.experiments.control import wilson
+from musicgen.generation.guidance import guided
 from musicgen.midi_io import read_score
+from musicgen.training.preflight import preflight
 
 #: Share of the test pieces whose estimated key has the file's key signature, at least. Measured:
 #: 12 of 15 on the fixture; 74% of 216 folk tunes and 73% of 205 chorales of the full corpus.
@@ -312,7 +303,7 @@ def test_cfg_wrapper_with_and_without_kv_cache_decode_the_same():
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, prepared_data_dir):
-    from musicgen.train import train
+    from musicgen.training.fit import train
 
     tmp = tmp_path_factory.mktemp("run_cond")
     train(compose("train", ["+version=v7", "conditioning=full", *smoke_override_list(tmp, prepared_data_dir)]))
@@ -321,7 +312,7 @@ def full_run(tmp_path_factory, prepared_data_dir):
 
 def test_generate_with_cond_puts_the_prefix_and_checks_values(full_run, tmp_path):
     from musicgen.checkpoint import load_run
-    from musicgen.generate import run_generation
+    from musicgen.cli.generate import run_generation
 
     run = load_run(full_run)
     vocab = run.conditioning
@@ -349,7 +340,7 @@ def test_generate_with_cond_puts_the_prefix_and_checks_values(full_run, tmp_path
 
 
 def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_run):
-    from musicgen.conditioning import measure_control
+    from musicgen.experiments.control import measure_control
 
     res = measure_control(str(full_run), {"key": ["D_major", "A_minor"], "metre": [], "style": []}, n=3,
                           max_new_tokens=12, per_attribute=2, style_pieces=5)
@@ -378,14 +369,14 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
                            constrained=False)
     assert cons["sampling"]["temperature"] == 0.6 and cons["sampling"]["top_k"] == 20
     assert not cons["constrained"] and not cons["sampling"]["constrained"]
-    from musicgen.conditioning import main
+    from musicgen.experiments.control import main
 
     with pytest.raises(SystemExit, match=r"^error: sampling=hot is not a preset"):  # one line, no traceback
         main([str(full_run), "--sampling", "hot"])
 
 
 def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():
-    from musicgen.conditioning import StyleClassifier
+    from musicgen.experiments.control import StyleClassifier
 
     rng = np.random.default_rng(0)
     steps = [_score(60 + np.cumsum(rng.integers(-1, 2, 16)), [240] * 16) for _ in range(6)]
@@ -396,7 +387,7 @@ def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
 def test_cond_on_an_unconditioned_checkpoint_is_an_error(smoke_run, tmp_path):
-    from musicgen.generate import run_generation
+    from musicgen.cli.generate import run_generation
 
     with pytest.raises(ConfigError, match="trained without conditioning"):
         run_generation(gen_cfg(smoke_run, tmp_path, **{"cond.key": "D"}))
@@ -407,8 +398,8 @@ def test_cond_on_an_unconditioned_checkpoint_is_an_error(smoke_run, tmp_path):
 def test_lstm_conditioned_run_generates_through_the_wrapper(tmp_path, prepared_data_dir):
     """V6 (LSTM, seq2one, plain REMI): the wrapper without a KV cache, a window of the trained length."""
     from musicgen.checkpoint import load_run
-    from musicgen.generate import run_generation
-    from musicgen.train import train
+    from musicgen.cli.generate import run_generation
+    from musicgen.training.fit import train
 
     train(compose("train", ["+version=v6", "conditioning=key", *smoke_override_list(tmp_path, prepared_data_dir)]))
     run = load_run(tmp_path / "run")
@@ -439,7 +430,7 @@ def test_evaluate_scores_a_conditioned_run_with_each_pieces_attributes(full_run,
     val; evaluate renormalises over the tokeniser's ids, which can only lower the perplexity a little.
     The same pieces with the all-null prefix are a second row; samples are asked nothing."""
     from musicgen.checkpoint import load_run
-    from musicgen.evaluate import evaluate
+    from musicgen.evaluation.run import evaluate
 
     metrics = json.loads((full_run / "metrics.json").read_text())
     result = evaluate(compose("evaluate", [f"ckpt_path={full_run}/checkpoints/best.ckpt", f"output_dir={tmp_path}",

@@ -13,7 +13,7 @@ import torch
 import yaml
 from helpers import REPO, run_cli
 
-from musicgen.lit.optim import WarmupCosine
+from musicgen.training.optim import WarmupCosine
 
 BUDGET_S = 60  # one torch thread beside another test worker: about 50 steps here, fewer on slower machines
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from musicgen.config import compose
-from musicgen.evaluate import evaluate
+from musicgen.evaluation.run import evaluate
 
 VERSIONS = ["v6", "v7"]  # the LSTM (sliding window) and the Transformer (KV cache)
 

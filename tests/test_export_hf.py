@@ -12,10 +12,11 @@ import torch
 from helpers import gen_cfg, run_cli
 
 from musicgen.checkpoint import load_run
+from musicgen.checkpoint.hf import export_hf, real_windows
+from musicgen.cli.export import export
 from musicgen.config import compose
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.errors import ConfigError
-from musicgen.export import export, export_hf, real_windows
 from musicgen.tokenizers import load_tokenizer
 
 try:
@@ -112,7 +113,7 @@ def test_generate_loads_the_directory_without_transformers(exported, smoke_run, 
     ours, back = original.net.state_dict(), run.net.state_dict()
     assert ours.keys() == back.keys() and all(torch.equal(ours[k], back[k]) for k in ours)
 
-    from musicgen.generate import run_generation
+    from musicgen.cli.generate import run_generation
 
     report = run_generation(gen_cfg(exported, tmp_path / "samples", ["num_samples=2", "max_new_tokens=24"]))
     assert len(report["samples"]) == 2 and report["ckpt_path"] == str(exported)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from musicgen import audio
+from musicgen.apps.gallery import build_gallery
 from musicgen.audio import find_soundfont
 from musicgen.config import compose
 from musicgen.errors import ConfigError
-from musicgen.gallery import build_gallery
 
 
 class Page(HTMLParser):

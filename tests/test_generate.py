@@ -9,7 +9,7 @@ import pytest
 import symusic
 from helpers import gen_cfg
 
-from musicgen.generate import run_generation
+from musicgen.cli.generate import run_generation
 
 VERSIONS = ["v6", "v7"]  # the LSTM (sliding window) and the Transformer (KV cache)
 

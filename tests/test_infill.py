@@ -12,26 +12,23 @@ import torch.nn as nn
 from helpers import gen_cfg, smoke_override_list
 
 from musicgen.checkpoint import load_run, load_run_cache
-from musicgen.conditioning import PrefixedWindows
-from musicgen.config import compose, preflight
+from musicgen.cli.generate import run_generation
+from musicgen.config import compose
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX
+from musicgen.control.infilling import context_ids, parse_bars
+from musicgen.data.fim import InfillWindows, rearrange
+from musicgen.data.prefixed import PrefixedWindows
 from musicgen.data.windows import TokenWindows
 from musicgen.errors import ConfigError
-from musicgen.evaluate import evaluate
-from musicgen.generate import run_generation
+from musicgen.evaluation.run import evaluate
+from musicgen.experiments.infilling import measure_infilling
 from musicgen.generation import SamplingConfig, generate, sampling_grammar
-from musicgen.infill import (
-    InfillWindows,
-    bar_starts,
-    context_ids,
-    infill_model,
-    measure_infilling,
-    parse_bars,
-    rearrange,
-)
+from musicgen.generation.infilling import infill_model
 from musicgen.midi_io import read_score
+from musicgen.tokenizers.bars import bar_starts
 from musicgen.tokenizers.base import ExtendedTokenizer
-from musicgen.train import train
+from musicgen.training.fit import train
+from musicgen.training.preflight import preflight
 
 WINDOW = 128
 
@@ -168,7 +165,7 @@ def test_an_infilling_run_continues_without_sentinels_and_is_measured(infill_run
 
 
 def test_context_keeps_the_bars_nearest_the_span():
-    from musicgen.infill import InfillVocab
+    from musicgen.control.infilling import InfillVocab
 
     vocab, bar = InfillVocab(base=100), 50
     ids = [bar, 10, 11, bar, 12, bar, 13, 14, bar, 15, bar, 16]  # five bars
@@ -184,7 +181,7 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
     f = folk_midi_files[0]
     with pytest.raises(ConfigError, match="trained without infilling"):
         run_generation(gen_cfg(smoke_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=2-3"]))
-    from musicgen.infill import main
+    from musicgen.experiments.infilling import main
 
     with pytest.raises(SystemExit, match=r"^error: .* trained without infilling"):  # the CLI: one line
         main([str(smoke_run)])
@@ -206,7 +203,7 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
 def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, infill_run, tmp_path):
     import symusic
 
-    from musicgen.infill import bar_numbers, pitch_counts
+    from musicgen.tokenizers.bars import bar_numbers, notes_per_id
 
     run, is_bar, _ = loaded
     tpq = 480
@@ -217,7 +214,7 @@ def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, i
     score.tracks.append(track)
     ids = run.tokenizer.encode(score)
     starts = np.flatnonzero(is_bar[np.asarray(ids)])
-    numbers = bar_numbers(run.tokenizer, ids, starts, pitch_counts(run.tokenizer, run.infill.base))
+    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill.base))
     assert numbers.tolist() == [0, 1, 4]  # MidiTok writes the rest from bar 2 into bar 4 without Bar tokens
     path = tmp_path / "rest.mid"
     score.dump_midi(str(path))
@@ -236,7 +233,7 @@ def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, i
 def test_bar_lines_follow_time_signatures_when_the_tokeniser_writes_them():
     import symusic
 
-    from musicgen.infill import bar_lines
+    from musicgen.tokenizers.bars import bar_lines
 
     q = 480
     score = symusic.Score(q)

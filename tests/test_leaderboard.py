@@ -24,7 +24,7 @@ def board_args(data_dir, tmp):
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, prepared_data_dir):
     tmp = tmp_path_factory.mktemp("board")
-    run_cli("musicgen.leaderboard", board_args(prepared_data_dir, tmp), timeout=600, check=True)
+    run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, tmp)], timeout=600, check=True)
     return tmp
 
 
@@ -54,12 +54,12 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     kept = {p: p.stat().st_mtime_ns for p in [*runs.glob("v1_s*/checkpoints/*.ckpt"), *runs.glob("v*/evaluation.json")]
             if "v7_s1" not in str(p)}
     (runs / "v7_s1" / "metrics.json").unlink()  # as if killed before it finished
-    proc = run_cli("musicgen.leaderboard", board_args(prepared_data_dir, board), timeout=600, check=True)
+    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board)], timeout=600, check=True)
     assert "v1: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
 
 
 def test_unknown_entries_are_one_line_errors():
-    proc = run_cli("musicgen.leaderboard", ["only=[v9]"], timeout=120)
+    proc = run_cli("musicgen", ["leaderboard", "only=[v9]"], timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: only=['v9']")

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from musicgen.data.cache import SplitTokens
-from musicgen.data.windows import scoring_plan
+from musicgen.evaluation.scoring import sample_ngram
 from musicgen.generation import SamplingConfig, generate
 from musicgen.metrics import NgramLM
+from musicgen.metrics.likelihood import doc_nll, scoring_plan, seq2one_nll
+from musicgen.metrics.samples import body, sample_figures, training_reference
+from musicgen.metrics.samples import piece_stats as stats_of
 from musicgen.models import MelodyLSTM, MusicTransformer
-from musicgen.scoring import body, doc_nll, sample_figures, sample_ngram, seq2one_nll, training_reference
-from musicgen.scoring import piece_stats as stats_of
 from musicgen.tokenizers import RemiTokenizer
 
 # a bigram over 6 ids whose training data makes id 4 most likely after every token
@@ -206,7 +207,7 @@ def test_a_repeated_prefix_stands_in_for_the_first_context_tokens_of_later_windo
     """A run trained with every_window: each later window of a long piece reads the prefix in place
     of its first ``n_context`` tokens; the targets are the same, and validation's windows
     (``PrefixScoringWindows``) give the summed NLL evaluation's ``doc_nll`` does."""
-    from musicgen.conditioning import PrefixScoringWindows, insert_prefixes
+    from musicgen.data.prefixed import PrefixScoringWindows, insert_prefixes
 
     net = _tiny_transformer()
     rng = np.random.default_rng(2)

@@ -14,9 +14,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
-from musicgen.data.export import export_corpus
-from musicgen.data.sources import CORPORA, MAESTRO_SPLITS, DataPathError, list_maestro, list_midi_files, load_manifest
-from musicgen.data.split import check_fractions, group_keys, merged_groups, split_files, subsample
+from musicgen.data.corpus import export_corpus
+from musicgen.data.sources import (
+    CORPORA,
+    MAESTRO_SPLITS,
+    DataPathError,
+    document_name,
+    list_maestro,
+    list_midi_files,
+    load_manifest,
+)
+from musicgen.data.split import assign_splits, check_fractions, group_keys, merged_groups, subsample
 from musicgen.data.windows import ScoringWindows, TokenWindows, check_window_args
 from musicgen.tokenizers.base import ExtendedTokenizer, MusicTokenizer
 
@@ -106,11 +114,11 @@ class MidiDataModule(L.LightningDataModule):
         mode / seq_len / stride / pack: see ``musicgen.data.windows``; they shape the training windows.
             Validation and test score every token once: in causal mode with evaluation's plan
             (``ScoringWindows``, each document on its own), in seq2one mode with stride 1.
-        conditioning: the ``conditioning`` config of a conditioned run (``musicgen.conditioning``):
+        conditioning: the ``conditioning`` config of a conditioned run (``musicgen.data.prefixed``):
             attribute tokens after each document's BOS, dropped at random in training; after
             ``setup`` ``self.conditioner`` holds them and ``checkpoint_metadata`` their vocabulary.
             None or empty: no prefix, the streams of the cache as they are.
-        infill: the ``infill`` config of an infilling run (``musicgen.infill``): ``rate`` of the
+        infill: the ``infill`` config of an infilling run (``musicgen.data.fim``): ``rate`` of the
             training windows rearranged prefix, suffix, middle around whole bars, with four sentinel
             ids after the tokeniser's (``checkpoint_metadata["infill"]``). None or rate 0: none.
     """
@@ -168,9 +176,9 @@ class MidiDataModule(L.LightningDataModule):
         self.encode_workers = encode_workers
         self.progress = progress
         self.conditioning = dict(conditioning or {})
-        self.conditioner = None  # musicgen.conditioning.Conditioner of a conditioned run, after setup
+        self.conditioner = None  # musicgen.data.prefixed.Conditioner of a conditioned run, after setup
         self.infill = dict(infill or {})
-        self.infill_vocab = None  # musicgen.infill.InfillVocab of an infilling run, after setup
+        self.infill_vocab = None  # musicgen.control.infilling.InfillVocab of an infilling run, after setup
         self.checkpoint_metadata: dict[str, Any] = {}  # stored in the checkpoint's metadata by the module
         self.file_paths: dict[str, Path] = {}  # document name -> source file, of the last source_files()
         self.cache: token_cache.TokenCache | None = None
@@ -191,11 +199,11 @@ class MidiDataModule(L.LightningDataModule):
         hashed: list[tuple[str, Path]] = []
         if self.root is not None:
             root = Path(self.root)
-            files = [(f"user/{p.relative_to(root).as_posix()}", p) for p in list_midi_files(root)]
+            files = [(document_name("user", p.relative_to(root)), p) for p in list_midi_files(root)]
             hashed += subsample(files, self._cap("user"), self.seed)
         else:
             for name in self.corpora:
-                files = [(f"{name}/{rel}", p) for rel, p in self._embedded(name)]
+                files = [(document_name(name, rel), p) for rel, p in self._embedded(name)]
                 hashed += subsample(files, self._cap(name), self.seed)
         keys = group_keys(hashed, self.cache_dir / CONTENT_KEYS_FILE)
         self.split_groups = merged_groups(keys)
@@ -203,12 +211,12 @@ class MidiDataModule(L.LightningDataModule):
             "split: %d groups of near-duplicates hold %d of %d files; each group stays on one side",
             self.split_groups["groups_merged"], self.split_groups["files_in_merged_groups"], len(hashed),
         )
-        for s, fl in split_files(hashed, self.seed, self.val_frac, self.test_frac, keys).items():
+        for s, fl in assign_splits(hashed, self.seed, self.val_frac, self.test_frac, keys).items():
             by_split[s] += fl
         if self.maestro_root is not None:
             root = Path(self.maestro_root)
             for csv_split, paths in list_maestro(root).items():
-                files = [(f"maestro/{p.relative_to(root).as_posix()}", p) for p in paths]
+                files = [(document_name("maestro", p.relative_to(root)), p) for p in paths]
                 by_split[MAESTRO_SPLITS[csv_split]] += subsample(files, self._cap("maestro"), self.seed)
         if not any(by_split.values()):
             where = self.root or self.maestro_root or self.data_dir
@@ -253,7 +261,7 @@ class MidiDataModule(L.LightningDataModule):
         self.cache = self._build_cache()
         self.tokenizer = self.cache.tokenizer
         if self.conditioning.get("attributes"):
-            from musicgen.conditioning import Conditioner
+            from musicgen.data.prefixed import Conditioner
 
             names = {s: st.names for s, st in self.cache.splits.items()}
             self.conditioner = Conditioner(self.conditioning, names, self.file_paths, self.tokenizer.vocab_size,
@@ -261,7 +269,8 @@ class MidiDataModule(L.LightningDataModule):
             self.checkpoint_metadata["conditioning"] = self.conditioner.vocab.to_dict()
             self.tokenizer = ExtendedTokenizer(self.tokenizer, len(self.conditioner.vocab))
         if self.infill.get("rate"):
-            from musicgen.infill import SENTINELS, InfillVocab, bar_starts, check_config
+            from musicgen.control.infilling import SENTINELS, InfillVocab, check_config
+            from musicgen.tokenizers.bars import bar_starts
 
             rate, max_bars = check_config(self.infill)
             self.infill_vocab = InfillVocab(self.tokenizer.vocab_size, rate, max_bars)
@@ -287,7 +296,7 @@ class MidiDataModule(L.LightningDataModule):
         """Training windows as configured; validation and test windows that count each token once,
         as evaluation does, whatever the training stride (an empty split gives an empty dataset)."""
         if split == "train" and self.infill_vocab is not None:  # a share of the training windows rearranged
-            from musicgen.infill import InfillWindows
+            from musicgen.data.fim import InfillWindows
 
             if self.conditioner is None:
                 return InfillWindows(TokenWindows(st.tokens, st.offsets, self.seq_len, self.stride, "causal"),

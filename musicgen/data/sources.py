@@ -1,7 +1,7 @@
 """Where training MIDI comes from: the exported embedded corpora, a user's folder, MAESTRO.
 
 - ``folk`` and ``chorales`` (``CORPORA``): exported from music21 to MIDI by
-  ``musicgen.data.export``, each into a folder whose ``manifest.json`` (``Manifest``) lists the
+  ``musicgen.data.corpus``, each into a folder whose ``manifest.json`` (``Manifest``) lists the
   files; ``load_manifest`` reads it.
 - a folder of the user's ``.mid``/``.midi`` files: ``list_midi_files``.
 - MAESTRO v3: ``list_maestro``, split as its csv says.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from musicgen.constants import MIDI_SUFFIXES
 from musicgen.errors import ConfigError, UserError
 
-#: The corpora embedded in music21 that ``musicgen.data.export`` exports (``data.corpora``).
+#: The corpora embedded in music21 that ``musicgen.data.corpus`` exports (``data.corpora``).
 CORPORA = ("folk", "chorales")
 #: The file an export writes into each corpus folder, listing its MIDI files.
 MANIFEST_NAME = "manifest.json"
@@ -62,7 +63,7 @@ class Manifest:
     """What an exported corpus folder holds: ``files`` are relative to ``root``, sorted.
 
     ``sources_done`` counts source files exported whole, ``sources_partial`` those of which only
-    the pieces a capped run needed were (``musicgen.data.export``, ``max_files``).
+    the pieces a capped run needed were (``musicgen.data.corpus``, ``max_files``).
     """
 
     root: Path
@@ -145,3 +146,30 @@ def list_maestro(root: Path | str, key: str = "data.maestro_root") -> dict[str, 
         )
     return {s: sorted(p) for s, p in splits.items()}
 
+
+
+# ----------------------------------------------------------------------------- document names
+
+def document_name(source: str, rel: Path | str) -> str:
+    """A document's name in every split, cache and report: ``<source>/<path relative to its root>``,
+    the source being ``user`` (``data.root``), an embedded corpus (``folk``, ``chorales``) or ``maestro``."""
+    return f"{source}/{Path(rel).as_posix()}"
+
+
+def document_files(data: Mapping[str, Any]) -> dict[str, Path]:
+    """Document name -> source MIDI file for a run's ``data`` config (``root``, else the embedded
+    ``corpora`` under ``data_dir``; plus ``maestro_root``), as the DataModule names them."""
+    out: dict[str, Path] = {}
+    if data.get("root"):
+        root = Path(data["root"])
+        out.update({document_name("user", p.relative_to(root)): p for p in list_midi_files(root)})
+    else:
+        data_dir = Path(data.get("data_dir", "data"))
+        for corpus in data.get("corpora") or ["folk"]:
+            for rel in load_manifest(data_dir / corpus).files:
+                out[document_name(corpus, rel)] = data_dir / corpus / rel
+    if data.get("maestro_root"):
+        root = Path(data["maestro_root"])
+        for paths in list_maestro(root).values():
+            out.update({document_name("maestro", p.relative_to(root)): p for p in paths})
+    return out

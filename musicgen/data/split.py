@@ -49,7 +49,7 @@ def check_fractions(val_frac: float, test_frac: float) -> None:
         raise ValueError(f"data.test_frac={test_frac} must be in [0, 1) with val_frac + test_frac < 1")
 
 
-def split_files(
+def assign_splits(
     files: Iterable[tuple[str, Path]],
     seed: int,
     val_frac: float,

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from musicgen.metrics.likelihood import scoring_plan
 
 #: stream positions (and windows) ``TokenWindows.target_stats`` handles at a time
 TARGET_STATS_CHUNK = 1 << 16
@@ -48,30 +49,6 @@ def check_window_args(mode: str, seq_len: int, stride: int) -> None:
         raise ValueError(f"data.seq_len={seq_len} and data.stride={stride} must be >= 1")
 
 
-def scoring_plan(doc_len: int, context_len: int) -> list[tuple[int, int, int]]:
-    """How one document ``BOS ... EOS`` of ``doc_len`` tokens is scored, every token after BOS once.
-
-    Windows ``(start, end, first_scored)``: the input is ``doc[start:end-1]`` (at most
-    ``context_len`` tokens), the targets ``doc[start+1:end]``, and only targets at positions
-    ``>= first_scored`` count. A document that fits one context (``doc_len - 1 <= context_len``)
-    is one window. A longer one: the first window scores all its ``context_len`` targets, each
-    later one is a full window ending ``context_len // 2`` targets further (fewer at the end of the
-    document) and scores only those, so every scored token has at least half a window of context.
-    Evaluation (``musicgen.scoring``) and validation (``ScoringWindows``) both follow this plan.
-    """
-    if context_len < 1:
-        raise ValueError(f"context_len={context_len} must be >= 1")
-    if doc_len < 2:
-        return []
-    if doc_len - 1 <= context_len:
-        return [(0, doc_len, 1)]
-    step = max(1, context_len // 2)
-    plan, scored = [], 1  # position 0 (BOS) is never a target
-    while scored < doc_len:
-        end = min(doc_len, scored + (context_len if scored == 1 else step))  # score [scored, end)
-        plan.append((max(0, end - 1 - context_len), end, scored))
-        scored = end
-    return plan
 
 
 class TokenWindows(Dataset):

@@ -47,7 +47,7 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # CTRL penalty on tokens of the recent context; 1.0 disables
     repetition_window: int = 64  # how many of the most recent tokens the penalty looks at
     constrained: bool = True  # mask the tokens the tokeniser's grammar rejects (where it has one)
-    cfg_scale: float = 1.0  # classifier-free guidance of a conditioned run (musicgen.conditioning); 1: conditional
+    cfg_scale: float = 1.0  # classifier-free guidance of a conditioned run (generation.guidance); 1: conditional
 
     def __post_init__(self):
         _check_range("temperature", self.temperature, TEMPERATURE_RANGE)

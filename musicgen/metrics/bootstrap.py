@@ -137,3 +137,13 @@ def kl_from(reference: np.ndarray, eps: float = 1e-6, cols: Columns = None) -> S
 
 
 __all__ = ["bootstrap_ci", "kl_from", "mean_of", "overlap_with", "ratio"]
+
+
+def figure(stats: np.ndarray, statistic, n_boot: int, seed: int) -> dict[str, float]:
+    if n_boot == 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = float(np.asarray(statistic(stats.mean(axis=0, keepdims=True))).reshape(-1)[0]) if len(stats) \
+                else math.nan
+        return {"value": value, "low": math.nan, "high": math.nan}
+    value, low, high = bootstrap_ci(stats, statistic, n_boot=n_boot, seed=seed)
+    return {"value": value, "low": low, "high": high}

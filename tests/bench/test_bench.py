@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from musicgen import bench
-from musicgen.bench import generate as bench_generate_module
 from musicgen.config import compose
+from musicgen.experiments import speed as bench
+from musicgen.experiments.speed import generate as bench_generate_module
 
 LLAMA_COMPILED = ("train.compile_llama=true", "generate.compile_llama=true")
 
@@ -201,7 +201,7 @@ def test_quick_bench_compiles_llama_for_real(tmp_path, real_midi_dir):
 def test_time_limit_names_a_timeout_that_code_inside_rewrapped():
     """torch.compile's tracing turns an exception raised inside it into its own error type: an alarm
     that fired still surfaces as TimeoutError."""
-    from musicgen.bench.harness import time_limit
+    from musicgen.experiments.speed.harness import time_limit
 
     def wrapping():
         try:
@@ -216,7 +216,7 @@ def test_time_limit_names_a_timeout_that_code_inside_rewrapped():
 
 
 def test_generation_targets_judge_our_own_weights_and_report_int8_beside_them():
-    from musicgen.bench.report import summarize
+    from musicgen.experiments.speed.report import summarize
 
     def timed(tokens_per_s):
         return {"tokens_per_s": tokens_per_s}

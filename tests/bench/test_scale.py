@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import symusic
 
-from musicgen.bench import scale
 from musicgen.config import compose
+from musicgen.experiments.speed import scale
 
 
 def scale_cfg(base, tmp, *extra):

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from musicgen.bench.ttq import max_time, time_to_reach
 from musicgen.config import compose
+from musicgen.experiments.speed.ttq import max_time, time_to_reach
 
 
 def test_time_to_reach_takes_the_first_point_at_or_below_and_interpolates():
@@ -32,7 +32,7 @@ def test_max_time_formats_the_budget_for_lightning():
 def test_quick_ttq_end_to_end(tmp_path, real_midi_dir):
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
-    from musicgen.bench import ttq
+    from musicgen.experiments.speed import ttq
 
     out = tmp_path / "ttq"
     overrides = ["quick=true", f"out_dir={out}", f"data.root={real_midi_dir / 'folk'}",

@@ -12,7 +12,7 @@ from musicgen.data import MidiDataModule
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig, transpositions
 from musicgen.data.cache import is_transposed_copy
-from musicgen.data.split import split_files, split_of, subsample
+from musicgen.data.split import assign_splits, split_of, subsample
 from musicgen.errors import CheckpointError
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
@@ -26,7 +26,7 @@ def make_dm(root, cache_dir, tokenizer=None, **kw):
 def test_split_is_stable_when_files_are_added():
     names = [f"folk/{i}.mid" for i in range(500)]
     before = {n: split_of(n, 0, 0.1) for n in names}
-    more = split_files([(n, None) for n in names + [f"new/{i}.mid" for i in range(300)]], 0, 0.1)
+    more = assign_splits([(n, None) for n in names + [f"new/{i}.mid" for i in range(300)]], 0, 0.1)
     after = {n: s for s, fl in more.items() for n, _ in fl}
     assert all(after[n] == before[n] for n in names)
     val_share = sum(s == "val" for s in before.values()) / len(names)

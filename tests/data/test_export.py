@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import symusic
 
-from musicgen.data import export
-from musicgen.data.export import export_corpus, list_sources, music21_corpus_dir, split_abc_tunes
+from musicgen.data import corpus
+from musicgen.data.corpus import export_corpus, list_sources, music21_corpus_dir
+from musicgen.data.music21_midi import split_abc_tunes
 from musicgen.data.sources import list_midi_files, load_manifest
 from musicgen.data.split import subsample
 
@@ -81,12 +82,12 @@ def test_split_abc_tunes_keeps_every_tune_and_the_file_header():
 def test_folk_export_beats_the_time_signature_trap_and_keeps_the_melody(tmp_path):
     from music21 import exceptions21, harmony, midi
 
-    tune0 = export.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0])
+    tune0 = corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0])
     # music21's own writer fails on this tune (the same TimeSignature object in two measures)
     with pytest.raises(exceptions21.StreamException, match="already found"):
-        midi.translate.streamToMidiFile(export.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
+        midi.translate.streamToMidiFile(corpus.parse_abc_tune(split_abc_tunes(ONEILLS.read_text())[0]))
 
-    names, failed, _ = export.export_abc_file(ONEILLS, tmp_path, set(range(3)))
+    names, failed, _ = corpus.export_abc_file(ONEILLS, tmp_path, set(range(3)))
     assert names == ["0000.mid", "0001.mid", "0002.mid"] and failed == []
 
     part = tune0.parts[0].stripTies(matchByPitch=True)
@@ -131,8 +132,8 @@ def test_rerun_parses_nothing_and_a_deleted_record_redoes_only_its_source(tmp_pa
     before = _mtimes(out)
 
     parsed = []
-    real_parse = export.parse_abc_tune
-    monkeypatch.setattr(export, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
+    real_parse = corpus.parse_abc_tune
+    monkeypatch.setattr(corpus, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
     again = export_corpus("folk", out, workers=1, progress=False, corpus_root=fake_m21)
     assert parsed == [] and _mtimes(out) == before and len(again.files) == 7
 
@@ -173,8 +174,8 @@ def test_max_files_exports_exactly_what_a_capped_run_trains_on(tmp_path, fake_m2
     full = export_corpus("folk", tmp_path / "full", workers=1, progress=False, corpus_root=fake_m21)
     named = [(f"folk/{f}", f) for f in full.files]
     parsed = []
-    real_parse = export.parse_abc_tune
-    monkeypatch.setattr(export, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
+    real_parse = corpus.parse_abc_tune
+    monkeypatch.setattr(corpus, "parse_abc_tune", lambda text: parsed.append(text) or real_parse(text))
     covered = {}
     for seed, cap in ((0, 2), (1, 5), (2, 3)):
         out = tmp_path / f"cap{cap}"
@@ -202,17 +203,15 @@ def test_parallel_export_matches_serial(tmp_path, fake_m21):
 
 
 def test_prepare_entry_point(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
+    from musicgen.cli import prepare
+    from musicgen.config import compose
+    from musicgen.runtime import project_root
 
-    from musicgen import prepare
-
-    conf_dir = str(Path(prepare.__file__).resolve().parents[1] / "conf")
     monkeypatch.delenv("MUSICGEN_DATA_DIR", raising=False)
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        default = compose("prepare")
-        cfg = compose("prepare", [f"data_dir={tmp_path}", "corpora=[chorales]", "limit=1", "workers=1",
-                                  "progress=false"])
-    assert Path(default.data_dir) == Path(prepare.__file__).resolve().parents[1] / "data"
+    default = compose("prepare")
+    cfg = compose("prepare", [f"data_dir={tmp_path}", "corpora=[chorales]", "limit=1", "workers=1", "progress=false"])
+    checkout = Path(prepare.__file__).resolve().parents[2]
+    assert Path(default.data_dir) == Path(project_root()) / "data" == checkout / "data"
     assert list(default.corpora) == ["folk", "chorales"]
     assert prepare.prepare(cfg) == {"chorales": 1}
     assert load_manifest(tmp_path / "chorales").files == ["bwv1.6.mid"]

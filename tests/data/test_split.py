@@ -7,8 +7,8 @@ import pytest
 import symusic
 
 from musicgen.data import split as split_mod
-from musicgen.data.export import list_sources
-from musicgen.data.split import chorale_number, content_key, group_keys, merged_groups, split_files, split_of
+from musicgen.data.corpus import list_sources
+from musicgen.data.split import assign_splits, chorale_number, content_key, group_keys, merged_groups, split_of
 
 
 def test_chorale_number_on_the_real_chorale_names():
@@ -60,11 +60,11 @@ def test_identical_tunes_under_other_names_share_a_split(folk_midi_files, tmp_pa
     keys = group_keys(files)
     assert merged_groups(keys) == {"groups_merged": len(folk_midi_files) + 1, "files_in_merged_groups": len(files)}
     for seed in range(5):
-        side = {rel: s for s, fl in split_files(files, seed, 0.3, 0.2, keys).items() for rel, _ in fl}
+        side = {rel: s for s, fl in assign_splits(files, seed, 0.3, 0.2, keys).items() for rel, _ in fl}
         for (rel_a, _), (rel_b, _) in zip(files[::2], files[1::2]):
             assert side[rel_a] == side[rel_b], (seed, rel_a, rel_b)
     # by path, as before, the pairs would be split apart
-    by_path = {rel: s for s, fl in split_files(files, 0, 0.3, 0.2).items() for rel, _ in fl}
+    by_path = {rel: s for s, fl in assign_splits(files, 0, 0.3, 0.2).items() for rel, _ in fl}
     assert any(by_path[a] != by_path[b] for (a, _), (b, _) in zip(files[::2], files[1::2]))
 
 
@@ -74,8 +74,8 @@ def test_a_side_depends_only_on_the_key_and_the_seed(folk_midi_files, broken_mid
     more = files + [(f"user/{p.name}", p) for p in sorted(broken_midi_dir.iterdir())]
     more_keys = group_keys(more)
     assert {rel: more_keys[rel] for rel, _ in files} == keys
-    before = {rel: s for s, fl in split_files(files, 0, 0.3, 0.2, keys).items() for rel, _ in fl}
-    after = {rel: s for s, fl in split_files(more, 0, 0.3, 0.2, more_keys).items() for rel, _ in fl}
+    before = {rel: s for s, fl in assign_splits(files, 0, 0.3, 0.2, keys).items() for rel, _ in fl}
+    after = {rel: s for s, fl in assign_splits(more, 0, 0.3, 0.2, more_keys).items() for rel, _ in fl}
     assert all(after[rel] == before[rel] == split_of(keys[rel], 0, 0.3, 0.2) for rel in before)
     # unreadable files are keyed by their name (the cache build skips them later)
     assert more_keys["user/empty.mid"] == "path:user/empty.mid"

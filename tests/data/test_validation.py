@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from musicgen.constants import IGNORE_INDEX
 from musicgen.data import MidiDataModule
 from musicgen.data.windows import ScoringWindows, TokenWindows
+from musicgen.metrics.likelihood import doc_nll
 from musicgen.models.transformer import MusicTransformer
-from musicgen.scoring import doc_nll
 from musicgen.tokenizers import RemiTokenizer
 
 

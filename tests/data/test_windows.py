@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
-from musicgen.data.windows import (
-    TARGET_STATS_CHUNK,
-    ScoringWindows,
-    TokenWindows,
-    n_packed_windows,
-    scoring_plan,
-    windows_per_doc,
-)
+from musicgen.data.windows import TARGET_STATS_CHUNK, ScoringWindows, TokenWindows, n_packed_windows, windows_per_doc
+from musicgen.metrics.likelihood import scoring_plan
 
 
 def make_stream(doc_lengths, seed=0):

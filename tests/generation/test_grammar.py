@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from musicgen.evaluation.scoring import sample_ngram
 from musicgen.generation import SamplingConfig, generate, grammar_for, sampling_grammar
 from musicgen.generation import grammar as grammar_module
 from musicgen.metrics import NgramLM
+from musicgen.metrics.samples import body
 from musicgen.models import MusicTransformer
-from musicgen.scoring import body, sample_ngram
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
 
 KINDS = ("remi", "remi_bpe", "remi_ts", "remi_bpe_ts", "pitch")

@@ -10,8 +10,8 @@ import torch.nn as nn
 from helpers import REPO, gen_cfg
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from musicgen.cli.generate import run_generation
 from musicgen.errors import ConfigError
-from musicgen.generate import run_generation
 from musicgen.generation import NextTokenLogits, SamplingConfig, generate
 from musicgen.generation.quantize import (
     KERNEL_MAX_ROWS,

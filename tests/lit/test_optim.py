@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from musicgen.lit.optim import WarmupCosine, build_optimizer, param_groups, warmup_cosine
 from musicgen.models import MelodyLSTM, MusicTransformer
+from musicgen.training.optim import WarmupCosine, build_optimizer, param_groups, warmup_cosine
 
 WARMUP, TOTAL, FLOOR = 4, 20, 0.1
 

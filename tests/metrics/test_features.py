@@ -221,7 +221,7 @@ def folk_tunes(tmp_path_factory):
     project's export writes from it)."""
     from music21 import corpus, meter
 
-    from musicgen.data.export import melody_midi_bytes, parse_abc_tune, rebuild_part, split_abc_tunes
+    from musicgen.data.music21_midi import melody_midi_bytes, parse_abc_tune, rebuild_part, split_abc_tunes
 
     root = tmp_path_factory.mktemp("folk_features")
     texts = split_abc_tunes(corpus.getWork("oneills1850/0001-0050.abc").read_text(encoding="utf-8"))

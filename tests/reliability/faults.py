@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 
-from musicgen.lit.callbacks import AtomicCheckpointIO
+from musicgen.training.callbacks import AtomicCheckpointIO
 
 
 class SignalAtStep(L.Callback):

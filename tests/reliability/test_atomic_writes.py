@@ -13,11 +13,11 @@ from helpers import REPO
 
 from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig
-from musicgen.data.export import export_corpus
+from musicgen.data.corpus import export_corpus
 from musicgen.data.sources import list_midi_files, load_manifest
-from musicgen.lit.callbacks import AtomicCheckpointIO
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import RemiTokenizer
+from musicgen.training.callbacks import AtomicCheckpointIO
 
 #: Makes the n-th completed atomic write of this process die by SIGKILL after its data is in the
 #: temporary file and before the rename: the worst moment.
@@ -47,7 +47,7 @@ def test_prepare_killed_mid_write_then_run_again(tmp_path):
     out = tmp_path / "chorales"
     # writes: chorale 1, its record, chorale 2 (killed before its rename)
     run_killed(KILL_IN_ATOMIC_WRITE.format(n=3) + f"""
-from musicgen.data.export import export_corpus
+from musicgen.data.corpus import export_corpus
 export_corpus("chorales", {str(out)!r}, workers=1, limit=3, progress=False)
 """)
     first = sorted(p.name for p in out.glob("*.mid"))

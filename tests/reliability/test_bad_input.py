@@ -13,7 +13,7 @@ import pytest
 from musicgen.config import compose
 from musicgen.midi_io import BadMidiError, read_score
 from musicgen.tokenizers import RemiTokenizer
-from musicgen.train import train
+from musicgen.training.fit import train
 
 #: unusual files that are skipped, and the start of their reason
 UNSUPPORTED = {"type2.mid": "MIDI format 2 (2 independent sequences)", "smpte.mid": "SMPTE time division (25 fps"}

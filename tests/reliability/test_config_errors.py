@@ -6,10 +6,10 @@ import pytest
 from helpers import cli_overrides, gen_cfg, run_cli
 from hydra.errors import ConfigCompositionException
 
+from musicgen.cli.generate import run_generation
 from musicgen.config import compose
 from musicgen.errors import ConfigError
-from musicgen.generate import run_generation
-from musicgen.train import train
+from musicgen.training.fit import train
 
 #: (override, the message: a regular expression matched at its start)
 BEFORE_DATA = [

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from musicgen.checkpoint import load_run
 from musicgen.config import compose
-from musicgen.lit import CausalLM
+from musicgen.training import CausalLM
 
 DDP = ["+version=v7", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1.0",

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from musicgen.config import compose
-from musicgen.lit.modules import CausalLM
-from musicgen.train import train
+from musicgen.training.fit import train
+from musicgen.training.modules import CausalLM
 
 
 def test_injected_nan_stops_training_and_keeps_the_last_good_checkpoint(smoke_overrides, tmp_path, monkeypatch):

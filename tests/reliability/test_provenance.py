@@ -8,12 +8,13 @@ import pytest
 import torch
 from helpers import gen_cfg, smoke_override_list
 
-from musicgen.checkpoint import ProvenanceError, sha256_text, split_files
+from musicgen.checkpoint.provenance import sha256_text, split_file_lists
+from musicgen.cli.generate import run_generation
 from musicgen.config import compose
 from musicgen.data.cache import load as load_cache
-from musicgen.generate import run_generation
+from musicgen.errors import ProvenanceError
 from musicgen.tokenizers import RemiTokenizer
-from musicgen.train import train
+from musicgen.training.fit import train
 
 #: small generation runs
 TINY = ["num_samples=1", "max_new_tokens=4"]
@@ -48,7 +49,7 @@ def test_checkpoint_records_tokenizer_split_and_config_hashes(trained):
         assert prov["tokenizer_sha256"] == sha256_text((run / "tokenizer.json").read_text())
         assert prov["config_sha256"] == sha256_text((run / "config.yaml").read_text())
         cache = load_cache(meta["cache_path"])
-        assert prov["split"] == split_files(cache.meta)
+        assert prov["split"] == split_file_lists(cache.meta)
         assert prov["split_sha256"] == sha256_text(json.dumps(prov["split"], sort_keys=True))
         assert prov["split"]["train"] and prov["split"]["val"]
         assert not set(prov["split"]["train"]) & set(prov["split"]["val"])

@@ -9,9 +9,9 @@ import torch
 from faults import signal_at
 from helpers import cli_overrides, run_cli, smoke_override_list
 
-from musicgen.checkpoint import TrainingInterrupted
 from musicgen.config import compose
-from musicgen.train import train
+from musicgen.training.fit import train
+from musicgen.training.resume import TrainingInterrupted
 
 # 12 optimizer steps in 3 epochs of 4 batches, each ending with validation; last.ckpt every 2
 # steps and at each validation. Dropout on, so the restored RNG state matters; every epoch takes

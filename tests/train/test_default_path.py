@@ -9,8 +9,9 @@ import torch
 from helpers import VERSIONS
 from probes import probe
 
-from musicgen.config import compose, default_precision
-from musicgen.train import train
+from musicgen.config import compose
+from musicgen.runtime import default_precision
+from musicgen.training.fit import train
 
 FAMILIES = {"v1": "LSTM, float input, seq2one", "v6": "LSTM, embedding, seq2one", "v7": "Transformer, causal"}
 
@@ -57,7 +58,7 @@ def test_default_precision_trains_compiled(smoke_overrides, tmp_path):
 
 FP16_ON_CPU = [  # Lightning refuses precision=16-mixed on CPU; its plugin with a CPU GradScaler runs
     "trainer.precision=null",
-    "trainer.plugins=[{_target_: musicgen.lit.callbacks.AtomicCheckpointIO}, {_target_: "
+    "trainer.plugins=[{_target_: musicgen.training.callbacks.AtomicCheckpointIO}, {_target_: "
     "lightning.pytorch.plugins.MixedPrecision, precision: 16-mixed, device: cpu, "
     "scaler: {_target_: torch.amp.GradScaler, device: cpu}}]",
 ]

@@ -9,7 +9,7 @@ from wandb_log import finished, history
 
 from musicgen.audio import find_soundfont
 from musicgen.config import compose
-from musicgen.train import train
+from musicgen.training.fit import train
 
 SAMPLES_EVERY_EPOCH = [
     "callbacks.sample_metrics.every_n_epochs=1",

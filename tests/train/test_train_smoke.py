@@ -7,7 +7,7 @@ import torch
 from helpers import VERSIONS, cli_overrides, run_cli
 
 from musicgen.config import compose
-from musicgen.train import train
+from musicgen.training.fit import train
 
 
 @pytest.mark.parametrize("version", VERSIONS)

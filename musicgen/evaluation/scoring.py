@@ -1,0 +1,159 @@
+"""Evaluation logic behind ``python -m musicgen.evaluate`` and the sample-metrics callback.
+
+What is compared, and how:
+
+- **Likelihood**, on every piece of the evaluated split: the model, and a smoothed n-gram on the
+  same tokens. Each token after BOS is scored once, within the context the model trained on
+  (``scoring_plan``); a seq2one LSTM predicts each token from the window before it, as it
+  trained. ``nll_per_note`` divides by the notes of the source files (the same count for every
+  tokeniser), but what it compares is limited: see the docs' notes, "What the numbers compare".
+- **Samples**, three rows of the same number of whole pieces: the model's samples and the
+  n-gram's (both decoded with the same sampling rules, each ending at its EOS or at the length
+  cap), and real pieces drawn from the split. Their figures are computed on the decoded music
+  (``musicgen.metrics.features``: the same for every tokeniser) and compared with the untransposed
+  training pieces; copying is measured against everything the model trained on.
+
+Every figure is ``{"value", "low", "high"}``: its value and a 95% percentile-bootstrap interval
+over pieces (``musicgen.metrics.bootstrap``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from musicgen.api import MusicModel
+from musicgen.constants import EOS_ID
+from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, sample_next, sampling_grammar
+from musicgen.metrics import NgramLM
+from musicgen.metrics.features import HISTOGRAMS
+from musicgen.metrics.likelihood import likelihood_metrics
+from musicgen.metrics.samples import body, piece_stats, sample_figures, training_reference
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def sample_ngram(
+    lm: NgramLM, max_len: int, sampling: SamplingConfig, rng: np.random.Generator,
+    grammar: TokenGrammar | None = None,
+) -> tuple[list[int], bool]:
+    """One piece from the n-gram after BOS, decoded by the same rules as the model's samples
+    (the same filters and, with ``grammar`` and ``sampling.constrained``, the same grammar mask;
+    greedy: the most likely token), ending at its EOS or after ``max_len`` tokens: (ids without
+    BOS/EOS, whether it ended at EOS)."""
+    out = [lm.bos_id]
+    grammar = grammar if sampling.constrained else None
+    state = grammar.feed(grammar.initial(1), torch.tensor([out])) if grammar is not None else None
+    for _ in range(max_len):
+        logits = torch.from_numpy(np.log(lm.prob_dist(out)))[None]  # (1, V)
+        if grammar is not None:
+            logits = grammar.mask(logits, state)
+        context = torch.tensor([out[-sampling.repetition_window :]])  # (1, n), for the repetition penalty
+        if sampling.greedy:
+            nxt = int(sample_next(logits, sampling, context=context))
+        else:
+            p = filter_logits(logits, sampling, context).softmax(dim=-1)[0].double().numpy()
+            nxt = int(rng.choice(lm.vocab_size, p=p / p.sum()))
+        if grammar is not None:
+            state = grammar.advance(state, torch.tensor([nxt]))
+        if nxt == EOS_ID:
+            return body(out), True
+        out.append(nxt)
+    return body(out), False
+
+
+def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int) -> NgramLM:
+    return NgramLM(order=order, vocab_size=vocab_size).fit([np.asarray(d) for d in train_docs])
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[str, Any]:
+    """The evaluation report of a loaded run (``MusicModel``) on ``cfg.split`` of its token cache
+    (``cfg``: the ``evaluate`` config): likelihood of the model and of a smoothed n-gram on every
+    piece of the split, and the sample figures of ``cfg.num_samples`` model samples, as many n-gram
+    samples and as many real pieces of the split (fewer of each if the split has fewer pieces)."""
+    t0 = time.perf_counter()
+    tok = m.tokenizer
+    split, train = cache.splits[cfg.split], cache.splits["train"]
+    originals = split.originals()[: cfg.max_pieces or None]
+    docs = [split.doc(i) for i in originals]
+    notes = split.notes[originals]
+    train_docs = [train.doc(i) for i in range(train.n_docs)]
+    context, context_desc = m.context(cfg.context_len)
+    n_boot, seed = cfg.bootstrap, cfg.seed
+
+    # likelihood: model vs smoothed n-gram on the same tokens, over the tokeniser's ids; a
+    # conditioned run's pieces carry their own attributes as context, as in validation, and are
+    # scored again with the all-null prefix (the same model asked nothing)
+    seq2one = m.metadata.objective == "seq2one"
+    tokens = np.array([len(d) - 1 for d in docs])
+    conditioning = None
+    if m.conditioning is None:
+        nll = m.nll(docs, context_len=context)
+    else:
+        nll = m.nll(docs, m.run.piece_attributes(split, originals), context_len=context)
+        null_nll = m.nll(docs, None, context_len=context)
+        conditioning = {"attributes": list(m.conditioning.attributes), "scored_with": "each piece's own attributes",
+                        "null_prefix": likelihood_metrics(null_nll, tokens, notes, n_boot, seed)}
+    model_row = likelihood_metrics(nll, tokens, notes, n_boot, seed)
+    ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
+    ngram_nll = np.array([ngram.nll(d) for d in docs])
+    ngram_row = likelihood_metrics(ngram_nll, tokens, notes, n_boot, seed)
+
+    # samples: equal numbers of model samples, n-gram samples and real pieces
+    n = min(cfg.num_samples, len(docs))
+    reference = training_reference(tok, train, cfg.reference_pieces)
+    grammar = sampling_grammar(tok, sampling)  # None unless sampling.constrained (for the n-gram's samples)
+    # a conditioned run samples asked nothing (the all-null prefix), as an unconditioned run does
+    t1 = time.perf_counter()
+    pieces = m.generate(n, sampling=dataclasses.replace(sampling, cfg_scale=1.0), seed=seed,
+                        max_new_tokens=cfg.max_new_tokens, context_len=context, batch_size=32)
+    seconds = time.perf_counter() - t1
+    model_ids, model_ended = [p.ids for p in pieces], [p.ended for p in pieces]
+    rng = np.random.default_rng(seed)
+    drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng, grammar) for _ in range(n)]
+    real = rng.choice(len(docs), size=n, replace=False)
+    rows = {
+        "model": (model_ids, model_ended),
+        "ngram": ([d[0] for d in drawn], [d[1] for d in drawn]),
+        "real": ([body(docs[i]) for i in real], None),
+    }
+    stats = {name: piece_stats(tok, ids, reference, ended) for name, (ids, ended) in rows.items()}
+    samples = {name: sample_figures(s, reference, n_boot, seed) for name, s in stats.items()}
+    model_row.update(samples["model"])
+    model_row["generation_tokens_per_second"] = sum(len(p) + e for p, e in zip(model_ids, model_ended)) / seconds
+    ngram_row.update(samples["ngram"])
+
+    return {
+        "ckpt_path": str(m.ckpt_path),
+        "version": m.version,
+        "tokenizer": type(tok).__name__,
+        "split": cfg.split,
+        "settings": {
+            "num_samples": n, "max_new_tokens": cfg.max_new_tokens, "seed": seed,
+            "sampling": OmegaConf.to_container(cfg.sampling), "ngram_order": cfg.ngram_order,
+            "context": context_desc, "scoring": "seq2one (as trained)" if seq2one else "causal",
+            "bootstrap": n_boot, "interval": "95% percentile bootstrap over pieces",
+            "reference_pieces": reference.pieces, "reference_pitch_range": list(reference.pitch_range),
+        },
+        "model": model_row,
+        **({"conditioning": conditioning} if conditioning else {}),
+        "ngram": ngram_row,
+        "real": samples["real"],
+        "histograms": {
+            "reference": {h: v.tolist() for h, v in reference.histograms.items()},
+            **{name: {h: s[h].sum(axis=0).tolist() for h in HISTOGRAMS} for name, s in stats.items()},
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        # per-piece statistics, for pooling runs (the leaderboard); evaluate writes them to an .npz
+        "_pieces": {"likelihood": {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes},
+                    **stats},
+    }

@@ -1,3 +1,0 @@
-from musicgen.lit.modules import CausalLM, LanguageModelModule, Seq2OneLM
-
-__all__ = ["CausalLM", "LanguageModelModule", "Seq2OneLM"]

@@ -1,0 +1,141 @@
+"""Sample-level figures on decoded music, shared by the evaluation harness and the training-time
+sample-metrics callback: the training reference, per-piece statistics, and each figure with its
+95% bootstrap interval over pieces (``musicgen.metrics.features``: the same for every tokeniser)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
+from musicgen.metrics.bootstrap import figure, kl_from, mean_of, overlap_with, ratio
+from musicgen.metrics.copying import CopyIndex, melody_symbols
+from musicgen.metrics.features import HISTOGRAMS, piece_features
+from musicgen.metrics.music import ngram_stats
+from musicgen.tokenizers.base import MusicTokenizer
+
+REPETITION_NS = (2, 4, 8, 16)
+
+COPY_SYMBOLS = ("pitch", "pitch_duration")
+
+def body(ids: Sequence[int]) -> list[int]:
+    """The ids of one piece without its BOS and what follows its first EOS (and without PAD)."""
+    out = []
+    for t in map(int, ids):
+        if t == EOS_ID:
+            break
+        if t not in (BOS_ID, PAD_ID):
+            out.append(t)
+    return out
+
+@dataclass
+class Reference:
+    """What samples are compared with: the training pieces. ``histograms``: the feature counts
+    of the untransposed training pieces (real test pieces are not transposed either);
+    ``pitch_range``: the lowest and highest pitch of everything the model trained on;
+    ``copies``: a ``CopyIndex`` per symbol kind over everything it trained on (copies included:
+    replaying a transposed training piece is copying too)."""
+
+    histograms: dict[str, np.ndarray]
+    pitch_range: tuple[int, int]
+    copies: dict[str, CopyIndex]
+    pieces: int
+
+def _spread(idx: np.ndarray, k: int) -> np.ndarray:
+    """At most ``k`` of ``idx``, evenly spread."""
+    return idx if len(idx) <= k else idx[np.linspace(0, len(idx) - 1, max(k, 0)).astype(int)]
+
+def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None = None) -> Reference:
+    """The ``Reference`` of a cache's training split (``SplitTokens``), from at most
+    ``max_pieces`` documents (null: all): every untransposed piece first, then evenly spread
+    transposed copies (for the pitch range and the copy index)."""
+    originals = train.originals()
+    copies = np.setdiff1d(np.arange(train.n_docs), originals)
+    if max_pieces and train.n_docs > max_pieces:  # every original first, then evenly spread copies
+        originals = _spread(originals, max_pieces)
+        copies = _spread(copies, max_pieces - len(originals))
+    idx = np.concatenate([originals, copies]).tolist()
+    originals = set(originals.tolist())
+    hist = {h: np.zeros(len(bins), dtype=np.int64) for h, bins in HISTOGRAMS.items()}
+    all_pitches = np.zeros(128, dtype=np.int64)
+    symbols: dict[str, list[np.ndarray]] = {k: [] for k in COPY_SYMBOLS}
+    used = 0
+    for i in idx:
+        score = tokenizer.decode(body(train.doc(i)))
+        feats = piece_features(score)
+        all_pitches += feats["pitch"]
+        symbols["pitch"].append(melody_symbols(score))
+        symbols["pitch_duration"].append(melody_symbols(score, with_duration=True))
+        if i in originals:
+            used += 1
+            for h in hist:
+                hist[h] += feats[h]
+    played = np.nonzero(all_pitches)[0]
+    pitch_range = (int(played.min()), int(played.max())) if len(played) else (0, 127)
+    return Reference(hist, pitch_range, {k: CopyIndex(v) for k, v in symbols.items()}, used)
+
+def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,
+                ended: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+    """Per-piece statistics blocks ``(P, K)`` of whole pieces (ids without BOS/EOS): the feature
+    histograms, note and token counts, melodic n-gram repetition, syntax errors per base token,
+    copying, and whether the piece ended at its EOS (``ended``; real pieces always do)."""
+    rows: dict[str, list] = defaultdict(list)
+    for k, ids in enumerate(pieces):
+        ids = [int(t) for t in ids]
+        score = tokenizer.decode(ids)
+        feats = piece_features(score)
+        for h in HISTOGRAMS:
+            rows[h].append(feats[h])
+        melody = melody_symbols(score)
+        for n in REPETITION_NS:
+            unique, total = ngram_stats(torch.as_tensor(melody), n)
+            rows[f"repetition_{n}"].append([total - unique, total])
+        rows["notes"].append([int(feats["notes"][0])])
+        rows["tokens"].append([len(ids)])
+        rows["syntax"].append([tokenizer.syntax_errors(ids), tokenizer.base_length(ids)])
+        rows["ended"].append([1.0 if ended is None else float(ended[k])])
+        rows["copy_pitch"].append(reference.copies["pitch"].stats(melody))
+        rows["copy_pitch_duration"].append(
+            reference.copies["pitch_duration"].stats(melody_symbols(score, with_duration=True)))
+    width = {h: len(b) for h, b in HISTOGRAMS.items()}
+    empty = {k: np.zeros((0, width.get(k, 1))) for k in rows}
+    return {k: np.asarray(v, dtype=np.float64).reshape(len(pieces), -1) if v else empty[k] for k, v in rows.items()}
+
+def _outside(lo: int, hi: int):
+    """The share of notes whose pitch is outside ``lo..hi`` (statistic over pitch histograms)."""
+    def statistic(rows: np.ndarray) -> np.ndarray:
+        outside = rows[:, :lo].sum(axis=1) + rows[:, hi + 1 :].sum(axis=1)
+        return outside / rows.sum(axis=1)
+    return statistic
+
+def sample_figures(stats: dict[str, np.ndarray], reference: Reference, n_boot: int = 1000,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """The sample figures of one row from its ``piece_stats``, each with its interval."""
+    out = {}
+    for h in HISTOGRAMS:
+        out[f"{h}_overlap"] = figure(stats[h], overlap_with(reference.histograms[h]), n_boot, seed)
+    out["pitch_kl"] = figure(stats["pitch"], kl_from(reference.histograms["pitch"]), n_boot, seed)
+    out["out_of_range_pitch_share"] = figure(stats["pitch"], _outside(*reference.pitch_range), n_boot, seed)
+    for n in REPETITION_NS:
+        out[f"ngram_repetition_{n}"] = figure(stats[f"repetition_{n}"], ratio(0, 1), n_boot, seed)
+    for kind in COPY_SYMBOLS:
+        suffix = "" if kind == "pitch" else "_with_duration"
+        block = stats[f"copy_{kind}"]
+        out[f"copied_8gram_share{suffix}"] = figure(block, ratio(0, 1), n_boot, seed)
+        out[f"copied_16gram_share{suffix}"] = figure(block, ratio(2, 3), n_boot, seed)
+        out[f"longest_copied_run{suffix}"] = figure(block, mean_of(4), n_boot, seed)
+    out["syntax_error_rate"] = figure(stats["syntax"], ratio(0, 1), n_boot, seed)
+    out["notes_per_piece"] = figure(stats["notes"], mean_of(0), n_boot, seed)
+    out["tokens_per_piece"] = figure(stats["tokens"], mean_of(0), n_boot, seed)
+    out["ended_at_eos"] = figure(stats["ended"], mean_of(0), n_boot, seed)
+    return out
+
+def sample_metrics(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,
+                   ended: Sequence[bool] | None = None, n_boot: int = 0, seed: int = 0) -> dict[str, float]:
+    """Plain values of the sample figures of a set of pieces (the sample-metrics callback's)."""
+    figures = sample_figures(piece_stats(tokenizer, pieces, reference, ended), reference, n_boot, seed)
+    return {k: v["value"] for k, v in figures.items()}

@@ -1,0 +1,64 @@
+"""Bar arithmetic on token ids: which ids open a bar, how many notes each id holds, and the bar
+lines of a score as the tokeniser counts bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import symusic
+
+
+def bar_starts(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) bool: the ids whose base-token expansion starts with a Bar token."""
+    out = np.zeros(vocab_size, dtype=bool)
+    for v in range(min(vocab_size, len(tokenizer.backend))):
+        toks = tokenizer.tokens([v])
+        out[v] = bool(toks) and toks[0].startswith("Bar_")
+    return out
+
+def notes_per_id(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) int: the Pitch tokens (notes) in each id's base-token expansion."""
+    out = np.zeros(vocab_size, dtype=np.int64)
+    for v in range(min(vocab_size, len(tokenizer.backend))):
+        out[v] = sum(t.startswith("Pitch_") for t in tokenizer.tokens([v]))
+    return out
+
+def uses_time_signatures(tokenizer: Any) -> bool:
+    """Whether the tokeniser writes time signatures (real bars) rather than 4/4 bars throughout."""
+    return bool(getattr(getattr(getattr(tokenizer, "backend", None), "config", None), "use_time_signatures", False))
+
+def bar_lines(score: symusic.Score, time_signatures: bool, until: int | None = None) -> np.ndarray:
+    """Ticks of the bar lines of ``score`` as the tokeniser counts bars: ``lines[k]`` starts bar k
+    (0-based), the last one at or past ``until`` (default: the score's end), so ``len - 1`` bars
+    hold the music. With ``time_signatures``: the score's own (4/4 before the first); without
+    (V6-V8's REMI): bars of 4 quarter notes from the start."""
+    tpq, end = score.ticks_per_quarter, int(score.end() if until is None else until)
+    sigs = [(int(ts.time), ts.numerator, ts.denominator) for ts in score.time_signatures] if time_signatures else []
+    if not sigs or sigs[0][0] > 0:
+        sigs.insert(0, (0, 4, 4))
+    lines: list[int] = []
+    for k, (t, num, den) in enumerate(sigs):
+        t = max(t, lines[-1] if lines else 0)  # a signature takes effect at a bar line
+        length = max(1, 4 * tpq * num // den)
+        stop = sigs[k + 1][0] if k + 1 < len(sigs) else max(end, t) + length
+        lines.extend(range(t, max(stop, t + 1), length))
+    out = np.array(sorted(set(lines)), dtype=np.int64)
+    return out[: int(np.searchsorted(out, end, side="left")) + 1]
+
+def bar_numbers(tokenizer: Any, ids: Sequence[int], starts: np.ndarray, n_pitch: np.ndarray) -> np.ndarray:
+    """The bar (0-based, as ``bar_lines`` counts them) each bar-start token at ``starts`` opens,
+    read from the time of the next note: MidiTok writes a rest that crosses bar lines without Bar
+    tokens, so the k-th Bar token need not open bar k. Empty bars (Bar tokens in a row) count back
+    from the bar that follows them."""
+    score = tokenizer.decode(ids)
+    times = np.sort(np.array([n.time for t in score.tracks for n in t.notes], dtype=np.int64))
+    lines = bar_lines(score, uses_time_signatures(tokenizer), int(times[-1]) + 1 if len(times) else 0)
+    bar_of = np.searchsorted(lines, times, side="right") - 1
+    before = np.concatenate([[0], np.cumsum(n_pitch[np.asarray(ids, dtype=np.int64)])])[starts]  # notes before each
+    last = (int(bar_of[-1]) if len(times) else 0) + 1
+    numbers = np.array([int(bar_of[k]) if k < len(times) else last for k in before], dtype=np.int64)
+    for i in range(len(numbers) - 2, -1, -1):
+        numbers[i] = min(numbers[i], numbers[i + 1] - 1)
+    return numbers
