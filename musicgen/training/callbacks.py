@@ -385,8 +385,7 @@ class SampleMetrics(L.Callback):
         # the live network as the API decodes a checkpoint of it: a conditioned run asked nothing
         # (its null prefix), an infilling run's sentinels never sampled, within the trained window
         if self._model is None or self._model.net is not pl_module.net:
-            metadata = {**pl_module.metadata, **(getattr(dm, "checkpoint_metadata", None) or {})}
-            self._model = MusicModel(pl_module.net, tok, metadata)
+            self._model = MusicModel(pl_module.net, tok, pl_module.metadata)
         pieces = self._model.generate(
             self.num_samples, sampling=self.sampling, seed=self.seed, max_new_tokens=self.max_new_tokens,
             context_len=dm.seq_len, batch_size=32)

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.checkpoint.provenance import provenance
+from musicgen.checkpoint.run import RunMetadata
 from musicgen.fs import atomic_write_text
 from musicgen.training.callbacks import ResumeCheckpoint
 from musicgen.training.preflight import preflight, resolve_vocab
@@ -58,17 +59,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["vocab_size"] = resolve_vocab(cfg, tokenizer.vocab_size)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    metadata = {
-        "version": cfg.version.name,
-        "model": model_cfg,
-        "objective": cfg.objective.name,
-        "tokenizer_file": "tokenizer.json",
-        "tokenizer": tokenizer_text,
-        "seq_len": cfg.data.seq_len,
-        "cache_path": str(datamodule.cache.path),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "provenance": provenance(tokenizer_text, datamodule.cache.meta, config_yaml),
-    }
+    # what every checkpoint stores (checkpoint["musicgen"]), written here only: a conditioned or
+    # infilling run's vocabulary comes from the DataModule, which built it in setup
+    extra = datamodule.checkpoint_metadata
+    metadata = RunMetadata(
+        version=cfg.version.name, model=model_cfg, objective=cfg.objective.name, seq_len=cfg.data.seq_len,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        provenance=provenance(tokenizer_text, datamodule.cache.meta, config_yaml),
+        tokenizer=tokenizer_text, tokenizer_file="tokenizer.json", cache_path=str(datamodule.cache.path),
+        conditioning=extra.get("conditioning"), infill=extra.get("infill"),
+    ).to_dict()
     if checked.ckpt_path is not None:
         check_resume(checked.ckpt_path, metadata)
     net = instantiate(model_cfg)

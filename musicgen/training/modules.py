@@ -140,9 +140,7 @@ class LanguageModelModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # what the DataModule adds (a conditioned run's attribute vocabulary), an opaque dict here too
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        self.metadata.update(getattr(datamodule, "checkpoint_metadata", None) or {})
+        # the run's metadata (musicgen.checkpoint.run.RunMetadata, written by musicgen.training.fit), as given
         checkpoint["musicgen"] = self.metadata
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
