@@ -240,8 +240,8 @@ class MusicModel:
         null) after BOS and classifier-free guidance at ``cfg_scale``, its body context shortened by
         the prefix. ``cond`` a run cannot honour is a one-line ``ConfigError``."""
         context, _ = self.context(context_len)
-        net, context, entry = conditioned_generation(self.run, cond, cfg_scale, continuation_net(self.run, self.net),
-                                                     context)
+        net = continuation_net(self.infill_vocab, self.net)
+        net, context, entry = conditioned_generation(self.conditioning, cond, cfg_scale, net, context)
         return Decoder(net, context, entry)
 
     def prompts(self, prompt: Any, n: int, bars: int = 2) -> list[list[int]]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from musicgen.constants import BOS_ID
-from musicgen.control.conditioning import requested_attributes
+from musicgen.control.conditioning import ConditioningVocab, requested_attributes
 from musicgen.errors import ConfigError
 
 
@@ -102,11 +102,11 @@ def guided(model: nn.Module, cond_prefix: Sequence[int], uncond_prefix: Sequence
     cls = GuidedCachedModel if callable(getattr(model, "setup_cache", None)) else GuidedModel
     return cls(model, cond_prefix, uncond_prefix, scale, n_out, after=after)
 
-def conditioned_generation(run, cond: Mapping[str, Any] | None, cfg_scale: float, net: nn.Module,
-                           context: int) -> tuple[nn.Module, int, dict[str, Any] | None]:
-    """For ``musicgen.generate``: the network to decode with, the body context, and the report's
-    ``conditioning`` entry (None for a checkpoint without conditioning, which gets ``net`` back)."""
-    vocab = run.conditioning
+def conditioned_generation(vocab: ConditioningVocab | None, cond: Mapping[str, Any] | None, cfg_scale: float,
+                           net: nn.Module, context: int) -> tuple[nn.Module, int, dict[str, Any] | None]:
+    """For ``musicgen.api``: the network to decode with for the attributes ``cond`` asks of a run
+    with the attribute vocabulary ``vocab``, the body context, and the report's ``conditioning``
+    entry (None for a run without conditioning, which gets ``net`` back)."""
     attrs = requested_attributes(vocab, cond)
     if vocab is None:
         if cfg_scale != 1.0:

@@ -77,14 +77,14 @@ def infill_model(model: nn.Module, context: Sequence[int], vocab: InfillVocab, i
     return cls(model, context, vocab, is_bar, n_bars, n_out)
 
 
-def continuation_net(run: Any, net: nn.Module) -> nn.Module:
-    """The network to continue with: an infilling run's logits cut to the tokeniser's ids (its
-    sentinels never sampled), any other run's as they are."""
-    if run.infill is None:
+def continuation_net(vocab: InfillVocab | None, net: nn.Module) -> nn.Module:
+    """The network to continue with: the logits of a run trained with infilling (sentinels
+    ``vocab``) cut to the ids before its sentinels (never sampled), any other run's as they are."""
+    if vocab is None:
         return net
     from musicgen.generation.guidance import guided
 
-    return guided(net, [], [], 1.0, n_out=run.infill.base)  # no prefix: only the cut
+    return guided(net, [], [], 1.0, n_out=vocab.base)  # no prefix: only the cut
 
 def decoded_middle(tokenizer: Any, head: Sequence[int], middle: Sequence[int], bar: int) -> symusic.Score:
     """The notes of ``middle`` (the ids of bars ``bar``.. of a piece whose ids before it are ``head``)
@@ -135,7 +135,9 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
                max_tokens: int | None = None, cond: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sample ``num_samples`` middles for the bar span ``bars`` (0-based, half-open) of ``score``.
     ``cond``: the attributes asked of a conditioned run (``cond.*``), guided by ``sampling.cfg_scale``.
-    Returns the context and, per sample, the middle's ids and the reassembled score."""
+    ``run``: a ``musicgen.checkpoint.LoadedRun`` trained with ``infill=bars`` (its network, tokeniser,
+    vocabularies and trained window). Returns the context and, per sample, the middle's ids and the
+    reassembled score."""
     from musicgen.control.conditioning import requested_attributes
     from musicgen.generation import generate
     from musicgen.generation.guidance import guided
