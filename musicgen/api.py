@@ -351,26 +351,28 @@ class MusicModel:
 
     # ------------------------------------------------------------------ score
     def nll(self, docs: Sequence[Sequence[int] | np.ndarray], attributes: Sequence[Mapping[str, str]] | None = None,
-            context_len: int | None = None) -> np.ndarray:
+            context_len: int | None = None, batch_size: int | None = None) -> np.ndarray:
         """Total NLL (nats) of each document ``BOS ... EOS``, every token after BOS once, within the
         trained window (or ``context_len``), over the tokeniser's ids. A conditioned run reads each
         document's ``attributes`` (None: the all-null prefix, the model asked nothing) as context that
-        is never scored, in every window if it trained so; a seq2one run is scored as it trained."""
+        is never scored, in every window if it trained so; a seq2one run is scored as it trained.
+        ``batch_size``: windows per forward (None: the scorer's default)."""
         docs = [np.asarray(d, dtype=np.int64) for d in docs]
         context, _ = self.context(context_len)
         vocab, infill = self.conditioning, self.infill_vocab
         n_out = vocab.base if vocab is not None else infill.base if infill is not None else None
         score = seq2one_nll if self.metadata.objective == "seq2one" else doc_nll
+        kw: dict[str, Any] = {"n_out": n_out} | ({"batch_size": batch_size} if batch_size else {})
         if vocab is None:
             if attributes is not None:
                 raise ConfigError("attributes: this run was trained without conditioning")
-            return score(self.net, docs, context, n_out=n_out)
+            return score(self.net, docs, context, **kw)
         null = [vocab.null_prefix()] * len(docs)
         prefixes = [vocab.prefix(a) for a in attributes] if attributes is not None else null
-        kw: dict[str, Any] = {"n_context": len(vocab.attributes)}
+        kw["n_context"] = len(vocab.attributes)
         if score is doc_nll:  # a run trained with every_window reads the prefix in every window (old runs: not)
             kw["repeat_context"] = bool(self.metadata.config.get("conditioning", {}).get("every_window"))
-        return score(self.net, with_prefixes(docs, prefixes), context, n_out=n_out, **kw)
+        return score(self.net, with_prefixes(docs, prefixes), context, **kw)
 
     def score(self, pieces: Sequence[Piece | symusic.Score | str | Path], cond: Mapping[str, Any] | None = None,
               context_len: int | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -506,10 +506,11 @@ def score_test(ours: dict[str, Any], peer: dict[str, Any], files: dict[str, Any]
                device: torch.device) -> dict[str, Any]:
     """Both final models on the same test pieces, each piece tokenised by each model's tokeniser:
     NLL per note with intervals, and the paired difference (peer - ours)."""
-    from musicgen.checkpoint import load_run, load_run_cache
+    from musicgen.api import MusicModel
+    from musicgen.checkpoint import load_run_cache
 
-    run = load_run(ours["run_dir"], map_location=device)
-    cache = load_run_cache(run)
+    m = MusicModel.load(ours["run_dir"], device)
+    cache = load_run_cache(m.run)
     test = cache.splits["test"]
     ours_docs = {test.names[i]: test.doc(i) for i in test.originals()}
     ours_notes = {test.names[i]: int(test.notes[i]) for i in test.originals()}
@@ -525,7 +526,7 @@ def score_test(ours: dict[str, Any], peer: dict[str, Any], files: dict[str, Any]
     bs = int(cfg.scoring.batch_size)
 
     ours_seq = [np.asarray(ours_docs[n]) for n in names]
-    ours_nll = doc_nll(run.net.to(device), ours_seq, run.trained_context, batch_size=bs)
+    ours_nll = m.nll(ours_seq, batch_size=bs)  # within the trained window, as the harness scores
     peer_model = peer["model"].to(device)
     peer_seq = [peer_docs[n] for n in names]
     peer_nll = doc_nll(LogitsOnly(peer_model), peer_seq, peer["record"]["seq_len"], batch_size=bs)
