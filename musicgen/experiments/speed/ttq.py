@@ -540,8 +540,8 @@ def score_test(ours: dict[str, Any], peer: dict[str, Any], files: dict[str, Any]
         "ours": rows["ours"],
         "peer": rows["peer"],
         "paired_difference_peer_minus_ours": paired_difference(peer_nll, ours_nll, notes, n_boot, seed),
-        "checkpoint": str(run.ckpt_path),
-        "ours_context": run.trained_context,
+        "checkpoint": str(m.ckpt_path),
+        "ours_context": m.trained_context,
     }
 
 
