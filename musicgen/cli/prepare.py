@@ -11,7 +11,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 from musicgen.data.corpus import export_corpus
 from musicgen.data.sources import check_corpora
 from musicgen.runtime import hydra_main
