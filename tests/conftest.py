@@ -127,3 +127,21 @@ def smoke_run(request, tmp_path_factory, prepared_data_dir) -> Path:
     tmp = tmp_path_factory.mktemp(f"run_{version}")
     train(compose("train", [f"+version={version}", *smoke_override_list(tmp, prepared_data_dir)]))
     return tmp / "run"
+
+
+#: Overrides of ``control_run`` after the smoke overrides: a key prefix and bar infilling in one run,
+#: with tests/test_infill.py's window (a middle and its context fit in 128 tokens) and steps.
+CONTROL_OVERRIDES = ("conditioning=key", "infill=bars", "data.seq_len=128", "model.max_seq_len=128",
+                     "trainer.max_steps=8")
+
+
+@pytest.fixture(scope="session")
+def control_run(tmp_path_factory, prepared_data_dir) -> Path:
+    """A V7 smoke run trained with ``conditioning=key infill=bars`` (``CONTROL_OVERRIDES``), once per
+    session: the run every front end is tested on for the conditioning prefix. Read-only."""
+    from musicgen.config import compose
+    from musicgen.training.fit import train
+
+    tmp = tmp_path_factory.mktemp("run_control")
+    train(compose("train", ["+version=v7", *smoke_override_list(tmp, prepared_data_dir), *CONTROL_OVERRIDES]))
+    return tmp / "run"
