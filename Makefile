@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
+.PHONY: help install lint test test-all data train sweep demo generate evaluate control infilling leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -105,6 +105,12 @@ generate: $(STAMP) ## Generate from a run: make generate RUN=outputs/train/v7/<r
 
 evaluate: $(STAMP) ## Evaluate a run: make evaluate RUN=outputs/train/v7/<run>
 	$(PY) -m musicgen.evaluate ckpt_path=$(RUN) $(ARGS)
+
+control: $(STAMP) ## Attribute adherence of a conditioned run: make control RUN=<run> ARGS='values.key=[D_major,A_minor]'
+	$(PY) -m musicgen control ckpt_path=$(RUN) $(ARGS)
+
+infilling: $(STAMP) ## Infilling NLL of an infill=bars run: make infilling RUN=<run> ARGS='bars=4'
+	$(PY) -m musicgen infilling ckpt_path=$(RUN) $(ARGS)
 
 leaderboard: $(STAMP) ## Train and evaluate V1..V8 (+ ablations) on one dataset and budget -> outputs/leaderboard/
 	$(PY) -m musicgen leaderboard $(ARGS)

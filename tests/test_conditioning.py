@@ -369,10 +369,54 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
                            constrained=False)
     assert cons["sampling"]["temperature"] == 0.6 and cons["sampling"]["top_k"] == 20
     assert not cons["constrained"] and not cons["sampling"]["constrained"]
-    from musicgen.experiments.control import main
 
-    with pytest.raises(SystemExit, match=r"^error: sampling=hot is not a preset"):  # one line, no traceback
-        main([str(full_run), "--sampling", "hot"])
+
+def test_control_config_measures_what_attributes_and_values_name():
+    from musicgen.experiments.control import requested_values
+
+    def asked(*overrides):
+        return requested_values(compose("control", ["ckpt_path=run", *overrides]))
+
+    assert asked() is None  # every attribute the run conditions on
+    assert asked("values.key=[D_major,A_minor]") == {"key": ["D_major", "A_minor"]}
+    assert asked("attributes=[key,metre]") == {"key": [], "metre": []}  # [] = the most common values
+    assert asked("attributes=style", "values.metre=[6/8]", "values.tempo=['<70',160+]") == {
+        "metre": ["6/8"], "tempo": ["<70", "160+"], "style": []}
+
+
+def test_musicgen_control_writes_the_attributes_asked(full_run, tmp_path):
+    from helpers import run_cli
+
+    out = tmp_path / "c.json"
+    proc = run_cli("musicgen", ["control", f"ckpt_path={full_run}", "values.key=[D_major]", "attributes=[metre]",
+                                "n=1", "max_new_tokens=8", "sampling=conservative", "sampling.constrained=false",
+                                "device=cpu", f"out={out}"], check=True)
+    res = json.loads(out.read_text())
+    assert list(res["attributes"]) == ["key", "metre"] and res["attributes"]["key"]["values"] == ["D_major"]
+    assert res["attributes"]["metre"]["values"] and res["attributes"]["metre"]["conditioned"]["n"] == len(
+        res["attributes"]["metre"]["values"])  # the most common metres, one sample each
+    assert res["n_per_value"] == 1 and res["max_new_tokens"] == 8 and res["lengths"]["samples_median"] <= 8
+    assert res["sampling"]["temperature"] == 0.6 and not res["constrained"]  # conf/sampling/conservative, no mask
+    lines = proc.stdout.strip().splitlines()
+    assert [ln.split()[0] for ln in lines if ln.startswith(("key ", "metre "))] == ["key", "metre"]
+    assert lines[-1] == f"written to {out}"
+
+
+def test_musicgen_control_bad_values_are_one_line_errors(full_run):
+    from helpers import run_cli
+
+    from musicgen.experiments.control import run
+
+    proc = run_cli("musicgen", ["control", f"ckpt_path={full_run}", "device=cpu", "values.metre=[5/4]"], timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: metre values ['5/4'] are unknown to this checkpoint; known: ['4/4'")
+    with pytest.raises(ConfigError, match="top_p=2 is out of range"):  # before the run loads
+        run(compose("control", ["ckpt_path=/no/such/run", "sampling.top_p=2"]))
+    # a preset is a choice of the sampling config group: Hydra names the ones there are, no traceback
+    proc = run_cli("musicgen", ["control", f"ckpt_path={full_run}", "sampling=hot"], timeout=120)
+    assert proc.returncode == 1 and "Could not find 'sampling/hot'" in proc.stderr and "conservative" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_style_classifier_tells_apart_collections_by_rhythm_and_intervals():

@@ -4,12 +4,13 @@ bars 2-3 with every other note kept as it was, the measurement, the one-line err
 together with conditioning (bars of the file's own metre, the asked key after PRE BOS)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from helpers import gen_cfg, smoke_override_list
+from helpers import gen_cfg, run_cli, smoke_override_list
 
 from musicgen.checkpoint import load_run, load_run_cache
 from musicgen.cli.generate import run_generation
@@ -164,6 +165,19 @@ def test_an_infilling_run_continues_without_sentinels_and_is_measured(infill_run
     assert both > 0 and prefix > 0 and m["difference"]["value"] == pytest.approx(both - prefix, abs=1e-3)
 
 
+def test_musicgen_infilling_writes_the_measurement_into_the_run(infill_run, tmp_path):
+    from musicgen.experiments.infilling import run
+
+    copy = tmp_path / "run"  # the shared run stays as it is
+    shutil.copytree(infill_run, copy)
+    result = run(compose("infilling", [f"ckpt_path={copy}", "bars=1", "n_boot=50", "device=cpu"]))
+    assert result.pop("out") == str(copy / "infilling.json")
+    text = (copy / "infilling.json").read_text()
+    written, direct = json.loads(text), measure_infilling(str(copy), n_bars=1, n_boot=50)
+    assert text == json.dumps(result, indent=1) + "\n" == json.dumps(direct, indent=1) + "\n"  # as text: NaN != NaN
+    assert written["bars"] == 1 and written["pieces"] >= 1 and written["ckpt_path"].startswith(str(copy))
+
+
 def test_context_keeps_the_bars_nearest_the_span():
     from musicgen.control.infilling import InfillVocab
 
@@ -181,10 +195,10 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
     f = folk_midi_files[0]
     with pytest.raises(ConfigError, match="trained without infilling"):
         run_generation(gen_cfg(smoke_run, tmp_path, ["task=infill", f"prompt.file={f}", "infill.bars=2-3"]))
-    from musicgen.experiments.infilling import main
-
-    with pytest.raises(SystemExit, match=r"^error: .* trained without infilling"):  # the CLI: one line
-        main([str(smoke_run)])
+    proc = run_cli("musicgen", ["infilling", f"ckpt_path={smoke_run}", "device=cpu"], timeout=120)
+    lines = proc.stderr.strip().splitlines()  # the CLI: one line
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert lines[0].endswith("was trained without infilling (infill=bars)")
     for bad in ("3-2", "0-1", "x", "null"):
         with pytest.raises(ConfigError, match="infill.bars="):
             parse_bars(None if bad == "null" else bad)

@@ -1,13 +1,12 @@
-"""Measuring control (``musicgen control <run>``): how often samples asked for one attribute value come
-out with it, against the same model asked nothing (chance) and real test pieces read by the same
-readers (the ceiling). The feature itself: ``musicgen.control.conditioning``."""
+"""Measuring control (``musicgen control ckpt_path=<run>``, conf/control.yaml): how often samples
+asked for one attribute value come out with it, against the same model asked nothing (chance) and
+real test pieces read by the same readers (the ceiling). The feature itself:
+``musicgen.control.conditioning``."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -17,87 +16,15 @@ from typing import Any
 import numpy as np
 import symusic
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from musicgen.api import MusicModel, sampling_of
 from musicgen.checkpoint import load_run_cache
 from musicgen.control.attributes import density_of, estimate_key, metre_of, tempo_of
-from musicgen.errors import ConfigError, user_errors
+from musicgen.errors import ConfigError
+from musicgen.fs import atomic_write_text
+from musicgen.runtime import hydra_main, pick_device
 
-log = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- estimators
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- vocabulary
-
-
-
-
-
-# ----------------------------------------------------------------------------- the user's request
-
-
-
-
-
-# ----------------------------------------------------------------------------- training data
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- guidance
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- measurement
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion k / n."""
@@ -147,16 +74,17 @@ def _notes(score: symusic.Score) -> int:
     return sum(len(t.notes) for t in score.tracks)
 
 
-def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None = None, n: int = 20,
-                    cfg_scale: float = 1.0, max_new_tokens: int = 256, seed: int = 0, device: str = "cpu",
-                    test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300,
-                    constrained: bool = True, sampling: str = "default") -> dict[str, Any]:
-    """How often samples asked for one attribute value (the others null) come out with it: ``n``
-    samples per value of ``values`` (attribute -> values; an empty list: the ``per_attribute`` most
-    common values of the training pieces, ``other`` left out; None: every attribute the run
-    conditions on). Samples are drawn as ``musicgen.generate`` draws them with the preset
-    ``conf/sampling/<sampling>.yaml`` (default: ``generate``'s defaults, the grammar mask
-    included; ``constrained=False``: without the mask).
+def measure_control(model: str | Path | MusicModel, values: Mapping[str, Sequence[str]] | None = None,
+                    n: int = 20, cfg_scale: float = 1.0, max_new_tokens: int = 256, seed: int = 0,
+                    device: str = "cpu", test_pieces: int = 200, per_attribute: int = 6, style_pieces: int = 300,
+                    constrained: bool = True, sampling: str | Mapping[str, Any] = "default") -> dict[str, Any]:
+    """How often the samples of ``model`` (a run directory, a ``.ckpt`` or an exported directory,
+    loaded on ``device``; or a ``MusicModel``) asked for one attribute value (the others null) come
+    out with it: ``n`` samples per value of ``values`` (attribute -> values; an empty list: the
+    ``per_attribute`` most common values of the training pieces, ``other`` left out; None: every
+    attribute the run conditions on). Samples are drawn as ``musicgen.generate`` draws them with ``sampling`` (a
+    preset of ``conf/sampling/`` by name, or its settings; default: ``generate``'s defaults, the
+    grammar mask included; ``constrained=False``: without the mask).
 
     The value a sample has is read from its decoded notes: key by ``estimate_key``; metre from the
     bars it writes (its first time signature); tempo from its first tempo; density from its notes
@@ -171,8 +99,8 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     the real pieces in ``lengths``."""
     preset = sampling_of(sampling, None)  # a preset of conf/sampling (an unknown one: a one-line error)
     sampler = dataclasses.replace(preset, constrained=constrained)
-    m = MusicModel.load(ckpt_path, device)
-    run, vocab = m.run, m.conditioning
+    m = model if isinstance(model, MusicModel) else MusicModel.load(model, device)
+    run, vocab, ckpt_path = m.run, m.conditioning, m.ckpt_path
     if vocab is None:
         raise ConfigError(f"{ckpt_path}: not trained with conditioning (conditioning=key or full)")
     values = {a: list(v) for a, v in (values or {a: [] for a in vocab.attributes}).items()}
@@ -204,7 +132,7 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
         keep = [k for k, sc in enumerate(scores) if _notes(sc)]
         styles = [train_attrs[chosen[k]]["style"] for k in keep]
         readers["style"] = StyleClassifier([scores[k] for k in keep], styles).predict
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device=m.device).manual_seed(seed)
 
     def samples(cond: Mapping[str, str] | None, scale: float) -> list[symusic.Score | None]:
         pieces = m.generate(n, cond=cond, cfg_scale=scale, sampling=sampler, generator=gen,
@@ -254,48 +182,51 @@ def measure_control(ckpt_path: str, values: Mapping[str, Sequence[str]] | None =
     return result
 
 
+def requested_values(cfg: DictConfig) -> dict[str, list[str]] | None:
+    """conf/control.yaml's ``attributes`` and ``values`` as ``measure_control``'s ``values``: every
+    attribute named in either (null in ``values``: not named), with the values given (an empty
+    list: the most common ones); None (every attribute the run conditions on) when neither names
+    one. A single name is taken as a list of one."""
+    attributes, values = cfg.attributes, cfg["values"]  # cfg.values would be DictConfig.values()
+    asked: dict[str, list[str]] = {}
+    for attr, vals in (values or {}).items():
+        if vals is not None:
+            asked[str(attr)] = [vals] if isinstance(vals, str) else [str(v) for v in vals]
+    for attr in [attributes] if isinstance(attributes, str) else attributes or []:
+        asked.setdefault(str(attr), [])
+    return asked or None
 
 
-
-
-
-
-@user_errors
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Attribute control of a conditioned checkpoint (musicgen control)")
-    p.add_argument("ckpt_path")
-    p.add_argument("--attributes", default=None,
-                   help="comma-separated attributes to measure (default: all it conditions on)")
-    p.add_argument("--values", action="append", default=[], metavar="ATTR=V1,V2",
-                   help="values to ask for, e.g. key=C_major,A_minor (default: the most common in training)")
-    p.add_argument("--n", type=int, default=20, help="samples per value (and unconditioned samples)")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--unconstrained", action="store_true", help="sample without the grammar mask")
-    p.add_argument("--sampling", default="default", help="a conf/sampling preset (default, conservative, ...)")
-    p.add_argument("--out", default=None, help="write the result as JSON here")
-    a = p.parse_args(argv)
-    values: dict[str, list[str]] = {}
-    for item in a.values:
-        attr, _, vals = item.partition("=")
-        values[attr] = vals.split(",")
-    if a.attributes:
-        for attr in a.attributes.split(","):
-            values.setdefault(attr, [])
-    res = measure_control(a.ckpt_path, values or None, a.n, a.cfg_scale, a.max_new_tokens, a.seed,
-                          constrained=not a.unconstrained, sampling=a.sampling)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        from musicgen.fs import atomic_write_text
-
-        atomic_write_text(Path(a.out), text + "\n")
-    for attr, row in res["attributes"].items():
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """One line per attribute: the share asked for, asked nothing, and of the real pieces."""
+    lines = []
+    for attr, row in result["attributes"].items():
         real, excerpt = (row.get(k, {}).get("share", float("nan")) for k in ("real", "real_excerpt"))
-        print(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
-              f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}  "
-              f"real, first {a.max_new_tokens} tokens {excerpt:.1%}")
-    print(text if not a.out else f"written to {a.out}")
+        lines.append(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
+                     f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}  "
+                     f"real, first {result['max_new_tokens']} tokens {excerpt:.1%}")
+    return lines
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The measurement conf/control.yaml describes, written as JSON to ``cfg.out`` (null: the run
+    directory's ``control.json``); the result, with ``out`` (where it went) added."""
+    values = requested_values(cfg)
+    sampling = OmegaConf.to_container(cfg.sampling)
+    sampling_of(sampling, None)  # bad sampling settings fail before the run loads
+    m = MusicModel.load(cfg.ckpt_path, pick_device(cfg.device))
+    result = measure_control(m, values, cfg.n, cfg.cfg_scale, cfg.max_new_tokens, cfg.seed,
+                             constrained=bool(sampling.get("constrained", True)), sampling=sampling)
+    out = Path(cfg.out) if cfg.out else m.run_dir / "control.json"
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    return {**result, "out": str(out)}
+
+
+@hydra_main("control")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    print("\n".join(summary_lines(result)))
+    print(f"written to {result['out']}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""Measuring infilling (``musicgen infilling <run>``): on the test pieces, the NLL per note of each
-true middle given prefix and suffix against the same model given the prefix only. The feature
-itself: ``musicgen.control.infilling``."""
+"""Measuring infilling (``musicgen infilling ckpt_path=<run>``, conf/infilling.yaml): on the test
+pieces, the NLL per note of each true middle given prefix and suffix against the same model given
+the prefix only. The feature itself: ``musicgen.control.infilling``."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,58 +13,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
+from musicgen.api import MusicModel
+from musicgen.checkpoint import load_run_cache
 from musicgen.control.infilling import context_ids, with_attributes
-from musicgen.errors import ConfigError, user_errors
+from musicgen.errors import ConfigError
+from musicgen.fs import atomic_write_text
+from musicgen.metrics.bootstrap import bootstrap_ci, ratio
+from musicgen.runtime import hydra_main, pick_device
 from musicgen.tokenizers.bars import bar_starts
 
-log = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- training windows
-
-
-
-
-
-# ----------------------------------------------------------------------------- decoding a middle
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ----------------------------------------------------------------------------- measurement
 
 @torch.no_grad()
 def _middle_nll(net: nn.Module, context: list[int], middle: list[int], base: int, device) -> float:
@@ -77,27 +34,25 @@ def _middle_nll(net: nn.Module, context: list[int], middle: list[int], base: int
     return float(F.cross_entropy(logits, target, reduction="sum"))
 
 
-def measure_infilling(ckpt_path: str, n_bars: int = 4, max_pieces: int = 200, device: str = "cpu",
-                      seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
-    """On the test pieces with at least ``n_bars`` + 2 bars: the NLL per note of the true middle
-    (``n_bars`` bars from the piece's middle) given prefix and suffix, against given the prefix only
-    (the same, cut, prefix), with 95% bootstrap intervals over pieces (of the ratio of sums)."""
-    from musicgen.checkpoint import load_run, load_run_cache
-    from musicgen.metrics.bootstrap import bootstrap_ci, ratio
-
-    run = load_run(ckpt_path, map_location=device)
-    vocab = run.infill
+def measure_infilling(model: str | Path | MusicModel, n_bars: int = 4, max_pieces: int = 200,
+                      device: str = "cpu", seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """On the test pieces of ``model`` (a run directory, a ``.ckpt`` or an exported directory,
+    loaded on ``device``; or a ``MusicModel``) with at least ``n_bars`` + 2 bars: the NLL per note
+    of the true middle (``n_bars`` bars from the piece's middle) given prefix and suffix, against
+    given the prefix only (the same, cut, prefix), with 95% bootstrap intervals over pieces (of the
+    ratio of sums)."""
+    m = model if isinstance(model, MusicModel) else MusicModel.load(model, device)
+    run, vocab, ckpt_path = m.run, m.infill_vocab, m.ckpt_path
     if vocab is None:
         raise ConfigError(f"{ckpt_path} was trained without infilling (infill=bars)")
-    tok, net = run.tokenizer, run.net.to(device).eval()
+    tok, net, device = m.tokenizer, m.net.eval(), m.device
     is_bar = bar_starts(tok, vocab.base)
     test = load_run_cache(run).splits.get("test")
     if test is None or not len(test.originals()):
         raise ConfigError(f"{ckpt_path}: its data has no test pieces")
-    window = run.trained_context
-    cvocab, n_out, prefixes = run.conditioning, vocab.base, {}
+    window = m.trained_context
+    cvocab, n_out, prefixes = m.conditioning, vocab.base, {}
     if cvocab is not None:  # each piece with its own attributes, as validation scores it
-
         n_out = cvocab.base
         prefixes = {int(i): cvocab.prefix(a) for i, a in zip(test.originals(),
                                                               run.piece_attributes(test, test.originals()))}
@@ -137,18 +92,32 @@ def measure_infilling(ckpt_path: str, n_bars: int = 4, max_pieces: int = 200, de
             "difference": per_note(2)}
 
 
-@user_errors
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Infilling NLL of an infilling checkpoint (musicgen infilling)")
-    p.add_argument("ckpt_path")
-    p.add_argument("--bars", type=int, default=4, help="bars in each middle")
-    p.add_argument("--pieces", type=int, default=200)
-    p.add_argument("--out", default=None, help="write the result as JSON here")
-    a = p.parse_args(argv)
-    text = json.dumps(measure_infilling(a.ckpt_path, a.bars, a.pieces), indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
+def summary_line(result: Mapping[str, Any]) -> str:
+    """The three NLLs per note with their intervals, and what they were measured on."""
+    def show(key: str) -> str:
+        r = result[key]
+        return f"{r['value']:.3f} {r['ci95']}"
+
+    return (f"NLL per note of {result['bars']}-bar middles: given prefix and suffix "
+            f"{show('nll_per_note_prefix_and_suffix')}, prefix only {show('nll_per_note_prefix_only')}, "
+            f"difference {show('difference')} (test pieces: {result['pieces']}, notes: {result['notes']})")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The measurement conf/infilling.yaml describes, written as JSON to ``cfg.out`` (null: the run
+    directory's ``infilling.json``); the result, with ``out`` (where it went) added."""
+    m = MusicModel.load(cfg.ckpt_path, pick_device(cfg.device))
+    result = measure_infilling(m, cfg.bars, cfg.pieces, seed=cfg.seed, n_boot=cfg.n_boot)
+    out = Path(cfg.out) if cfg.out else m.run_dir / "infilling.json"
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    return {**result, "out": str(out)}
+
+
+@hydra_main("infilling")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    print(summary_line(result))
+    print(f"written to {result['out']}")
 
 
 if __name__ == "__main__":
