@@ -92,7 +92,7 @@ def measure_nll(models: dict[str, torch.nn.Module], run, args, context: int) -> 
     docs = [split.doc(i) for i in originals]
     notes = split.notes[originals]
     tokens = np.array([len(d) - 1 for d in docs])
-    n_out = run.infill.base if run.infill is not None else None
+    n_out = run.infill_vocab.base if run.infill_vocab is not None else None
     per_piece, out = {}, {}
     for name, net in models.items():
         t0 = time.perf_counter()

@@ -1,7 +1,8 @@
-"""Bar infilling (musicgen.infill): training windows rearranged on real tokens, an infilling run
-trained at smoke size, the bar-count constraint on random logits, a real tune regenerated in
-bars 2-3 with every other note kept as it was, the measurement, the one-line errors, and infilling
-together with conditioning (bars of the file's own metre, the asked key after PRE BOS)."""
+"""Bar infilling (control.infilling, data.fim, generation.infilling): training windows rearranged
+on real tokens, an infilling run trained at smoke size, the bar-count constraint on random logits,
+a real tune regenerated in bars 2-3 with every other note kept as it was, the measurement, the
+one-line errors, and infilling together with conditioning (bars of the file's own metre, the
+asked key after PRE BOS)."""
 
 import json
 import shutil
@@ -45,22 +46,22 @@ def infill_run(tmp_path_factory, prepared_data_dir):
 @pytest.fixture(scope="module")
 def loaded(infill_run):
     run = load_run(infill_run)
-    return run, bar_starts(run.tokenizer, run.infill.base), load_run_cache(run).splits["train"]
+    return run, bar_starts(run.tokenizer, run.infill_vocab.base), load_run_cache(run).splits["train"]
 
 
 def test_the_run_records_its_sentinels_and_its_vocabulary(loaded):
     run, is_bar, _ = loaded
-    assert run.infill.base == run.tokenizer.vocab_size and run.infill.rate == 0.5
+    assert run.infill_vocab.base == run.tokenizer.vocab_size and run.infill_vocab.rate == 0.5
     assert run.net.config.vocab_size == run.tokenizer.vocab_size + 4
     assert is_bar.sum() >= 1 and run.tokenizer.tokens([int(np.flatnonzero(is_bar)[0])])[0] == "Bar_None"
     # the training-time sampler's grammar covers the sentinels and never admits them
     grammar = sampling_grammar(ExtendedTokenizer(run.tokenizer, 4), SamplingConfig())
-    assert grammar.vocab_size == run.infill.vocab_size and not grammar.allowed[:, run.infill.base :].any()
+    assert grammar.vocab_size == run.infill_vocab.vocab_size and not grammar.allowed[:, run.infill_vocab.base :].any()
 
 
 def test_a_rearranged_window_is_the_window_reordered_around_whole_bars(loaded):
     run, is_bar, train_split = loaded
-    vocab, tokens = run.infill, np.asarray(train_split.tokens, dtype=np.int64)
+    vocab, tokens = run.infill_vocab, np.asarray(train_split.tokens, dtype=np.int64)
     rng, done = np.random.default_rng(0), 0
     for start in range(0, len(tokens) - WINDOW - 1, 29):
         seq = tokens[start : start + WINDOW + 1]
@@ -81,7 +82,7 @@ def test_a_rearranged_window_is_the_window_reordered_around_whole_bars(loaded):
 
 def test_a_share_of_training_windows_is_rearranged_the_same_way_every_time(loaded):
     run, is_bar, st = loaded
-    vocab = run.infill
+    vocab = run.infill_vocab
     plain = TokenWindows(st.tokens, st.offsets, WINDOW, 8, "causal")
     ds = InfillWindows(plain, vocab, is_bar, seed=0)
     x, y = ds.__getitems__(list(range(len(ds))))
@@ -110,7 +111,7 @@ class RandomLogits(nn.Module):
 
 def test_a_middle_has_exactly_the_bars_asked_for_under_random_logits(loaded):
     run, is_bar, _ = loaded
-    vocab = run.infill
+    vocab = run.infill_vocab
     grammar = sampling_grammar(run.tokenizer, SamplingConfig())
     for n_bars in (1, 3):
         net = infill_model(RandomLogits(vocab.vocab_size), [vocab.pre, BOS_ID, vocab.suf, EOS_ID, vocab.mid], vocab,
@@ -154,7 +155,7 @@ def test_infilling_a_real_tune_keeps_every_note_outside_the_bars(infill_run, fol
 def test_an_infilling_run_continues_without_sentinels_and_is_measured(infill_run, tmp_path):
     report = run_generation(gen_cfg(infill_run, tmp_path, ["audio.enabled=false"], num_samples=2,
                                     max_new_tokens=24, **{"prompt.source": "none"}))
-    base = load_run(infill_run).infill.base
+    base = load_run(infill_run).infill_vocab.base
     assert all(s["ids"] and max(s["ids"]) < base for s in report["samples"])
     ev = evaluate(compose("evaluate", [f"ckpt_path={infill_run}", f"output_dir={tmp_path / 'eval'}", "num_samples=2",
                                        "max_new_tokens=16", "bootstrap=20", "real_examples=0", "audio.enabled=false"]))
@@ -228,7 +229,7 @@ def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, i
     score.tracks.append(track)
     ids = run.tokenizer.encode(score)
     starts = np.flatnonzero(is_bar[np.asarray(ids)])
-    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill.base))
+    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill_vocab.base))
     assert numbers.tolist() == [0, 1, 4]  # MidiTok writes the rest from bar 2 into bar 4 without Bar tokens
     path = tmp_path / "rest.mid"
     score.dump_midi(str(path))
@@ -305,7 +306,8 @@ def test_rearranged_windows_of_a_conditioned_run_keep_the_attributes(tmp_path, p
 
 def test_a_conditioned_infilling_run_fills_bars_of_its_metre_as_asked(cond_infill_run, folk_midi_files, tmp_path):
     run = load_run(cond_infill_run)
-    assert run.conditioning is not None and run.infill is not None and run.infill.base == run.conditioning.vocab_size
+    assert run.conditioning is not None and run.infill_vocab is not None
+    assert run.infill_vocab.base == run.conditioning.vocab_size
     tune = next(f for f in folk_midi_files if len(read_score(f).time_signatures)
                 and read_score(f).time_signatures[0].numerator in (3, 6))
     original = read_score(tune)

@@ -114,7 +114,7 @@ class LoadedRun:
         return self.info.conditioning_vocab
 
     @property
-    def infill(self) -> InfillVocab | None:
+    def infill_vocab(self) -> InfillVocab | None:
         """The sentinel ids of a run trained with infilling, else None."""
         return self.info.infill_vocab
 

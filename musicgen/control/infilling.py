@@ -35,7 +35,7 @@ from the conditioned run's own training windows, so a window from a piece's star
 with ``cond.*`` puts the asked attributes after ``PRE BOS`` and guides with ``sampling.cfg_scale``,
 and the measurement gives each piece its own attributes.
 
-Measurement (``musicgen infilling <run>``): on the test pieces, the NLL per note of each
+Measurement (``musicgen infilling ckpt_path=<run>``): on the test pieces, the NLL per note of each
 true middle given prefix and suffix (the PSM context) against the same model given the prefix only.
 """
 

@@ -142,7 +142,7 @@ def infill_run(run: Any, score: symusic.Score, bars: tuple[int, int], num_sample
     from musicgen.generation import generate
     from musicgen.generation.guidance import guided
 
-    vocab = run.infill
+    vocab = run.infill_vocab
     if vocab is None:
         raise ConfigError(f"{run.ckpt_path} was trained without infilling: train it with infill=bars "
                           "(e.g. python -m musicgen.train +version=v7 infill=bars)")
