@@ -1,19 +1,26 @@
 """Interactive app: ``musicgen app ckpt_path=<run dir or .ckpt>`` (``make app RUN=...``).
 
-A local Gradio page around one trained run. A user picks the sampling settings (one control per
-field of ``SamplingConfig``, read at run time, bounded by its validated range), a prompt (none, an
-uploaded MIDI file's first bars, or the opening of a piece of the run's data), a length and a
-seed; the page shows the piano roll, plays the audio (where a SoundFont is found; it says so
-otherwise) and offers the MIDI file. Decoding is ``musicgen.generation.generate`` and the files are
-written by ``musicgen.api`` (``MusicModel.generate``, ``Piece.write``), as ``musicgen generate`` does.
+A local Gradio page around one trained run, showing what that run can do and nothing else
+(``Studio.controls``). Every run: the sampling settings (one control per field of
+``SamplingConfig`` but the guidance scale, read at run time, bounded by its validated range), a
+prompt (none, an uploaded MIDI file's first bars, or the opening of a piece of the run's data), a
+length and a seed. A conditioned run (``conditioning=key|full``) adds one choice per attribute it
+conditions on ("(any)": not asked, its null token; else one of the run's own values, keys as
+``D_major``) and the guidance scale ``cfg_scale``; the prefix and the guidance are the API's. A
+run trained with ``infill=bars`` adds a second task: regenerate bars FIRST-LAST of the uploaded
+file, every note outside them kept. The page shows the piano roll, plays the audio (where a
+SoundFont is found; it says so otherwise) and offers the MIDI file. Decoding and writing are
+``musicgen.api``'s (``MusicModel.generate``, ``MusicModel.infill``, ``Piece.write``), as
+``musicgen generate`` does; the page itself is ``musicgen.apps.page``.
 
 Safety: it listens on ``server_name`` (127.0.0.1 unless told otherwise) and never opens a share
 link. It reads only the checkpoint it was started with, the run's token cache (for the listed
 pieces, chosen by name from a fixed list) and files uploaded to it; it writes, and Gradio serves,
 only under its output folder (``<run dir>/app/<date_time>`` or ``output_dir``), where Gradio's own
 upload and cache folder is put too. Uploads over ``max_upload_mb`` are refused by the server as
-they arrive; an unusable one (not MIDI, empty, drums only, no notes) is a message in the page.
-The model is loaded once and generations run one at a time (a queue of ``queue_size``).
+they arrive; an unusable one (not MIDI, empty, drums only, no notes) is a message in the page, and
+so are bars the file cannot give and attribute values the run does not know. The model is loaded
+once and generations run one at a time (a queue of ``queue_size``).
 
 Everything but the page itself (``Studio``: settings to files) needs no Gradio, which is an
 optional extra: ``pip install -e '.[app]'``.
@@ -29,8 +36,7 @@ import os
 import re
 import threading
 import time
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,58 +45,21 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.api import MusicModel
+from musicgen.apps.page import ANY, SEED_MAX, Controls, build_demo, sampling_fields
 from musicgen.audio import SEARCH_DIRS, renderer_from_config
 from musicgen.checkpoint import find_checkpoint, load_run_cache
 from musicgen.config import sampling_config
 from musicgen.constants import BOS_ID
+from musicgen.control.infilling import parse_bars
 from musicgen.errors import ConfigError, UserError
 from musicgen.fs import atomic_write_text
 from musicgen.generation import SamplingConfig
-from musicgen.generation import sampling as sampling_module
 from musicgen.midi_io import BadMidiError, read_score
 from musicgen.runtime import hydra_main, pick_device
 
 log = logging.getLogger(__name__)
 
 PROMPT_KINDS = ("none", "upload", "data")
-SEED_MAX = 2**32 - 1
-
-#: Labels and one-line help for the sampling fields known today; a field added to
-#: ``SamplingConfig`` later gets a control too, labelled with its name.
-SAMPLING_HELP: dict[str, tuple[str, str]] = {
-    "temperature": ("temperature", "< 1 sharpens the distribution, > 1 flattens it"),
-    "top_k": ("top-k", "keep the k most probable tokens; 0 disables"),
-    "top_p": ("top-p", "keep the smallest set whose probability reaches p; 1 disables"),
-    "greedy": ("greedy", "argmax (after the repetition penalty), ignoring the filters: deterministic"),
-    "min_p": ("min-p", "keep tokens at least min-p times as probable as the most probable; 0 disables"),
-    "repetition_penalty": ("repetition penalty", "CTRL penalty on the tokens of the recent context; 1 disables"),
-    "repetition_window": ("repetition window", "how many of the most recent tokens the penalty looks at"),
-    "constrained": ("constrained", "only tokens the tokeniser's grammar admits (where it has one)"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingField:
-    """One field of ``SamplingConfig`` as a control: its type and validated range (``None``: unbounded)."""
-
-    name: str
-    kind: type  # bool, int or float
-    bounds: tuple[float, float] | None
-    label: str
-    info: str
-
-
-def sampling_fields() -> list[SamplingField]:
-    """``SamplingConfig``'s fields, in order, each with its range (``<NAME>_RANGE`` in
-    ``musicgen.generation.sampling``), read at run time so that a new field gets a control."""
-    hints = typing.get_type_hints(SamplingConfig)
-    out = []
-    for f in dataclasses.fields(SamplingConfig):
-        kind = hints[f.name]
-        bounds = getattr(sampling_module, f"{f.name.upper()}_RANGE", None)
-        label, info = SAMPLING_HELP.get(f.name, (f.name.replace("_", " "), ""))
-        out.append(SamplingField(f.name, kind if kind in (bool, int) else float, bounds, label, info))
-    return out
 
 
 class UploadError(UserError):
@@ -120,14 +89,15 @@ class Result:
     audio: Path | None
     message: str
     report: dict[str, Any]
+    folder: Path | None = None  # where it was written (the report, and the files when they could be)
 
 
 class Studio:
     """The loaded run and everything a generation needs; knows nothing of Gradio.
 
-    ``generate`` takes the page's values, checks them (``UserError`` with a message for the
-    page), decodes one piece with ``musicgen.generation.generate`` and writes it with
-    ``write_sample`` into a new folder under ``out_dir``.
+    ``generate`` (continue a prompt) and ``infill`` (regenerate bars of an uploaded file) take the
+    page's values, check them (``UserError`` with a message for the page), decode one piece with
+    ``musicgen.api.MusicModel`` and write it with ``Piece.write`` into a new folder under ``out_dir``.
     """
 
     def __init__(self, cfg: DictConfig, out_dir: Path, upload_dir: Path | None = None):
@@ -173,33 +143,71 @@ class Studio:
         return ("no audio: no General MIDI SoundFont found in " + ", ".join(SEARCH_DIRS)
                 + " (apt-get install fluid-soundfont-gm, or start with audio.soundfont=/path/to.sf2)")
 
-    def sampling(self, values: dict[str, Any]) -> SamplingConfig:
-        """The page's sampling values as a ``SamplingConfig`` (whole numbers for int fields)."""
+    def controls(self) -> Controls:
+        """The controls this run gets: attributes and guidance only if it was trained with
+        conditioning (its own values, "(any)" first), the infilling task only if with infilling."""
+        vocab = self.model.conditioning
+        attributes = {}
+        if vocab is not None:
+            for attr in vocab.attributes:
+                shown = [(v.replace("_", " ") if attr == "key" else v, v) for v in vocab.values[attr]]
+                attributes[attr] = ((ANY, ANY), *shown)
+        guidance = next(f for f in sampling_fields(guidance=True) if f.name == "cfg_scale")
+        return Controls(tuple(sampling_fields()), attributes, guidance if vocab is not None else None,
+                        self.model.infill_vocab is not None)
+
+    def sampling(self, values: Mapping[str, Any]) -> SamplingConfig:
+        """The page's sampling values as a ``SamplingConfig`` (whole numbers for int fields); the
+        guidance scale of an unconditioned run stays at 1 (another is a ``UserError``)."""
         kw = {}
-        for f in sampling_fields():
+        for f in sampling_fields(guidance=True):
             v = values.get(f.name, getattr(self.defaults, f.name))
             if f.kind is int and isinstance(v, float) and v.is_integer():
                 v = int(v)
             elif f.kind is bool and v is not None:
                 v = bool(v)
             kw[f.name] = v
+        if self.model.conditioning is None:
+            if values.get("cfg_scale") not in (None, 1, 1.0):
+                raise UserError(f"cfg_scale={values['cfg_scale']}: this run was trained without conditioning, "
+                                "so there is nothing to guide")
+            kw["cfg_scale"] = 1.0
         try:
             return SamplingConfig(**kw)
         except (TypeError, ValueError) as e:
             raise UserError(f"sampling: {e}") from None
+
+    def condition(self, cond: Mapping[str, Any] | None) -> dict[str, str]:
+        """The attributes asked on the page (``{"key": "D_major"}``; "(any)" or empty: not asked),
+        checked against the run's vocabulary: a value it does not know is a one-line ``UserError``."""
+        asked = {a: str(v) for a, v in (cond or {}).items() if v not in (None, "", ANY)}
+        vocab = self.model.conditioning
+        if asked and vocab is None:
+            raise UserError(f"this run was trained without conditioning: it cannot be asked for {', '.join(asked)}")
+        for attr, value in asked.items():
+            if attr not in vocab.attributes:
+                raise UserError(f"this run conditions on {', '.join(vocab.attributes)} only, not {attr}")
+            if value not in vocab.values[attr]:
+                raise UserError(f"{attr}={value} is unknown to this run; known values: {', '.join(vocab.values[attr])}")
+        return asked
+
+    def uploaded(self, upload: str | None, upload_name: str | None) -> tuple[Path, str]:
+        """``(path, name)`` of a file uploaded to this page, checked (``UploadError`` otherwise)."""
+        if not upload:
+            raise UploadError("choose a MIDI file to upload first (or another prompt)")
+        path = Path(upload).resolve()
+        if not path.is_relative_to(self.upload_dir) or not path.is_file():
+            raise UploadError("that file was not uploaded to this page: upload it again")
+        name = upload_name or path.name
+        check_upload(path, name, self.cfg.max_upload_mb)
+        return path, name
 
     def prompt(self, kind: str, upload: str | None, upload_name: str | None, piece: str | None):
         """``(prompt ids, description)`` for the page's prompt choice."""
         if kind == "none":
             return [BOS_ID], "none (start token)"
         if kind == "upload":
-            if not upload:
-                raise UploadError("choose a MIDI file to upload first (or another prompt)")
-            path = Path(upload).resolve()
-            if not path.is_relative_to(self.upload_dir) or not path.is_file():
-                raise UploadError("that file was not uploaded to this page: upload it again")
-            name = upload_name or path.name
-            check_upload(path, name, self.cfg.max_upload_mb)
+            path, name = self.uploaded(upload, upload_name)
             bars = self.cfg.prompt.bars
             try:
                 ids = self.model.prompts(str(path), 1, bars)[0]
@@ -216,126 +224,124 @@ class Studio:
             return ids, f"the first {length} tokens of {piece}"
         raise UserError(f"prompt {kind!r} must be one of {', '.join(PROMPT_KINDS)}")
 
-    def generate(self, kind: str, upload: str | None, piece: str | None, max_new_tokens: Any, seed: Any,
-                 sampling: dict[str, Any], upload_name: str | None = None, session: str = "",
-                 progress: Callable[[int, int], None] | None = None) -> Result:
-        sampling_cfg = self.sampling(sampling)
+    @staticmethod
+    def _seed(seed: Any) -> int:
         try:
-            max_new = int(max_new_tokens)
             seed = int(seed)
         except (TypeError, ValueError):
-            raise UserError(f"length {max_new_tokens!r} and seed {seed!r} must be whole numbers") from None
-        if not 1 <= max_new <= self.cfg.max_new_tokens_limit:
-            raise UserError(f"length={max_new} must be in 1..{self.cfg.max_new_tokens_limit}")
+            raise UserError(f"seed {seed!r} must be a whole number") from None
         if not 0 <= seed <= SEED_MAX:
             raise UserError(f"seed={seed} must be in 0..{SEED_MAX}")
+        return seed
+
+    def _folder(self, session: str) -> Path:
+        """A new folder for one result: ``<out_dir>/<session>/<NNNN>``."""
+        folder = self.out_dir / (re.sub(r"[^A-Za-z0-9_-]", "", session)[:16] or "local") / f"{next(self._count):04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def generate(self, kind: str, upload: str | None, piece: str | None, max_new_tokens: Any, seed: Any,
+                 sampling: Mapping[str, Any], upload_name: str | None = None, session: str = "",
+                 progress: Callable[[int, int], None] | None = None,
+                 cond: Mapping[str, Any] | None = None) -> Result:
+        """Continue a prompt: one piece, written with ``generation.json`` (its ``conditioning``
+        entry, for a conditioned run, says what was asked and at what guidance)."""
+        sampling_cfg = self.sampling(sampling)
+        asked = self.condition(cond)
+        try:
+            max_new = int(max_new_tokens)
+        except (TypeError, ValueError):
+            raise UserError(f"length {max_new_tokens!r} must be a whole number") from None
+        if not 1 <= max_new <= self.cfg.max_new_tokens_limit:
+            raise UserError(f"length={max_new} must be in 1..{self.cfg.max_new_tokens_limit}")
+        seed = self._seed(seed)
         prompt, prompt_desc = self.prompt(kind, upload, upload_name, piece)
         with self._lock:
-            n = next(self._count)
-            folder = self.out_dir / (re.sub(r"[^A-Za-z0-9_-]", "", session)[:16] or "local") / f"{n:04d}"
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = self._folder(session)
             t0 = time.perf_counter()
-            piece = self.model.generate(1, prompt, sampling=sampling_cfg, seed=seed, max_new_tokens=max_new,
-                                        context_len=self.context, use_cache=self.cfg.use_cache,
-                                        overflow=self.cfg.overflow, progress=progress)[0]
+            piece = self.model.generate(1, prompt, cond=asked, cfg_scale=sampling_cfg.cfg_scale, sampling=sampling_cfg,
+                                        seed=seed, max_new_tokens=max_new, context_len=self.context,
+                                        use_cache=self.cfg.use_cache, overflow=self.cfg.overflow,
+                                        progress=progress)[0]
             seconds = time.perf_counter() - t0
             entry = piece.write(folder, "sample", f"seed {seed}", self.renderer)
+        conditioning = piece.info.get("conditioning")
         report = {
-            "ckpt_path": str(self.run.ckpt_path), "version": self.version,
+            "ckpt_path": str(self.run.ckpt_path), "version": self.version, "task": "continue",
             "settings": {"max_new_tokens": max_new, "seed": seed, "sampling": dataclasses.asdict(sampling_cfg),
                          "use_cache": self.cfg.use_cache, "overflow": self.cfg.overflow,
                          "context": self.context_desc, "device": str(self.device)},
-            "prompt": prompt_desc, "timing": {"seconds": round(seconds, 3)}, "samples": [entry],
+            "prompt": prompt_desc, **({"conditioning": conditioning} if conditioning else {}),
+            "timing": {"seconds": round(seconds, 3)}, "samples": [entry],
         }
         atomic_write_text(folder / "generation.json", json.dumps(report, indent=1))
+        end = "ended at its EOS" if entry["ended_at_eos"] else f"stopped at the length limit ({max_new})"
+        return self._result(folder, entry, report, f"{len(entry['ids'])} new tokens in {seconds:.1f} s ({end}); "
+                                                   f"prompt: {prompt_desc}{_asked(conditioning)}; seed {seed}")
+
+    def infill(self, upload: str | None, upload_name: str | None, bars: Any, seed: Any, sampling: Mapping[str, Any],
+               cond: Mapping[str, Any] | None = None, session: str = "",
+               progress: Callable[[int, int], None] | None = None) -> Result:
+        """Regenerate ``bars`` ("FIRST-LAST", 1-based) of an uploaded file, every other note kept:
+        one piece, written with its span shaded and ``infill.json`` (as ``musicgen generate
+        task=infill`` writes it). Bars the file cannot give are a ``UserError`` naming the file.
+        ``progress`` is accepted for the page's sake; infilling reports none."""
+        if self.model.infill_vocab is None:
+            raise UserError("this run was trained without infilling (train with infill=bars): it can only continue")
+        sampling_cfg = self.sampling(sampling)
+        asked = self.condition(cond)
+        seed = self._seed(seed)
+        path, name = self.uploaded(upload, upload_name)
+        try:
+            first, last = parse_bars(bars)
+        except ConfigError as e:
+            raise UserError(_bars_message(e)) from None
+        shown = f"{first + 1}-{last}"
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                piece = self.model.infill(str(path), bars=(first + 1, last), n=1, cond=asked,
+                                          cfg_scale=sampling_cfg.cfg_scale, sampling=sampling_cfg, seed=seed,
+                                          max_tokens=self.cfg.infill.max_tokens)[0]
+            except ConfigError as e:  # a span the file cannot give
+                raise UploadError(f"{name}: {_bars_message(e)}") from None
+            seconds = time.perf_counter() - t0
+            folder = self._folder(session)
+            entry = piece.write(folder, "sample", f"{name}, bars {shown} regenerated (seed {seed})", self.renderer,
+                                span=piece.info["span_ticks"])
+        sample = {**{k: v for k, v in entry.items() if k not in ("prompt_ids", "ended_at_eos")},
+                  "bars": piece.info["bars"], "ended_at_end": piece.ended}
+        report = {"ckpt_path": str(self.run.ckpt_path), "version": self.version, "task": "infill", "file": name,
+                  "bars": shown, "settings": {"seed": seed, "sampling": dataclasses.asdict(sampling_cfg),
+                                              "max_tokens": self.cfg.infill.max_tokens, "device": str(self.device)},
+                  **piece.info["context"], "timing": {"seconds": round(seconds, 3)}, "samples": [sample]}
+        atomic_write_text(folder / "infill.json", json.dumps(report, indent=1))
+        end = "" if piece.ended else f", stopped at the token limit ({report['max_tokens']})"
+        return self._result(folder, entry, report, f"{len(piece.ids)} new tokens in {seconds:.1f} s "
+                                                   f"(bars {shown} of {name} regenerated{end})"
+                                                   f"{_asked(report.get('conditioning'))}; seed {seed}")
+
+    @staticmethod
+    def _result(folder: Path, entry: dict[str, Any], report: dict[str, Any], line: str) -> Result:
         if "error" in entry:
             return Result(None, None, None, f"the sampled tokens could not be decoded ({entry['error']}); "
-                                            "try another seed or settings", report)
+                                            "try another seed or settings", report, folder)
         audio = entry.get("audio", {})
-        end = "ended at its EOS" if entry["ended_at_eos"] else f"stopped at the length limit ({max_new})"
-        message = (f"{entry['notes']} notes, {len(entry['ids'])} new tokens in {seconds:.1f} s ({end}); "
-                   f"prompt: {prompt_desc}; seed {seed}")
-        return Result(folder / entry["midi"], folder / entry["png"],
-                      folder / next(iter(audio.values())) if audio else None, message, report)
+        return Result(folder / entry["midi"], folder / entry["png"], folder / next(iter(audio.values())) if audio
+                      else None, f"{entry['notes']} notes, {line}", report, folder)
 
 
-# ----------------------------------------------------------------------------- the page
-
-def build_demo(studio: Studio):
-    """The Gradio page around ``studio``: controls in, piano roll, audio, MIDI and a status line out."""
-    import gradio as gr
-
-    cfg = studio.cfg
-    fields = sampling_fields()
-    with gr.Blocks(title=f"musicgen {studio.version}", analytics_enabled=False) as demo:
-        gr.Markdown(f"## musicgen: {studio.version}\n`{studio.run.ckpt_path}` · context {studio.context_desc} · "
-                    f"{studio.pieces_note} · {studio.audio_note}")
-        with gr.Row():
-            with gr.Column(scale=1):
-                kinds = [("no prompt (start token)", "none"),
-                         (f"an uploaded MIDI file (its first {cfg.prompt.bars} bars)", "upload")]
-                if studio.pieces:
-                    kinds.append((f"a {cfg.prompt.split} piece (its first {cfg.prompt.length} tokens)", "data"))
-                kind = gr.Radio(kinds, value="none", label="prompt")
-                upload = gr.File(label=f"MIDI file (at most {cfg.max_upload_mb:g} MB)", file_types=[".mid", ".midi"],
-                                 type="filepath")
-                names = list(studio.pieces)
-                piece = gr.Dropdown(names, value=names[0] if names else None, label=f"{cfg.prompt.split} piece",
-                                    visible=bool(names), filterable=True)
-                length = gr.Slider(1, cfg.max_new_tokens_limit, value=cfg.max_new_tokens, step=1,
-                                   label="length (max new tokens)", info="a piece ends at its EOS, or here")
-                seed = gr.Number(value=cfg.seed, precision=0, minimum=0, maximum=SEED_MAX, label="seed")
-                button = gr.Button("Generate", variant="primary")
-                with gr.Accordion("sampling", open=True):
-                    controls = [_control(gr, f, getattr(studio.defaults, f.name)) for f in fields]
-            with gr.Column(scale=2):
-                status = gr.Markdown("Choose the settings and press **Generate**.", elem_id="status")
-                roll = gr.Image(label="piano roll", type="filepath", interactive=False, elem_id="roll")
-                audio = gr.Audio(label="audio", type="filepath", interactive=False, elem_id="audio",
-                                 visible=studio.renderer is not None)
-                midi = gr.File(label="MIDI file", interactive=False, elem_id="midi")
-                if studio.renderer is None:
-                    gr.Markdown(f"*{studio.audio_note}*")
-
-        def on_generate(request: gr.Request, progress=gr.Progress(), *values):  # noqa: B008 (Gradio's idiom)
-            kind_v, upload_v, piece_v, length_v, seed_v, *sampling_v = values
-
-            def report(done: int, total: int) -> None:
-                progress((done, total), desc="generating", unit="tokens")
-
-            try:
-                result = studio.generate(
-                    kind_v, upload_v, piece_v, length_v, seed_v, dict(zip([f.name for f in fields], sampling_v)),
-                    upload_name=Path(upload_v).name if upload_v else None,
-                    session=getattr(request, "session_hash", "") or "", progress=report,
-                )
-            except UserError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            except Exception as e:  # a bug: logged with its traceback, shown as one line, the server goes on
-                log.exception("generation failed")
-                raise gr.Error(f"generation failed: {type(e).__name__}: {e}") from None
-            return (str(result.png) if result.png else None, str(result.audio) if result.audio else None,
-                    str(result.midi) if result.midi else None, result.message)
-
-        on_generate.__annotations__["request"] = gr.Request  # resolved: `gr` is local, Gradio reads the hint
-
-        upload.upload(lambda: "upload", outputs=kind, queue=False, api_visibility="private")
-        piece.input(lambda: "data", outputs=kind, queue=False, api_visibility="private")
-        button.click(on_generate, inputs=[kind, upload, piece, length, seed, *controls],
-                     outputs=[roll, audio, midi, status], api_name="generate", concurrency_limit=1,
-                     show_progress="full")
-    demo.queue(default_concurrency_limit=1, max_size=cfg.queue_size)
-    return demo
+def _asked(conditioning: Mapping[str, Any] | None) -> str:
+    """``; asked key D_major (cfg_scale 1.5)`` for a status line; nothing for an unconditioned run."""
+    if not conditioning:
+        return ""
+    attrs = ", ".join(f"{a} {v}" for a, v in conditioning["attributes"].items()) or "nothing"
+    return f"; asked {attrs} (cfg_scale {conditioning['cfg_scale']:g})"
 
 
-def _control(gr, f: SamplingField, value: Any):
-    if f.kind is bool:
-        return gr.Checkbox(value=value, label=f.label, info=f.info)
-    if f.bounds is None:
-        return gr.Number(value=value, precision=0 if f.kind is int else None, label=f.label, info=f.info)
-    lo, hi = f.bounds
-    step = 1 if f.kind is int else 0.01
-    return gr.Slider(lo, hi, value=value, step=step, label=f.label, info=f.info)
+def _bars_message(e: ConfigError) -> str:
+    """The API's message about ``infill.bars=...`` in the page's words."""
+    return str(e).replace("infill.bars=", "bars ")
 
 
 def output_folder(cfg: DictConfig) -> Path:
