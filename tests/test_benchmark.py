@@ -132,3 +132,26 @@ def test_network_cross_validation_learns_and_resumes(tmp_path, monkeypatch):
     assert again["per_melody"] == r["per_melody"]
     with pytest.raises(AssertionError, match="trained again"):  # a changed setting is not reused
         bm.neural_cross_validation(melodies, spec, {**train, "steps": 61}, store, "t", seed=0, k=3)
+
+
+def test_the_report_is_written_and_published_when_asked(tmp_path, capsys):
+    """No quick run of the whole benchmark exists (the melody extraction alone takes minutes): the
+    report of a real n-gram cross-validation on small melodies goes through ``write_report``, the
+    command's last step, with ``publish=true``."""
+    from musicgen.config import compose
+
+    rng = np.random.default_rng(0)
+    data = {name: [list(rng.choice([60, 62, 64, 65, 67], size=12)) for _ in range(9)]
+            for name in ("chorales", "kinder", "fink")}
+    result = {"datasets": bm.dataset_table(data), "order": 3, "order_scores_on_fink": {},
+              "ngram": {name: ngram_cross_validation(data[name], order=3, k=3, n_boot=20)
+                        for name in ("chorales", "kinder")}}
+    (tmp_path / "docs").mkdir()
+    cfg = compose("benchmark", [f"output_dir={tmp_path / 'out'}", "publish=true", f"publish_dir={tmp_path / 'docs'}"])
+    bm.write_report(cfg, result)
+    own = (tmp_path / "out" / "pearce2005.md").read_text()
+    assert own == bm.report_markdown(result) and own in capsys.readouterr().out
+    page = (tmp_path / "docs" / "results" / "pearce2005.md").read_text()
+    assert page.startswith("# Pearce (2005)") and "Written by" in page and own.split("\n", 1)[1] in page
+    assert "- [Pearce (2005): pitch prediction in monophonic melodies](pearce2005.md)" in \
+        (tmp_path / "docs" / "results" / "index.md").read_text()

@@ -54,10 +54,19 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     kept = {p: p.stat().st_mtime_ns for p in [*runs.glob("v1_s*/checkpoints/*.ckpt"), *runs.glob("v*/evaluation.json")]
             if "v7_s1" not in str(p)}
     (runs / "v7_s1" / "metrics.json").unlink()  # as if killed before it finished
-    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board)], timeout=600, check=True)
+    docs = board / "docs"  # publishing too: the board and its figures as a page of the docs
+    docs.mkdir()
+    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), "publish=true",
+                                f"publish_dir={docs}"], timeout=600, check=True)
     assert "v1: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
+    page = (docs / "results" / "leaderboard.md").read_text()
+    assert page.startswith("# Leaderboard\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
+    assert "![metrics](leaderboard/metrics.png)" in page
+    copy = docs / "results" / "leaderboard" / "metrics.png"
+    assert copy.read_bytes() == (board / "board" / "metrics.png").read_bytes()
+    assert "- [Leaderboard](leaderboard.md)" in (docs / "results" / "index.md").read_text()
 
 
 def test_unknown_entries_are_one_line_errors():

@@ -6,6 +6,10 @@ Scores the test split by default (the validation split selected the checkpoint).
 figure, which the leaderboard pools over seeds) into the run directory, and ``real/``: a few real
 pieces of the split as MIDI, piano roll and audio (``real_examples``), to listen to beside the
 samples. The scoring is ``musicgen.evaluation.scoring`` over ``musicgen.api.MusicModel``.
+
+``publish=true`` also writes the report and its figures into the docs site (``musicgen.publish``):
+``docs/results/evaluation-<version>-<run dir name>.md``, or ``<publish_name>.md`` (the demo's page:
+``make demo EVALUATE_ARGS='publish=true publish_name=demo'``); ``publish_dir`` names another docs tree.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from musicgen.fs import atomic_write_bytes, atomic_write_text
 from musicgen.metrics.report import report_markdown
 from musicgen.midi_io import write_score
 from musicgen.plots import plot_evaluation, plot_piano_roll
+from musicgen.publish import publish, results_dir, slug
 from musicgen.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,9 @@ def write_real_examples(tokenizer, cache, split_name: str, k: int, seed: int, ou
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     sampling = sampling_config(cfg.sampling)
     renderer = renderer_from_config(cfg.audio)  # a bad audio.soundfont fails before any work
+    docs_dir = cfg.publish_dir or None
+    if cfg.publish:
+        results_dir(docs_dir)  # and so does a missing docs directory
     device = pick_device(cfg.device)
     m = MusicModel.load(cfg.ckpt_path, device)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else m.run_dir
@@ -79,5 +87,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.real_examples:
         write_real_examples(m.tokenizer, cache, cfg.split, cfg.real_examples, cfg.seed, out_dir / "real", renderer)
     log.info("evaluation of the %s split written to %s", cfg.split, out_dir)
+    if cfg.publish:
+        name = cfg.publish_name or slug("evaluation", result["version"], m.run_dir.name)
+        page = publish(name, report_markdown(result), [out_dir / "metrics.png", out_dir / "distributions.png"],
+                       docs_dir=docs_dir)
+        log.info("published to %s", page)
+        result["published"] = str(page)
     result["output_dir"] = str(out_dir)
     return result

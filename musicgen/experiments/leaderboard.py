@@ -6,7 +6,8 @@ seed, through one Hydra multirun per entry (``launcher=[hydra/launcher=slurm]`` 
 a cluster unchanged). Every run is evaluated on the test split by ``musicgen.evaluate`` (in this process). The board
 pools each entry's seeds (NLL: the per-piece NLL averaged over seeds; sample figures: the seeds'
 samples together) and gives every figure its 95% bootstrap interval over pieces. It writes
-``leaderboard.json``, ``leaderboard.md``, ``metrics.png`` and ``curves.png`` into ``output_dir``.
+``leaderboard.json``, ``leaderboard.md``, ``metrics.png`` and ``curves.png`` into ``output_dir``;
+``publish=true`` also writes the board and its figures into the docs site (``docs/results/leaderboard.md``).
 
 Finished runs (``metrics.json``) and evaluations (``evaluation.json`` with the board's settings)
 are reused; an unfinished run starts over. So an interrupted board resumes where it stopped.
@@ -37,6 +38,7 @@ from musicgen.metrics.likelihood import likelihood_metrics
 from musicgen.metrics.report import fmt, separable
 from musicgen.metrics.samples import Reference, sample_figures
 from musicgen.plots import save_figure
+from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main
 
 log = logging.getLogger(__name__)
@@ -308,6 +310,8 @@ def validation_curve(d: Path) -> tuple[list[float], list[float]]:
 def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     names = entry_names(cfg)
+    if cfg.publish:
+        results_dir(cfg.publish_dir)  # a missing docs directory fails before the training
     train_entries(cfg, names)
     evaluate_entries(cfg, names)
     board = aggregate(cfg, names)
@@ -315,6 +319,10 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     plot_board(board, out, cfg)
     atomic_write_text(out / "leaderboard.md", board_markdown(board))
     log.info("leaderboard written to %s", out / "leaderboard.md")
+    if cfg.publish:
+        page = publish("leaderboard", board_markdown(board), [out / "metrics.png", out / "curves.png"],
+                       docs_dir=cfg.publish_dir)
+        log.info("published to %s", page)
     return board
 
 

@@ -17,7 +17,8 @@ Every training setting is chosen by cross-validation on fink, never on kinder or
 Each finished fold and pre-training is kept under ``<output_dir>/pearce2005_runs/`` under a name
 derived from its settings, so an interrupted benchmark resumes and a changed setting retrains.
 
-Melodies are extracted once and kept in ``<data_dir>/benchmarks/pearce2005.json``.
+Melodies are extracted once and kept in ``<data_dir>/benchmarks/pearce2005.json``. ``publish=true``
+also writes the report into the docs site (``docs/results/pearce2005.md``, ``musicgen.publish``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_bytes, atomic_write_text
 from musicgen.metrics import NgramLM
 from musicgen.metrics.bootstrap import bootstrap_ci, mean_of
+from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main
 
 log = logging.getLogger(__name__)
@@ -572,11 +574,20 @@ def report_markdown(result: dict[str, Any]) -> str:
 def run(cfg: DictConfig) -> None:
     if cfg.name != "pearce2005":
         raise ConfigError(f"benchmark {cfg.name!r} unknown; the benchmarks are: pearce2005")
-    result = pearce2005(cfg)
+    if cfg.publish:
+        results_dir(cfg.publish_dir)  # a missing docs directory fails before the work
+    write_report(cfg, pearce2005(cfg))
+
+
+def write_report(cfg: DictConfig, result: dict[str, Any]) -> None:
+    """``pearce2005.json`` and ``pearce2005.md`` in ``output_dir``, the report on stdout, and with
+    ``publish=true`` the page ``docs/results/pearce2005.md``."""
     out = Path(cfg.output_dir)
     atomic_write_text(out / "pearce2005.json", json.dumps(result, indent=1))
     atomic_write_text(out / "pearce2005.md", report_markdown(result))
     print(report_markdown(result))
+    if cfg.publish:
+        log.info("published to %s", publish(cfg.name, report_markdown(result), docs_dir=cfg.publish_dir))
 
 
 def main() -> None:

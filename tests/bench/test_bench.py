@@ -24,7 +24,8 @@ def quick_cfg(tmp_path, real_midi_dir, *extra):
 
 def test_quick_bench_without_llama_writes_json_and_table(tmp_path, real_midi_dir, monkeypatch):
     monkeypatch.setattr(bench, "llama_missing", lambda: "transformers is not installed (test)")
-    res = bench.run(quick_cfg(tmp_path, real_midi_dir))
+    (tmp_path / "docs").mkdir()
+    res = bench.run(quick_cfg(tmp_path, real_midi_dir, "publish=true", f"publish_dir={tmp_path / 'docs'}"))
     out = tmp_path / "bench"
     saved = json.loads((out / "results.json").read_text())
     md = (out / "PERFORMANCE.md").read_text()
@@ -54,6 +55,9 @@ def test_quick_bench_without_llama_writes_json_and_table(tmp_path, real_midi_dir
                     "## Data"):
         assert heading in md, heading
     assert "Training: default precision (bf16-mixed) / fp32" in md
+    page = (tmp_path / "docs" / "results" / "performance.md").read_text()  # publish=true: the docs' copy
+    assert page.startswith("# Performance\n") and "Written by" in page and md.split("\n", 1)[1] in page
+    assert "publish" not in saved["settings"]  # results.json as without publishing
 
 
 def test_quick_bench_with_llama_matches_shapes_and_profiles_misses(tmp_path, real_midi_dir):

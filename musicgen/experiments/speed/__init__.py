@@ -18,7 +18,8 @@ machine are noise. Rows:
    LSTM consumes, the DataModule's peak traced memory vs the size of its token cache.
 
 Writes ``results.json`` (flat ``*_ratio`` keys at the top) and ``PERFORMANCE.md`` (machine,
-targets met or missed by how much, and a ``torch.profiler`` top-ops table for every miss). Ours
+targets met or missed by how much, and a ``torch.profiler`` top-ops table for every miss);
+``publish=true`` also writes the table into the docs site (``docs/results/performance.md``). Ours
 is reported against each Llama (``*_vs_llama_ratio``: eager, ``*_vs_llama_compiled_ratio``);
 the targets are judged against the faster of the two (``*_vs_llama_best_ratio``).
 
@@ -56,6 +57,7 @@ from musicgen.experiments.speed.harness import (
 from musicgen.experiments.speed.report import fmt, notes, render_markdown, summarize
 from musicgen.experiments.speed.train import bench_lstm, bench_train
 from musicgen.fs import atomic_write_text
+from musicgen.publish import publish, results_dir
 from musicgen.runtime import pick_device
 
 __all__ = [
@@ -81,6 +83,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     """Run the benchmark; writes results.json and PERFORMANCE.md to ``cfg.out_dir``; returns the
     results. ``overrides``: the command line's, which win over ``quick_overrides``."""
     cfg = with_quick(cfg, overrides)
+    if cfg.publish:
+        results_dir(cfg.publish_dir)  # a missing docs directory fails before the work
     start = time.perf_counter()
     device = pick_device(cfg.device)
     set_threads(cfg.threads)
@@ -91,7 +95,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     clock = Clock(device)
     llama_why = llama_missing()  # looked up here, in the package: tests replace it
     settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-                for key in cfg if key not in ("paths", "quick_overrides", "hydra")}
+                for key in cfg if key not in ("paths", "quick_overrides", "hydra", "publish", "publish_dir")}
     settings["data_dir"] = cfg.paths.data_dir  # (paths.output_dir only resolves under @hydra.main)
     results: dict[str, Any] = {"machine": machine_info(device), "settings": settings}
     if llama_why:
@@ -116,6 +120,8 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     atomic_write_text(out_dir / "results.json", json.dumps(result, indent=1, default=str) + "\n")
     atomic_write_text(out_dir / "PERFORMANCE.md", render_markdown(cfg, result))
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "PERFORMANCE.md")
+    if cfg.publish:
+        log.info("published to %s", publish("performance", render_markdown(cfg, result), docs_dir=cfg.publish_dir))
     for row in rows:
         log.info("%-60s %s (goal %s)", row["what"], fmt(row["value"], row["unit"]), fmt(row["goal"], row["unit"]))
     return result
