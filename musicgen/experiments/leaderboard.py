@@ -30,7 +30,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 from musicgen.errors import ConfigError, UserError
 from musicgen.evaluation.run import evaluate
 from musicgen.fs import atomic_write_text

@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-import musicgen.config  # noqa: F401  (registers the resolvers paths/default.yaml uses)
 from musicgen.constants import BOS_ID, PAD_ID
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_bytes, atomic_write_text
