@@ -6,6 +6,7 @@ asked key after PRE BOS)."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,30 +216,66 @@ def test_bad_requests_are_one_line_errors(smoke_run, infill_run, folk_midi_files
         preflight(compose("train", ["+version=v7", "infill=bars", "infill.rate=2"]))
 
 
-def test_bars_are_counted_in_time_across_a_rest_that_crosses_bar_lines(loaded, infill_run, tmp_path):
+def _rest_across_bars(tmp_path) -> tuple[Path, int]:
+    """A tune with a rest from the end of bar 2 to bar 4: notes in bars 1, 2, 4 and 5."""
     import symusic
 
-    from musicgen.tokenizers.bars import bar_numbers, notes_per_id
-
-    run, is_bar, _ = loaded
     tpq = 480
     score = symusic.Score(tpq)
     track = symusic.Track(name="melody", program=0)
     for start, duration, pitch in ((0, 4 * tpq, 60), (4 * tpq, tpq, 62), (12 * tpq, 4 * tpq, 64), (16 * tpq, tpq, 65)):
-        track.notes.append(symusic.Note(start, duration, pitch, 80))  # bars 1, 2, a rest to bar 4, bar 5
+        track.notes.append(symusic.Note(start, duration, pitch, 80))
     score.tracks.append(track)
-    ids = run.tokenizer.encode(score)
-    starts = np.flatnonzero(is_bar[np.asarray(ids)])
-    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill_vocab.base))
-    assert numbers.tolist() == [0, 1, 4]  # MidiTok writes the rest from bar 2 into bar 4 without Bar tokens
     path = tmp_path / "rest.mid"
     score.dump_midi(str(path))
+    return path, tpq
+
+
+def test_bars_inside_a_rest_that_crosses_bar_lines_are_regenerable(loaded, infill_run, tmp_path):
+    """Issue 33: the shipped tokeniser (``rests_cross_bars: false``) writes a Bar token at every bar
+    line, so bars 3-4, which start inside a rest, are regenerated, every other note kept (onset,
+    pitch, duration)."""
+    from musicgen.tokenizers.bars import bar_numbers, notes_per_id
+
+    run, is_bar, _ = loaded
+    path, tpq = _rest_across_bars(tmp_path)
+    ids = run.tokenizer.encode(read_score(path))
+    starts = np.flatnonzero(is_bar[np.asarray(ids)])
+    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill_vocab.base))
+    assert numbers.tolist() == [0, 1, 2, 3, 4]  # MidiTok's own encoding writes [0, 1, 4] (below)
+    report = run_generation(gen_cfg(infill_run, tmp_path / "a", ["task=infill", f"prompt.file={path}",
+                                                                 "infill.bars=3-4", "audio.enabled=false"]))
+    assert report["bar_tokens"] == 2 and report["span_ticks"] == (8 * tpq, 16 * tpq)
+    filled = read_score(tmp_path / "a" / "sample_00.mid")
+    outside = [n for t in filled.tracks for n in t.notes if not 8 * tpq <= n.time < 16 * tpq]
+    kept = sorted((n.time, n.pitch, n.duration) for n in outside)
+    assert kept == [(0, 60, 4 * tpq), (4 * tpq, 62, tpq), (16 * tpq, 65, tpq)]
+
+
+def test_a_run_with_midi_toks_rests_counts_bars_in_time_and_refuses_hidden_bars_in_one_line(tmp_path_factory,
+                                                                                            prepared_data_dir):
+    """A run trained before ``rests_cross_bars`` (MidiTok's encoding: a rest that crosses bar lines
+    has no Bar tokens) counts the bars it can see in time, fills spans whose ends it can see, and
+    refuses the others in one line."""
+    from musicgen.tokenizers.bars import bar_numbers, notes_per_id
+
+    tmp = tmp_path_factory.mktemp("infill_old")
+    train(compose("train", ["+version=v7", *smoke_override_list(tmp, prepared_data_dir), "infill=bars",
+                            "tokenizer.rests_cross_bars=true", f"data.seq_len={WINDOW}", f"model.max_seq_len={WINDOW}",
+                            "trainer.max_steps=4"]))
+    run = load_run(tmp / "run")
+    path, tpq = _rest_across_bars(tmp)
+    ids = run.tokenizer.encode(read_score(path))
+    is_bar = bar_starts(run.tokenizer, run.infill_vocab.base)
+    starts = np.flatnonzero(is_bar[np.asarray(ids)])
+    numbers = bar_numbers(run.tokenizer, ids, starts, notes_per_id(run.tokenizer, run.infill_vocab.base))
+    assert numbers.tolist() == [0, 1, 4]
     with pytest.raises(ConfigError, match="bar 3 starts inside a rest"):
-        run_generation(gen_cfg(infill_run, tmp_path / "a", ["task=infill", f"prompt.file={path}", "infill.bars=3-4"]))
-    report = run_generation(gen_cfg(infill_run, tmp_path / "b", ["task=infill", f"prompt.file={path}",
-                                                                 "infill.bars=2-4", "audio.enabled=false"]))
+        run_generation(gen_cfg(tmp / "run", tmp / "a", ["task=infill", f"prompt.file={path}", "infill.bars=3-4"]))
+    report = run_generation(gen_cfg(tmp / "run", tmp / "b", ["task=infill", f"prompt.file={path}",
+                                                             "infill.bars=2-4", "audio.enabled=false"]))
     assert report["bar_tokens"] == 1 and report["span_ticks"] == (4 * tpq, 16 * tpq)  # one written bar line
-    filled = read_score(tmp_path / "b" / "sample_00.mid")
+    filled = read_score(tmp / "b" / "sample_00.mid")
     kept = sorted((n.time, n.pitch) for t in filled.tracks for n in t.notes if not 4 * tpq <= n.time < 16 * tpq)
     assert kept == [(0, 60), (16 * tpq, 65)]
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import miditok
 import symusic
-from miditok import TokSequence
-from miditok.constants import CURRENT_MIDITOK_VERSION
+from miditok import Event, TokSequence
+from miditok.constants import CURRENT_MIDITOK_VERSION, TIME_SIGNATURE
 
 from musicgen import midi_io
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -124,6 +124,62 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class BarLinesREMI(miditok.REMI):
+    """``miditok.REMI`` whose every bar line up to the last note has its Bar token.
+
+    MidiTok writes a rest that reaches or crosses a bar line as Rest tokens alone (the bars it
+    passes get no Bar token), so the token stream hides where those bars start: bar infilling could
+    not cut there. Here a run of Rest tokens that reaches a bar line not yet marked is written as
+    the Bar tokens of the lines it reaches instead (each with its TimeSig when the tokeniser writes
+    time signatures), and the Position token MidiTok writes next places the following note; a rest
+    inside one bar stays Rest tokens. Decoding is MidiTok's own: Bar moves time to the next bar
+    line, so every note decodes at the same tick as before (tested), and the vocabulary is the
+    same (the V6 362 tokens). ``RemiTokenizer(rests_cross_bars=False)`` uses it; tokeniser files
+    written without that option keep MidiTok's encoding.
+    """
+
+    def _add_time_events(self, events: list[Event], time_division: int) -> list[Event]:
+        out = super()._add_time_events(events, time_division)
+        sig = next((self._parse_token_time_signature(e.value) for e in events if e.type_ == "TimeSig"), TIME_SIGNATURE)
+        res: list[Event] = []
+        bar_tick: int | None = None  # the tick of the last bar line written (None: none yet)
+        i = 0
+        while i < len(out):
+            e = out[i]
+            if e.type_ != "Rest":
+                if e.type_ == "Bar":
+                    bar_tick = e.time
+                elif e.type_ == "TimeSig":
+                    sig = self._parse_token_time_signature(e.value)
+                res.append(e)
+                i += 1
+                continue
+            ticks_per_bar, ticks_per_beat, _ = self._compute_ticks_per_units(e.time, sig, time_division)
+            j, end = i, e.time
+            while j < len(out) and out[j].type_ == "Rest":  # the run of rests and where it ends
+                end += self._tpb_rests_to_ticks[ticks_per_beat][out[j].value]
+                j += 1
+            lines = []  # bar lines the rests reach that have no Bar token yet
+            if bar_tick is None:  # a piece that starts with a rest: bar 0 first
+                lines.append(0)
+                bar_tick = 0
+            line = bar_tick + ticks_per_bar
+            while line <= end:
+                lines.append(line)
+                line += ticks_per_bar
+            if not lines:  # a rest inside one bar stays as MidiTok wrote it
+                res.extend(out[i:j])
+            else:
+                ts_next = j < len(out) and out[j].type_ == "TimeSig" and out[j].time == lines[-1]
+                for k, tick in enumerate(lines):
+                    res.append(Event(type_="Bar", value="None", time=tick, desc=0))
+                    if self.config.use_time_signatures and not (ts_next and k == len(lines) - 1):
+                        res.append(Event(type_="TimeSig", value=f"{sig[0]}/{sig[1]}", time=tick, desc=0))
+                bar_tick = lines[-1]
+            i = j
+        return res
+
+
 class RemiTokenizer(MusicTokenizer):
     """REMI, optionally with BPE (``bpe_vocab_size``); see the module docstring."""
 
@@ -141,6 +197,7 @@ class RemiTokenizer(MusicTokenizer):
         pitch_range: Sequence[int] = (21, 109),
         encode_ids_split: str = "bar",
         bpe_vocab_size: int | None = None,
+        rests_cross_bars: bool = True,
     ) -> None:
         # JSON-friendly copy of the arguments: saved with the tokeniser and part of config_dict
         self._options: dict[str, Any] = {
@@ -157,7 +214,9 @@ class RemiTokenizer(MusicTokenizer):
             "encode_ids_split": str(encode_ids_split),
             "bpe_vocab_size": None if bpe_vocab_size is None else int(bpe_vocab_size),
         }
-        self._tok = miditok.REMI(self._miditok_config())
+        if not rests_cross_bars:  # stored only when set, so files written before it load unchanged
+            self._options["rests_cross_bars"] = False
+        self._tok = self._backend_class(self._miditok_config())
         self._check_special_ids()
         self.bpe_vocab_size = self._options["bpe_vocab_size"]
         self.kind = "remi" if self.bpe_vocab_size is None else "remi_bpe"
@@ -192,6 +251,11 @@ class RemiTokenizer(MusicTokenizer):
         got = {name: self._tok.vocab.get(name) for name in expected}
         if got != expected:
             raise RuntimeError(f"RemiTokenizer: special token ids {got} differ from {expected}")
+
+    @property
+    def _backend_class(self) -> type[miditok.REMI]:
+        """MidiTok's REMI, or ``BarLinesREMI`` (a Bar token at every bar line) with ``rests_cross_bars=False``."""
+        return miditok.REMI if self._options.get("rests_cross_bars", True) else BarLinesREMI
 
     @property
     def backend(self) -> miditok.REMI:
@@ -326,7 +390,7 @@ class RemiTokenizer(MusicTokenizer):
         if meta.get("kind") not in ("remi", "remi_bpe"):
             raise ValueError(f"{path}: not a REMI tokeniser file (kind {meta.get('kind')!r})")
         tok = cls(**meta["options"])
-        loaded = miditok.REMI(params=path)
+        loaded = tok._backend_class(params=path)
         if loaded.config != tok._tok.config or loaded._vocab_base != tok._tok._vocab_base:
             raise ValueError(f"{path}: MidiTok rebuilt a different configuration from this file")
         tok._tok = loaded

@@ -323,3 +323,49 @@ def test_corrupted_bpe_and_remi_count_the_same_errors(corrupt, remi, bpe, folk, 
     assert len(merged) < len(bad)
     assert bpe.syntax_errors(merged) == remi.syntax_errors(bad) > 0
     assert bpe.base_length(merged) == remi.base_length(bad) == len(bad)
+
+
+# ----------------------------------------------------------------------------- bar lines through rests
+@pytest.mark.parametrize("time_signatures", [False, True])
+def test_rests_within_bars_mark_every_bar_line_and_decode_the_same_notes(request, time_signatures):
+    """``rests_cross_bars=False``: MidiTok's REMI writes a rest that reaches a bar line without
+    that bar's Bar token; this one writes the Bar tokens instead. On every real tune and chorale of
+    the fixture: the same vocabulary, the same decoded notes (onset, pitch, duration) as MidiTok's
+    encoding, a Bar token for every bar line up to the last note's, and no grammar error; the
+    fixture does have tunes whose rests hide bar lines from MidiTok's encoding."""
+    files = list(request.getfixturevalue("folk_midi_files")) + list(request.getfixturevalue("chorale_midi_files"))
+    plain = RemiTokenizer(use_time_signatures=time_signatures)
+    lines = RemiTokenizer(use_time_signatures=time_signatures, rests_cross_bars=False)
+    assert lines.vocab_size == plain.vocab_size and lines.backend.vocab == plain.backend.vocab
+    hidden = 0
+    for f in files:
+        a, b = plain.encode(f), lines.encode(f)
+        da, db = plain.decode(a), lines.decode(b)
+        notes = [sorted((n.time, n.pitch, n.duration) for t in s.tracks for n in t.notes) for s in (da, db)]
+        assert notes[0] == notes[1], f.name
+        assert lines.syntax_errors(b) == 0, f.name
+        toks = lines.tokens(b)
+        tpq = db.ticks_per_quarter
+        last = max(t for t, _, _ in notes[1])
+        if time_signatures and len(db.time_signatures):
+            from musicgen.tokenizers.bars import bar_lines
+
+            expected = int((bar_lines(db, True) <= last).sum())
+        else:
+            expected = last // (4 * tpq) + 1
+        assert toks.count("Bar_None") == expected, f.name
+        hidden += plain.tokens(a).count("Bar_None") < expected
+    assert hidden >= 1  # the fixture has tunes whose rests hide bar lines from MidiTok's REMI
+
+
+def test_rests_cross_bars_is_saved_and_old_files_keep_midi_toks_encoding(folk, tmp_path):
+    lines = RemiTokenizer(rests_cross_bars=False, bpe_vocab_size=400)
+    lines.train(folk[:10])
+    lines.save(tmp_path / "lines.json")
+    again = load_tokenizer(tmp_path / "lines.json")
+    assert isinstance(again, RemiTokenizer) and again.config_dict() == lines.config_dict()
+    assert all(again.encode(f) == lines.encode(f) for f in folk)
+    plain = RemiTokenizer()
+    assert "rests_cross_bars" not in plain.config_dict()["options"]  # files written before the option
+    plain.save(tmp_path / "plain.json")
+    assert type(load_tokenizer(tmp_path / "plain.json").backend) is type(plain.backend)
