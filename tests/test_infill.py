@@ -378,3 +378,25 @@ def test_cond_on_an_infilling_run_without_conditioning_is_an_error(infill_run, f
     with pytest.raises(ConfigError, match="without conditioning"):
         run_generation(gen_cfg(infill_run, tmp_path, ["task=infill", f"prompt.file={folk_midi_files[0]}",
                                                       "infill.bars=2-3", "cond.key=D"]))
+
+
+def test_coverage_locates_every_span_with_the_run_s_encoding_and_keeps_the_other_notes(infill_run, tmp_path):
+    """``musicgen infilling measure=coverage``: on the run's test pieces, no span is refused for a
+    hidden bar with the shipped encoding; bars 3-4 of every piece of 4 bars or more are regenerated
+    with every other note the file's; the page is published where asked."""
+    from musicgen.experiments.infilling import coverage_markdown, run
+
+    (tmp_path / "docs").mkdir()
+    cfg = compose("infilling", [f"ckpt_path={infill_run}", "measure=coverage", f"out={tmp_path / 'c.json'}",
+                                "publish=true", f"publish_dir={tmp_path / 'docs'}", "device=cpu"])
+    res = run(cfg)
+    assert res["pieces"] >= 1 and json.loads((tmp_path / "c.json").read_text())["spans"] == res["spans"]
+    for span in ("1-2", "3-4", "last two"):
+        row = res["spans"][span]["run"]
+        assert row["hidden bar"] == 0 and row["ok"] + row["outside the piece"] == res["pieces"]
+        old = res["spans"][span]["miditok"]
+        assert old["ok"] + old["hidden bar"] + old["outside the piece"] == res["pieces"]
+    regen = res["regenerated_bars_3_4"]
+    assert regen["pieces"] >= 1 and not regen["failed"] and regen["kept_identical"] == regen["pieces"]
+    page = (tmp_path / "docs" / "results" / "infill-coverage.md").read_text()
+    assert "| 3-4 | run |" in page and coverage_markdown(res).splitlines()[0] in page
