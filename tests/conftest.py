@@ -130,7 +130,7 @@ def smoke_run(request, tmp_path_factory, prepared_data_dir) -> Path:
 
 
 #: Overrides of ``control_run`` after the smoke overrides: a key prefix and bar infilling in one run,
-#: with tests/test_infill.py's window (a middle and its context fit in 128 tokens) and steps.
+#: with tests/control/test_infilling.py's window (a middle and its context fit in 128 tokens) and steps.
 CONTROL_OVERRIDES = ("conditioning=key", "infill=bars", "data.seq_len=128", "model.max_seq_len=128",
                      "trainer.max_steps=8")
 

@@ -3,7 +3,7 @@ for ``python -m musicgen.*`` and a generate config. Fixtures live in ``conftest.
 
 A plain module (``import helpers``), as the tests have no packages: pytest puts ``tests/``, the
 folder of the root ``conftest.py``, on ``sys.path``; for the same reason the folders of the test
-modules (e.g. ``tests/reliability`` with ``faults``, ``tests/train`` with ``probes``) are there
+modules (e.g. ``tests/reliability`` with ``faults``, ``tests/training`` with ``probes``) are there
 too, so callbacks named as Hydra ``_target_`` by dotted name (``faults.SignalAtStep``,
 ``probes.OptimizerProbe``) resolve in-process. ``run_cli`` puts those folders on the
 subprocess's ``PYTHONPATH`` for the same names to resolve there.
@@ -28,7 +28,7 @@ REPO = TESTS.parent
 VERSIONS = sorted(p.stem for p in (CONF_DIR / "version").glob("*.yaml"))
 
 #: Folders of the test modules that subprocess runs name as Hydra targets (``faults``, ``probes``).
-TARGET_DIRS = (TESTS / "reliability", TESTS / "train")
+TARGET_DIRS = (TESTS / "reliability", TESTS / "training")
 
 
 def smoke_override_list(tmp, data_dir, output_dir=None) -> list[str]:

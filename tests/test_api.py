@@ -3,7 +3,7 @@ through it": the generate command line, the evaluation harness, the training-tim
 the gallery and the control experiment each decode a conditioned run with its attribute prefix
 right after BOS in the network's input, as a forward pre-hook on the raw network sees it.
 
-The app (``musicgen.apps.studio``) has its own test (tests/test_app.py); the leaderboard scores
+The app (``musicgen.apps.studio``) has its own test (tests/apps/test_studio.py); the leaderboard scores
 its runs with ``musicgen.evaluation.run.evaluate``, the harness tested here."""
 
 from __future__ import annotations

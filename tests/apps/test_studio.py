@@ -82,7 +82,7 @@ def test_studio_reads_only_uploaded_files(smoke_run, tmp_path, folk_midi_files):
 
 @pytest.fixture(scope="module")
 def cond_infill_run(tmp_path_factory, prepared_data_dir):
-    """A smoke run conditioned on key and trained with infilling (as tests/test_infill.py trains one)."""
+    """A smoke run conditioned on key and trained with infilling (as tests/control/test_infilling.py trains one)."""
     from musicgen.training.fit import train
 
     tmp = tmp_path_factory.mktemp("run_cond_infill")
