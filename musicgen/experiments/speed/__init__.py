@@ -24,7 +24,7 @@ is reported against each Llama (``*_vs_llama_ratio``: eager, ``*_vs_llama_compil
 the targets are judged against the faster of the two (``*_vs_llama_best_ratio``).
 
 Modules: ``env`` (OMP_WAIT_POLICY, imported first: it must precede torch), ``harness`` (clock,
-alternating rounds, medians, profiler, machine), ``llama`` (the peer), ``train``, ``generate``,
+alternating rounds, medians, profiler, machine), ``llama`` (the peer), ``train_step``, ``decoding``,
 ``data`` (the workloads), ``report`` (targets, notes, Markdown); ``run`` here ties them together.
 """
 
@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from musicgen.checkpoint.hf import build_llama, llama_missing
 from musicgen.config import value_overrides
 from musicgen.experiments.speed.data import bench_data
-from musicgen.experiments.speed.generate import bench_generate
+from musicgen.experiments.speed.decoding import bench_generate
 from musicgen.experiments.speed.harness import (
     Clock,
     alternate,
@@ -55,7 +55,7 @@ from musicgen.experiments.speed.harness import (
     top_ops,
 )
 from musicgen.experiments.speed.report import fmt, notes, render_markdown, summarize
-from musicgen.experiments.speed.train import bench_lstm, bench_train
+from musicgen.experiments.speed.train_step import bench_lstm, bench_train
 from musicgen.fs import atomic_write_text
 from musicgen.publish import publish, results_dir
 from musicgen.runtime import pick_device

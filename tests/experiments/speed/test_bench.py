@@ -11,7 +11,7 @@ import torch
 
 from musicgen.config import compose
 from musicgen.experiments import speed as bench
-from musicgen.experiments.speed import generate as bench_generate_module
+from musicgen.experiments.speed import decoding as bench_generate_module
 
 LLAMA_COMPILED = ("train.compile_llama=true", "generate.compile_llama=true")
 
