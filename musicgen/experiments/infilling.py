@@ -117,10 +117,9 @@ def measure_coverage(model: str | Path | MusicModel, max_pieces: int = 200, seed
     each), and whether every note outside the span (onset, pitch, duration) is the file's."""
     from musicgen.data.sources import document_files
     from musicgen.experiments.control import wilson
-    from musicgen.generation.infilling import locate_bars
     from musicgen.midi_io import read_score
     from musicgen.tokenizers import RemiTokenizer
-    from musicgen.tokenizers.bars import bar_lines, uses_time_signatures
+    from musicgen.tokenizers.bars import bar_lines, locate_bars, uses_time_signatures
 
     m = model if isinstance(model, MusicModel) else MusicModel.load(model)
     if m.infill_vocab is None:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import symusic
 
+from musicgen.errors import ConfigError
+
 
 def bar_starts(tokenizer: Any, vocab_size: int) -> np.ndarray:
     """(vocab_size,) bool: the ids whose base-token expansion starts with a Bar token."""
@@ -62,3 +64,33 @@ def bar_numbers(tokenizer: Any, ids: Sequence[int], starts: np.ndarray, n_pitch:
     for i in range(len(numbers) - 2, -1, -1):
         numbers[i] = min(numbers[i], numbers[i + 1] - 1)
     return numbers
+
+
+def locate_bars(tok: Any, base: int, score: symusic.Score, bars: tuple[int, int]
+                ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Where the bar span ``bars`` (0-based, half-open) of ``score`` (ticks) is in its tokens:
+    ``(ids, starts, is_bar, lines, i, j)``, ``starts`` the positions of the bar-start ids, the span
+    ``starts[i]`` up to ``starts[j]`` (``j == len(starts)``: to the piece's end), ``lines`` the
+    file's bar lines as the tokeniser counts bars. A span past the file's bars, or one whose end
+    the tokens do not mark (a tokeniser with ``rests_cross_bars``, MidiTok's encoding, writes a
+    rest that reaches a bar line without its Bar token), is a one-line ``ConfigError``."""
+    ids = tok.encode(score)
+    is_bar = bar_starts(tok, base)
+    starts = np.flatnonzero(is_bar[np.asarray(ids)])
+    numbers = bar_numbers(tok, ids, starts, notes_per_id(tok, base))
+    a, b = bars
+    shown = f"infill.bars={a + 1}-{b}"
+    time_signatures = uses_time_signatures(tok)
+    lines = bar_lines(score, time_signatures)
+    n_file = len(lines) - 1
+    if b > n_file:
+        what = "by its time signatures" if time_signatures else "of 4 quarter notes, the tokeniser's bars"
+        raise ConfigError(f"{shown}: the file has {n_file} bars ({what})")
+    index = {int(n): i for i, n in enumerate(numbers)}
+    for bar in (a, b):
+        if bar not in index and bar <= numbers[-1]:
+            raise ConfigError(f"{shown}: bar {bar + 1} starts inside a rest, where this run's tokens have no bar "
+                              "line (a run trained before tokenizer.rests_cross_bars=false); choose bars that start "
+                              "with a note, or retrain")
+    i, j = index[a], index.get(b, len(starts))  # the span in bar-start tokens (to the piece's end past the last)
+    return ids, starts, is_bar, lines, i, j
