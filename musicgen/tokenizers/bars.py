@@ -87,6 +87,9 @@ def locate_bars(tok: Any, base: int, score: symusic.Score, bars: tuple[int, int]
         what = "by its time signatures" if time_signatures else "of 4 quarter notes, the tokeniser's bars"
         raise ConfigError(f"{shown}: the file has {n_file} bars ({what})")
     index = {int(n): i for i, n in enumerate(numbers)}
+    if a not in index and a > numbers[-1]:
+        raise ConfigError(f"{shown}: bar {a + 1} comes after the last bar line the tokens write (bar "
+                          f"{int(numbers[-1]) + 1}): no note starts after it, the last one is held across bar lines")
     for bar in (a, b):
         if bar not in index and bar <= numbers[-1]:
             raise ConfigError(f"{shown}: bar {bar + 1} starts inside a rest, where this run's tokens have no bar "
