@@ -153,6 +153,10 @@ class MusicModel:
                  ckpt_path: Path | str | None = None) -> None:
         meta = metadata if isinstance(metadata, RunMetadata) else RunMetadata.from_dict(metadata)
         self.metadata = meta
+        # the tokeniser's own ids: a training DataModule hands its ExtendedTokenizer (attribute and
+        # sentinel ids counted on top), whose extra ids the vocabularies in ``metadata`` describe
+        while hasattr(tokenizer, "base_tokenizer"):  # conditioning and infilling each wrap it once
+            tokenizer = tokenizer.base_tokenizer
         self._grammars: dict[bool, Any] = {}  # the tokeniser's grammar tables, built once
         self.run = LoadedRun(net, tokenizer, meta.to_dict(), Path(ckpt_path) if ckpt_path else Path("."))
 

@@ -9,6 +9,7 @@ from wandb_log import finished, history
 
 from musicgen.audio import find_soundfont
 from musicgen.config import compose
+from musicgen.tokenizers import load_tokenizer
 from musicgen.training.fit import train
 
 SAMPLES_EVERY_EPOCH = [
@@ -68,6 +69,20 @@ def test_sample_metrics_callback_writes_samples(smoke_overrides, tmp_path):
     assert (epochs[0] / "pitch_histogram.png").stat().st_size > 0
     csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "samples/notes_per_piece" in csv
+
+
+def test_sample_metrics_sample_a_conditioned_infilling_run_as_generate_does(smoke_overrides, tmp_path):
+    """The callback decodes the live network through the API: a conditioned, infilling run samples
+    with its null prefix, never an attribute or sentinel id (its DataModule's tokeniser counts them)."""
+    cfg = compose("train", ["+version=v7", "conditioning=key", "infill=bars", *SAMPLES_EVERY_EPOCH,
+                            *smoke_overrides])
+    train(cfg)
+    epochs = sorted((tmp_path / "run" / "samples").glob("epoch_*"))
+    assert epochs
+    rec = json.loads((epochs[0] / "samples.json").read_text())
+    n_base = load_tokenizer(tmp_path / "run" / "tokenizer.json").vocab_size  # attribute ids start here
+    ids = [t for s in rec["ids"] for t in s]
+    assert len(rec["ids"]) == 2 and ids and max(ids) < n_base
 
 
 def test_samples_once_per_sampling_epoch_when_validating_more_often(smoke_overrides, tmp_path):
