@@ -50,7 +50,8 @@ from musicgen.checkpoint import load_run, load_run_cache  # noqa: E402
 from musicgen.constants import BOS_ID  # noqa: E402
 from musicgen.generation import NextTokenLogits, SamplingConfig, generate  # noqa: E402
 from musicgen.generation.quantize import KERNEL, kernel_runs_on, quantize_int8  # noqa: E402
-from musicgen.metrics.likelihood import doc_nll, likelihood_metrics, paired_difference  # noqa: E402
+from musicgen.metrics.likelihood import doc_nll, likelihood_metrics  # noqa: E402
+from musicgen.metrics.statistics import paired_difference  # noqa: E402
 
 log = logging.getLogger("int8_check")
 

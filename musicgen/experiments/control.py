@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,18 +22,8 @@ from musicgen.checkpoint import load_run_cache
 from musicgen.control.attributes import density_of, estimate_key, metre_of, tempo_of
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_text
+from musicgen.metrics.statistics import wilson
 from musicgen.runtime import hydra_main, pick_device
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k / n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def _share(k: int, n: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Likelihood of token sequences under a network: every token after BOS scored once, within the
 context the model trained on (``scoring_plan``; validation follows the same plan), and the
-figures built from per-piece totals (perplexity, nats per token and per note, paired differences)."""
+figures built from per-piece totals (perplexity, nats per token and per note). The paired difference
+of two runs on the same pieces is ``musicgen.metrics.statistics.paired_difference``."""
 
 from __future__ import annotations
 
@@ -118,10 +119,3 @@ def likelihood_metrics(nll: np.ndarray, tokens: Sequence[int], notes: Sequence[i
     }
     out.update(pieces=len(stats), tokens=int(stats[:, 1].sum()), notes=int(stats[:, 2].sum()))
     return out
-
-def paired_difference(nll: np.ndarray, base_nll: np.ndarray, denom: Sequence[int], n_boot: int = 1000,
-                      seed: int = 0) -> dict[str, float]:
-    """``sum(nll - base_nll) / sum(denom)`` over the same pieces (e.g. nats per note of one model
-    minus another's), with its 95% interval: each redraw takes the same pieces for both (paired)."""
-    stats = np.column_stack([np.asarray(nll) - np.asarray(base_nll), denom]).astype(np.float64)
-    return figure(stats, ratio(0, 1), n_boot, seed)

@@ -57,7 +57,8 @@ from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.experiments.speed import with_quick
 from musicgen.experiments.speed.harness import machine_info
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.likelihood import doc_nll, likelihood_metrics, paired_difference
+from musicgen.metrics.likelihood import doc_nll, likelihood_metrics
+from musicgen.metrics.statistics import paired_difference
 from musicgen.runtime import hydra_main, pick_device
 from musicgen.tokenizers.base import BadMidiError
 
