@@ -1,5 +1,6 @@
 """Paired difference of two evaluated runs' NLL per note on the same pieces, with a 95% bootstrap
-interval over pieces (each redraw takes the same pieces for both runs). Both runs must have been
+interval over pieces (each redraw takes the same pieces for both runs;
+``musicgen.metrics.statistics.paired_difference``, a BCa bootstrap). Both runs must have been
 evaluated (`musicgen evaluate`) on the same split of the same files; notes are counted in the
 source files, so runs on different tokenisers of the same music compare.
 
@@ -12,6 +13,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
+from musicgen.metrics.statistics import paired_difference
 
 
 def load(run: str) -> tuple[np.ndarray, np.ndarray]:
@@ -32,13 +35,11 @@ def main() -> None:
     (nll_a, notes_a), (nll_b, notes_b) = load(a.run_a), load(a.run_b)
     if len(nll_a) != len(nll_b) or not np.array_equal(notes_a, notes_b):
         raise SystemExit("error: the two runs were not evaluated on the same pieces (piece counts or notes differ)")
-    d = nll_a - nll_b
-    idx = np.random.default_rng(a.seed).integers(0, len(d), (a.boot, len(d)))
-    lo, hi = np.percentile(d[idx].sum(1) / notes_a[idx].sum(1), [2.5, 97.5])
-    print(f"{len(d)} pieces, {int(notes_a.sum())} notes")
+    diff = paired_difference(nll_a, nll_b, notes_a, n_boot=a.boot, seed=a.seed)
+    print(f"{len(nll_a)} pieces, {int(notes_a.sum())} notes")
     print(f"A {a.run_a}: {nll_a.sum() / notes_a.sum():.4f} nats/note")
     print(f"B {a.run_b}: {nll_b.sum() / notes_b.sum():.4f} nats/note")
-    print(f"A - B: {d.sum() / notes_a.sum():+.4f} [{lo:+.4f}, {hi:+.4f}] (95% paired bootstrap over pieces)")
+    print(f"A - B: {diff['value']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}] (95% paired BCa bootstrap)")
 
 
 if __name__ == "__main__":
