@@ -4,7 +4,9 @@ A model can score well on every distribution figure by replaying training pieces
 evaluation also asks, per sample: how many of its n-grams (n = 8, 16 symbols) occur in some
 training piece, and how long is the longest stretch of it found, contiguous, inside ONE
 training piece. The symbols are the caller's choice; ``melody_symbols`` gives the melody's
-pitches (optionally with their durations) of a decoded score, the same for every tokeniser.
+pitches (optionally with their durations) of a decoded score, the same for every tokeniser, and
+``interval_symbols`` its successive pitch differences, which a transposition leaves unchanged: a
+training tune replayed in another key copies nothing in absolute pitch but everything in intervals.
 
 ``CopyIndex`` holds a generalised suffix automaton of the training sequences: the smallest
 automaton that accepts exactly the contiguous subsequences of the individual training
@@ -42,6 +44,19 @@ def melody_symbols(score: symusic.Score, with_duration: bool = False) -> np.ndar
     if not with_duration:
         return pitches.astype(np.int64)
     return (pitches * N_DURATION_BINS + duration_bins(quarters)).astype(np.int64)
+
+
+def interval_symbols(score: symusic.Score, with_duration: bool = False) -> np.ndarray:
+    """The melody's successive pitch differences (semitones, -127..127) as int64 symbols, one
+    fewer than its notes; with ``with_duration`` each interval is paired with the duration bin of
+    the note it leads to, ``(interval + 127) * 11 + bin``. Transposing the score changes none of
+    them, so a ``CopyIndex`` over interval symbols finds transposed copies without trying keys;
+    a run of ``k`` interval symbols is a run of ``k + 1`` notes."""
+    pitches, quarters = melody(score)
+    steps = np.diff(pitches.astype(np.int64))
+    if not with_duration:
+        return steps
+    return ((steps + 127) * N_DURATION_BINS + duration_bins(quarters)[1:]).astype(np.int64)
 
 
 class CopyIndex:
@@ -166,4 +181,4 @@ def _as_list(seq: Sequence[int] | np.ndarray) -> list[int]:
     return [int(c) for c in seq]
 
 
-__all__ = ["NGRAM_NS", "N_DURATION_BINS", "CopyIndex", "melody_symbols"]
+__all__ = ["NGRAM_NS", "N_DURATION_BINS", "CopyIndex", "interval_symbols", "melody_symbols"]

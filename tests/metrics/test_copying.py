@@ -8,7 +8,7 @@ import pytest
 import symusic
 
 from musicgen.metrics.bootstrap import bootstrap_ci, mean_of, ratio
-from musicgen.metrics.copying import N_DURATION_BINS, CopyIndex, melody_symbols
+from musicgen.metrics.copying import N_DURATION_BINS, CopyIndex, interval_symbols, melody_symbols
 from musicgen.metrics.features import HISTOGRAMS
 from musicgen.midi_io import read_score
 
@@ -133,3 +133,40 @@ def test_real_tunes_against_a_training_set(folk_midi_files):
         assert len(donor) >= 50
         pasted = np.concatenate([held_out[0][:10], donor[5:45], held_out[0][10:20]])
         assert index.stats(pasted)[-1] >= 40
+
+
+# ----------------------------------------------------------------------------- transposition-invariant copying
+
+
+def test_interval_symbols_hand_built():
+    score = symusic.Score(480)
+    track = symusic.Track(program=0)
+    for t, d, p in ((0, 480, 60), (0, 480, 67), (480, 240, 74), (720, 960, 71)):  # melody 67, 74, 71
+        track.notes.append(symusic.Note(t, d, p, 80))
+    score.tracks.append(track)
+    assert interval_symbols(score).tolist() == [7, -3]
+    labels = HISTOGRAMS["duration"]
+    bins = [labels.index(x) for x in ("1/2", "2")]  # the durations of the notes each interval leads to
+    assert interval_symbols(score, with_duration=True).tolist() == [(7 + 127) * 11 + bins[0], (-3 + 127) * 11 + bins[1]]
+    assert interval_symbols(symusic.Score(480)).tolist() == []
+
+
+@pytest.mark.parametrize("with_duration", [False, True])
+def test_a_transposed_copy_is_found_by_intervals_only(folk_midi_files, with_duration):
+    """A training tune played a fifth higher: the interval index finds all of it (share 1.0, the
+    longest run every interval: its notes - 1); the absolute index finds no 8-gram of it."""
+    scores = [read_score(p) for p in folk_midi_files]
+    train, tune = scores[:-1], max(scores[:-1], key=lambda s: len(melody_symbols(s)))
+    moved = tune.shift_pitch(7)
+    notes = len(melody_symbols(moved))
+    assert notes >= 50 and (melody_symbols(moved) == melody_symbols(tune) + 7).all()
+    by_interval = CopyIndex(interval_symbols(s, with_duration) for s in train)
+    copied_8, total_8, copied_16, total_16, longest = by_interval.stats(interval_symbols(moved, with_duration))
+    assert copied_8 == total_8 == notes - 1 - 7 and copied_16 == total_16 and longest == notes - 1
+    absolute = CopyIndex(melody_symbols(s, with_duration) for s in train)
+    copied_8, total_8, *_, longest = absolute.stats(melody_symbols(moved, with_duration))
+    assert total_8 == notes - 7 and copied_8 == 0 and longest < 8
+    # a held-out tune shares few interval 8-grams with the training tunes (the index is not trivially permissive)
+    held_out = interval_symbols(scores[-1], with_duration)
+    copied_8, total_8, *_ = by_interval.stats(held_out)
+    assert copied_8 < total_8
