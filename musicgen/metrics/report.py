@@ -15,6 +15,11 @@ COPY_KEYS = (
     "copied_8gram_share", "copied_16gram_share", "longest_copied_run",
     "copied_8gram_share_with_duration", "copied_16gram_share_with_duration", "longest_copied_run_with_duration",
 )
+COPY_INTERVAL_KEYS = (
+    "copied_8gram_share_interval", "copied_16gram_share_interval", "longest_copied_run_interval",
+    "copied_8gram_share_interval_with_duration", "copied_16gram_share_interval_with_duration",
+    "longest_copied_run_interval_with_duration",
+)
 
 
 def describe_sampling(sampling: dict[str, Any]) -> str:
@@ -110,6 +115,11 @@ def report_markdown(result: dict[str, Any]) -> str:
         "training piece, averaged over pieces; the real row is the reference for chance overlap.",
         "",
         *_table(COPY_KEYS, rows),
+        "",
+        "The same in intervals (successive pitch differences, so a transposed copy counts): an n-gram of "
+        "intervals spans n + 1 notes, and the longest run is counted in intervals (notes - 1).",
+        "",
+        *_table(COPY_INTERVAL_KEYS, rows),
         "",
         "![metrics](metrics.png)",
         "",

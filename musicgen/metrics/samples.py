@@ -13,14 +13,25 @@ import torch
 
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.metrics.bootstrap import figure, kl_from, mean_of, overlap_with, ratio
-from musicgen.metrics.copying import CopyIndex, melody_symbols
+from musicgen.metrics.copying import CopyIndex, interval_symbols, melody_symbols
 from musicgen.metrics.features import HISTOGRAMS, piece_features
 from musicgen.metrics.music import ngram_stats
 from musicgen.tokenizers.base import MusicTokenizer
 
 REPETITION_NS = (2, 4, 8, 16)
 
-COPY_SYMBOLS = ("pitch", "pitch_duration")
+COPY_SYMBOLS = ("pitch", "pitch_duration", "interval", "interval_duration")
+
+#: The figure-name suffix of each copy symbol kind (``copied_8gram_share<suffix>``).
+COPY_SUFFIX = {"pitch": "", "pitch_duration": "_with_duration", "interval": "_interval",
+               "interval_duration": "_interval_with_duration"}
+
+
+def copy_symbols(score) -> dict[str, np.ndarray]:
+    """The melody of a decoded score as each ``COPY_SYMBOLS`` kind: absolute pitches and
+    intervals (transposition-invariant), each without and with durations."""
+    return {"pitch": melody_symbols(score), "pitch_duration": melody_symbols(score, with_duration=True),
+            "interval": interval_symbols(score), "interval_duration": interval_symbols(score, with_duration=True)}
 
 def body(ids: Sequence[int]) -> list[int]:
     """The ids of one piece without its BOS and what follows its first EOS (and without PAD)."""
@@ -68,8 +79,8 @@ def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None 
         score = tokenizer.decode(body(train.doc(i)))
         feats = piece_features(score)
         all_pitches += feats["pitch"]
-        symbols["pitch"].append(melody_symbols(score))
-        symbols["pitch_duration"].append(melody_symbols(score, with_duration=True))
+        for kind, seq in copy_symbols(score).items():
+            symbols[kind].append(seq)
         if i in originals:
             used += 1
             for h in hist:
@@ -98,9 +109,8 @@ def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], refe
         rows["tokens"].append([len(ids)])
         rows["syntax"].append([tokenizer.syntax_errors(ids), tokenizer.base_length(ids)])
         rows["ended"].append([1.0 if ended is None else float(ended[k])])
-        rows["copy_pitch"].append(reference.copies["pitch"].stats(melody))
-        rows["copy_pitch_duration"].append(
-            reference.copies["pitch_duration"].stats(melody_symbols(score, with_duration=True)))
+        for kind, seq in copy_symbols(score).items():
+            rows[f"copy_{kind}"].append(reference.copies[kind].stats(seq))
     width = {h: len(b) for h, b in HISTOGRAMS.items()}
     empty = {k: np.zeros((0, width.get(k, 1))) for k in rows}
     return {k: np.asarray(v, dtype=np.float64).reshape(len(pieces), -1) if v else empty[k] for k, v in rows.items()}
@@ -123,7 +133,7 @@ def sample_figures(stats: dict[str, np.ndarray], reference: Reference, n_boot: i
     for n in REPETITION_NS:
         out[f"ngram_repetition_{n}"] = figure(stats[f"repetition_{n}"], ratio(0, 1), n_boot, seed)
     for kind in COPY_SYMBOLS:
-        suffix = "" if kind == "pitch" else "_with_duration"
+        suffix = COPY_SUFFIX[kind]
         block = stats[f"copy_{kind}"]
         out[f"copied_8gram_share{suffix}"] = figure(block, ratio(0, 1), n_boot, seed)
         out[f"copied_16gram_share{suffix}"] = figure(block, ratio(2, 3), n_boot, seed)
