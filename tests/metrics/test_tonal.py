@@ -1,0 +1,96 @@
+"""Tonal figures fair to transposition: hand-computed values on built scores, invariance on real
+folk tunes transposed, a chromatic random melody against real tunes, and MusPy's own reading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import symusic
+
+from musicgen.control.attributes import estimate_key
+from musicgen.metrics.features import piece_features
+from musicgen.metrics.tonal import tonal_features
+from musicgen.midi_io import read_score
+
+TPQ = 480
+
+
+def _melody(pitches, durations=None) -> symusic.Score:
+    score = symusic.Score(TPQ)
+    track = symusic.Track("melody", program=0)
+    time = 0
+    for i, p in enumerate(pitches):
+        d = TPQ if durations is None else durations[i]
+        track.notes.append(symusic.Note(time, d, int(p), 80))
+        time += d
+    score.tracks.append(track)
+    return score
+
+
+def test_c_major_scale_by_hand():
+    f = tonal_features(_melody([60, 62, 64, 65, 67, 69, 71, 72]))
+    assert f["key"] == "C_major"
+    assert f["scale_consistency"] == 1.0
+    assert f["pitch_in_scale"] == 1.0
+    # C counted twice, the six other degrees once each: bins 0, 2, 4, 5, 7, 9, 11.
+    assert f["tonic_pitch_classes"].tolist() == [2, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1]
+    assert f["pitch_class_entropy"] == pytest.approx(-(2 / 8) * math.log2(2 / 8) - 6 * (1 / 8) * math.log2(1 / 8))
+    assert 0.5 < f["key_clarity"] <= 1.0
+
+
+def test_one_chromatic_note_by_hand():
+    """A long D major scale and one short G#: the key stays D major, 7 of 8 notes are in its scale
+    and no scale holds all 8 (G# and G are both there), and the histogram is rotated to D."""
+    pitches = [62, 64, 66, 67, 69, 71, 73, 68]  # D E F# G A B C# G#
+    f = tonal_features(_melody(pitches, [960] * 7 + [120]))
+    assert f["key"] == "D_major"
+    assert f["pitch_in_scale"] == pytest.approx(7 / 8)
+    assert f["scale_consistency"] == pytest.approx(7 / 8)
+    assert f["tonic_pitch_classes"].tolist() == [1, 0, 1, 0, 1, 1, 1, 1, 0, 1, 0, 1]
+
+
+def test_empty_score_has_no_values():
+    f = tonal_features(symusic.Score(TPQ))
+    assert math.isnan(f["scale_consistency"]) and math.isnan(f["key_clarity"])
+    assert math.isnan(f["pitch_in_scale"]) and math.isnan(f["pitch_class_entropy"])
+    assert f["tonic_pitch_classes"].sum() == 0
+
+
+@pytest.mark.parametrize("shift", [-5, 1, 2, 7])
+def test_transposition_leaves_tonal_figures_unchanged(folk_midi_files, shift):
+    changed_key = 0
+    for path in folk_midi_files[:8]:
+        score = read_score(path)
+        moved = score.shift_pitch(shift)
+        a, b = tonal_features(score), tonal_features(moved)
+        for k in ("scale_consistency", "pitch_in_scale", "key_clarity", "pitch_class_entropy"):
+            assert b[k] == pytest.approx(a[k], abs=1e-9), (path.name, k)
+        assert np.array_equal(a["tonic_pitch_classes"], b["tonic_pitch_classes"])
+        # ... while the absolute pitch classes rotate with the piece.
+        absolute = piece_features(score)["pitch_class"]
+        assert np.array_equal(np.roll(absolute, shift), piece_features(moved)["pitch_class"])
+        changed_key += estimate_key(score) != estimate_key(moved)
+    assert changed_key == 8
+
+
+def test_chromatic_random_melody_scores_lower_than_real_tunes(folk_midi_files):
+    real = [tonal_features(read_score(p)) for p in folk_midi_files[:20]]
+    rng = np.random.default_rng(0)
+    random = [tonal_features(_melody(rng.integers(55, 80, size=80))) for _ in range(10)]
+    worst_real = min(f["scale_consistency"] for f in real)
+    best_random = max(f["scale_consistency"] for f in random)
+    assert best_random < worst_real
+    assert np.mean([f["key_clarity"] for f in random]) < np.mean([f["key_clarity"] for f in real])
+    assert np.mean([f["pitch_class_entropy"] for f in random]) > np.mean([f["pitch_class_entropy"] for f in real])
+
+
+def test_agrees_with_muspy(folk_midi_files, chorale_midi_files):
+    muspy = pytest.importorskip("muspy")
+    paths = folk_midi_files[:15] + chorale_midi_files[:5]
+    for path in paths:
+        ours = tonal_features(read_score(path))
+        theirs = muspy.read_midi(path)
+        assert ours["scale_consistency"] == pytest.approx(muspy.scale_consistency(theirs), abs=0.01), path.name
+        assert ours["pitch_class_entropy"] == pytest.approx(muspy.pitch_class_entropy(theirs), abs=0.01), path.name
