@@ -16,9 +16,16 @@ from musicgen.metrics.bootstrap import figure, kl_from, mean_of, overlap_with, r
 from musicgen.metrics.copying import CopyIndex, interval_symbols, melody_symbols
 from musicgen.metrics.features import HISTOGRAMS, piece_features
 from musicgen.metrics.music import ngram_stats
+from musicgen.metrics.tonal import tonal_features
 from musicgen.tokenizers.base import MusicTokenizer
 
 REPETITION_NS = (2, 4, 8, 16)
+
+#: Per-piece tonal figures (``musicgen.metrics.tonal``), each the mean over the pieces that have notes.
+TONAL_FIGURES = ("scale_consistency", "pitch_in_scale", "key_clarity", "pitch_class_entropy")
+
+#: The tonic-relative pitch-class histogram's name in ``Reference.histograms`` and ``piece_stats``.
+TONIC_HISTOGRAM = "tonic_pitch_class"
 
 COPY_SYMBOLS = ("pitch", "pitch_duration", "interval", "interval_duration")
 
@@ -46,7 +53,8 @@ def body(ids: Sequence[int]) -> list[int]:
 @dataclass
 class Reference:
     """What samples are compared with: the training pieces. ``histograms``: the feature counts
-    of the untransposed training pieces (real test pieces are not transposed either);
+    of the untransposed training pieces (real test pieces are not transposed either), plus
+    ``tonic_pitch_class``, their note pitch classes each rotated to its piece's estimated tonic;
     ``pitch_range``: the lowest and highest pitch of everything the model trained on;
     ``copies``: a ``CopyIndex`` per symbol kind over everything it trained on (copies included:
     replaying a transposed training piece is copying too)."""
@@ -72,6 +80,7 @@ def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None 
     idx = np.concatenate([originals, copies]).tolist()
     originals = set(originals.tolist())
     hist = {h: np.zeros(len(bins), dtype=np.int64) for h, bins in HISTOGRAMS.items()}
+    hist[TONIC_HISTOGRAM] = np.zeros(12, dtype=np.int64)  # each piece rotated to its estimated tonic
     all_pitches = np.zeros(128, dtype=np.int64)
     symbols: dict[str, list[np.ndarray]] = {k: [] for k in COPY_SYMBOLS}
     used = 0
@@ -83,8 +92,9 @@ def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None 
             symbols[kind].append(seq)
         if i in originals:
             used += 1
-            for h in hist:
+            for h in HISTOGRAMS:
                 hist[h] += feats[h]
+            hist[TONIC_HISTOGRAM] += tonal_features(score)["tonic_pitch_classes"].astype(np.int64)
     played = np.nonzero(all_pitches)[0]
     pitch_range = (int(played.min()), int(played.max())) if len(played) else (0, 127)
     return Reference(hist, pitch_range, {k: CopyIndex(v) for k, v in symbols.items()}, used)
@@ -109,6 +119,10 @@ def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], refe
         rows["tokens"].append([len(ids)])
         rows["syntax"].append([tokenizer.syntax_errors(ids), tokenizer.base_length(ids)])
         rows["ended"].append([1.0 if ended is None else float(ended[k])])
+        tonal = tonal_features(score)
+        rows[TONIC_HISTOGRAM].append(tonal["tonic_pitch_classes"])
+        for name in TONAL_FIGURES:  # (value, 1), or (0, 0) for a piece without notes
+            rows[name].append([0.0, 0.0] if np.isnan(tonal[name]) else [tonal[name], 1.0])
         for kind, seq in copy_symbols(score).items():
             rows[f"copy_{kind}"].append(reference.copies[kind].stats(seq))
     width = {h: len(b) for h, b in HISTOGRAMS.items()}
@@ -142,6 +156,12 @@ def sample_figures(stats: dict[str, np.ndarray], reference: Reference, n_boot: i
     out["notes_per_piece"] = figure(stats["notes"], mean_of(0), n_boot, seed)
     out["tokens_per_piece"] = figure(stats["tokens"], mean_of(0), n_boot, seed)
     out["ended_at_eos"] = figure(stats["ended"], mean_of(0), n_boot, seed)
+    for name in TONAL_FIGURES:  # absent from per-piece statistics saved before they existed
+        if name in stats:
+            out[name] = figure(stats[name], ratio(0, 1), n_boot, seed)
+    if TONIC_HISTOGRAM in stats and TONIC_HISTOGRAM in reference.histograms:
+        out["tonic_pitch_class_overlap"] = figure(
+            stats[TONIC_HISTOGRAM], overlap_with(reference.histograms[TONIC_HISTOGRAM]), n_boot, seed)
     return out
 
 def sample_metrics(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,

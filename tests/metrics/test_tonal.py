@@ -94,3 +94,33 @@ def test_agrees_with_muspy(folk_midi_files, chorale_midi_files):
         theirs = muspy.read_midi(path)
         assert ours["scale_consistency"] == pytest.approx(muspy.scale_consistency(theirs), abs=0.01), path.name
         assert ours["pitch_class_entropy"] == pytest.approx(muspy.pitch_class_entropy(theirs), abs=0.01), path.name
+
+
+def test_sample_rows_carry_the_tonal_figures_and_transposition_costs_only_the_key_distribution(folk_midi_files):
+    """A training reference of real tunes; one row of the same tunes, one of the same tunes each
+    transposed by a different amount (what a model of the augmented data would play): the tonal
+    figures and the tonic-relative overlap are the same for both rows, while the absolute
+    pitch-class overlap (the key distribution) drops for the transposed row."""
+    from musicgen.data.cache import SplitTokens
+    from musicgen.metrics.samples import piece_stats, sample_figures, training_reference
+    from musicgen.tokenizers import RemiTokenizer
+
+    tok = RemiTokenizer()
+    scores = [read_score(p) for p in folk_midi_files]
+    docs = [[1, *tok.encode(s), 2] for s in scores]
+    offsets = np.cumsum([0] + [len(d) for d in docs])
+    train = SplitTokens(np.concatenate(docs).astype(np.uint16), offsets, [f"folk/{i}.mid" for i in range(len(docs))],
+                        np.array([sum(len(t.notes) for t in s.tracks) for s in scores]))
+    ref = training_reference(tok, train)
+    assert ref.histograms["tonic_pitch_class"].sum() == ref.histograms["pitch_class"].sum() > 0
+    same = [tok.encode(s) for s in scores]
+    moved = [tok.encode(s.shift_pitch(shift)) for s, shift in zip(scores, [1, 3, 5, -2, -4, 6] * 3)]
+    a = sample_figures(piece_stats(tok, same, ref), ref, n_boot=200)
+    b = sample_figures(piece_stats(tok, moved, ref), ref, n_boot=200)
+    for key in ("scale_consistency", "pitch_in_scale", "key_clarity", "pitch_class_entropy"):
+        assert a[key]["low"] <= a[key]["value"] <= a[key]["high"]
+        assert b[key]["value"] == pytest.approx(a[key]["value"], abs=1e-6), key
+    assert a["tonic_pitch_class_overlap"]["value"] == pytest.approx(1.0)
+    assert b["tonic_pitch_class_overlap"]["value"] == pytest.approx(1.0)
+    assert a["pitch_class_overlap"]["value"] == pytest.approx(1.0)
+    assert b["pitch_class_overlap"]["value"] < 0.9
