@@ -3,7 +3,10 @@
 Scores the test split by default (the validation split selected the checkpoint). Writes
 ``evaluation.json`` (rows ``model``, ``ngram``, ``real``: every figure with its 95% interval),
 ``evaluation.md``, PNG plots and ``evaluation_pieces.npz`` (the per-piece statistics behind every
-figure, which the leaderboard pools over seeds) into the run directory, and ``real/``: a few real
+figure, which the leaderboard pools over seeds) into the run directory; ``pieces/<row>/NNN.mid``:
+every piece each row scored (model samples, n-gram samples, real pieces), decoded as the figures
+decoded it, with ``pieces/index.json`` mapping each file to its row and its place in the row's
+per-piece statistics, so an outside tool can recompute any figure; and ``real/``: a few real
 pieces of the split as MIDI, piano roll and audio (``real_examples``), to listen to beside the
 samples. The scoring is ``musicgen.evaluation.scoring`` over ``musicgen.api.MusicModel``.
 
@@ -61,6 +64,36 @@ def write_real_examples(tokenizer, cache, split_name: str, k: int, seed: int, ou
     return pieces
 
 
+def write_pieces(tokenizer, rows: dict[str, list], names: dict[str, list[str]], out_dir: Path) -> dict[str, Any]:
+    """Every scored piece of each row (``rows``: row -> ids without BOS/EOS) as
+    ``out_dir/<row>/NNN.mid`` (NNN: its index in the row, which is also its row in every
+    ``<row>/...`` array of ``evaluation_pieces.npz``), decoded by ``tokenizer`` as the figures
+    were, and ``out_dir/index.json``: file -> row, index (and the source name of a real piece),
+    plus the pieces that could not be decoded or written, skipped with a warning. Stale
+    ``NNN.mid`` files of an earlier evaluation into the same folder are removed first."""
+    files: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, Any]] = []
+    for row, pieces in rows.items():
+        row_dir = out_dir / row
+        row_dir.mkdir(parents=True, exist_ok=True)
+        for old in row_dir.glob("[0-9][0-9][0-9].mid"):
+            old.unlink()
+        for k, ids in enumerate(pieces):
+            name = f"{row}/{k:03d}.mid"
+            try:
+                write_score(tokenizer.decode([int(t) for t in ids]), out_dir / name)
+            except Exception as e:  # a sample the tokeniser cannot decode is a finding, not a crash
+                log.warning("evaluation piece %s not written: %s", name, e)
+                skipped.append({"row": row, "index": k, "reason": f"{type(e).__name__}: {e}".splitlines()[0]})
+                continue
+            files[name] = {"row": row, "index": k, "npz_row": k,
+                           **({"name": names[row][k]} if row in names else {})}
+    index = {"note": "index: the piece's place in its row; npz_row: its row in evaluation_pieces.npz's <row>/<block>",
+             "rows": {row: len(pieces) for row, pieces in rows.items()}, "files": files, "skipped": skipped}
+    atomic_write_text(out_dir / "index.json", json.dumps(index, indent=1))
+    return index
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     sampling = sampling_config(cfg.sampling)
     renderer = renderer_from_config(cfg.audio)  # a bad audio.soundfont fails before any work
@@ -78,6 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     result = evaluate_run(m, cache, cfg, sampling)
     pieces = result.pop("_pieces")
+    write_pieces(m.tokenizer, result.pop("_ids"), result.pop("_names"), out_dir / "pieces")
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"{row}/{k}": v for row, block in pieces.items() for k, v in block.items()})
     atomic_write_bytes(out_dir / "evaluation_pieces.npz", buf.getvalue())

@@ -153,6 +153,10 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
             **{name: {h: s[h].sum(axis=0).tolist() for h in HISTOGRAMS} for name, s in stats.items()},
         },
         "seconds": round(time.perf_counter() - t0, 1),
+        # the scored pieces of each sample row (ids without BOS/EOS; real ones with their source names),
+        # which evaluate writes as MIDI files beside the per-piece statistics
+        "_ids": {name: ids for name, (ids, _) in rows.items()},
+        "_names": {"real": [str(split.names[originals[i]]) for i in real]},
         # per-piece statistics, for pooling runs (the leaderboard); evaluate writes them to an .npz
         "_pieces": {"likelihood": {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes},
                     **stats},

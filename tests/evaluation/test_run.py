@@ -5,10 +5,12 @@ validation perplexity equal to evaluation's on the same checkpoint and split."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from musicgen.config import compose
 from musicgen.evaluation.run import evaluate
+from musicgen.midi_io import read_score
 
 VERSIONS = ["v6", "v7"]  # the LSTM (sliding window) and the Transformer (KV cache)
 
@@ -25,7 +27,10 @@ def test_evaluate_writes_report(smoke_run, tmp_path):
     for row in ("model", "ngram", "real"):
         for key in ("pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap",
                     "notes_per_bar_overlap", "ngram_repetition_4", "copied_8gram_share", "longest_copied_run",
-                    "syntax_error_rate", "notes_per_piece"):
+                    "syntax_error_rate", "notes_per_piece", "copied_8gram_share_interval",
+                    "copied_16gram_share_interval", "longest_copied_run_interval",
+                    "copied_8gram_share_interval_with_duration", "longest_copied_run_interval_with_duration",
+                    "scale_consistency", "pitch_in_scale", "key_clarity", "tonic_pitch_class_overlap"):
             figure = saved[row][key]
             assert set(figure) == {"value", "low", "high"}, (row, key)
             assert math.isnan(figure["low"]) or figure["low"] <= figure["high"]
@@ -39,6 +44,45 @@ def test_evaluate_writes_report(smoke_run, tmp_path):
     md = (tmp_path / "evaluation.md").read_text()
     assert "| model |" in md and "n-gram" in md and "[" in md
     assert (tmp_path / "metrics.png").exists() and (tmp_path / "distributions.png").exists()
+    assert "copied_8gram_share_interval" in md
+    assert "| key distribution |" in md and "tonic_pitch_class_overlap" in md
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_evaluate_keeps_every_scored_piece_as_midi(smoke_run, tmp_path):
+    """pieces/<row>/NNN.mid for the model, n-gram and real rows, as many as each row scored; each
+    file is readable and has the note count of its row of evaluation_pieces.npz (an outside tool
+    recomputes the figure from the file), or is listed as skipped."""
+    cfg = compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "num_samples=3",
+                               "max_new_tokens=48", "bootstrap=20", "split=train"])  # test has 1 piece
+    (tmp_path / "pieces" / "model").mkdir(parents=True)
+    (tmp_path / "pieces" / "model" / "007.mid").write_bytes(b"stale")  # an earlier, larger evaluation's
+    saved = evaluate(cfg)
+    n = saved["settings"]["num_samples"]
+    assert n == 3
+    index = json.loads((tmp_path / "pieces" / "index.json").read_text())
+    per_piece = np.load(tmp_path / "evaluation_pieces.npz")
+    assert index["rows"] == {"model": n, "ngram": n, "real": n}
+    skipped = {(s["row"], s["index"]) for s in index["skipped"]}
+    for row in ("model", "ngram", "real"):
+        written = sorted(p.name for p in (tmp_path / "pieces" / row).glob("*.mid"))
+        assert len(written) + sum(r == row for r, _ in skipped) == n
+        for k in range(n):
+            name = f"{row}/{k:03d}.mid"
+            if (row, k) in skipped:
+                assert name not in index["files"]
+                continue
+            entry = index["files"][name]
+            assert entry["row"] == row and entry["index"] == entry["npz_row"] == k
+            notes = per_piece[f"{row}/notes"][entry["npz_row"], 0]
+            if notes == 0:  # a sample with no note is a valid file that read_score refuses
+                assert (tmp_path / "pieces" / name).stat().st_size > 0
+                continue
+            score = read_score(tmp_path / "pieces" / name)
+            assert sum(len(t.notes) for t in score.tracks) == notes
+    assert all("name" in index["files"][f"real/{k:03d}.mid"] for k in range(n) if ("real", k) not in skipped)
+    assert not skipped or all(s["reason"] for s in index["skipped"])
+    assert not (tmp_path / "pieces" / "model" / "007.mid").exists()
 
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
