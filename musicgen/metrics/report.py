@@ -6,8 +6,12 @@ import math
 from typing import Any
 
 LIKELIHOOD_KEYS = ("perplexity", "nll_per_token", "nll_per_note")
+TONAL_KEYS = (
+    "tonic_pitch_class_overlap", "scale_consistency", "pitch_in_scale", "key_clarity", "pitch_class_entropy",
+    "pitch_class_overlap",
+)
 SAMPLE_KEYS = (
-    "pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
+    "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
     "pitch_overlap", "pitch_kl", "ngram_repetition_4", "syntax_error_rate", "notes_per_piece", "ended_at_eos",
     "out_of_range_pitch_share",
 )
@@ -46,8 +50,12 @@ def fmt(figure: dict[str, float] | None, digits: int = 3) -> str:
     return f"{value} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
 
 
+#: Column headers that are not the figure's name in ``evaluation.json``.
+LABELS = {"pitch_class_overlap": "key distribution"}
+
+
 def _table(keys: tuple[str, ...], rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    lines = ["| | " + " | ".join(LABELS.get(k, k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {name} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |" for name, row in rows]
     return lines
 
@@ -105,6 +113,16 @@ def report_markdown(result: dict[str, Any]) -> str:
         f"{s['num_samples']} pieces drawn from the {result['split']} split. Overlaps (1 = identical) and KL are "
         f"against the {s['reference_pieces']} untransposed training pieces, computed on the decoded notes, so "
         "they compare across tokenisers; repetition is over the melody's pitches.",
+        "",
+        "Tonality, per piece (so transposing a piece changes none of it): the tonic-relative pitch-class "
+        "overlap (each piece's notes rotated to its estimated key's tonic, against the training pieces rotated "
+        "alike), scale consistency (the largest share of notes in one major or natural-minor scale, as MusPy), "
+        "the share in the scale of the estimated key (duration-weighted Krumhansl-Schmuckler), key clarity "
+        "(that key's profile correlation) and pitch-class entropy (bits), means over pieces. Key distribution "
+        "(`pitch_class_overlap`) is the absolute pitch-class overlap, which also compares which keys the pieces "
+        "are in: a model trained on transposed copies is penalised by it by construction.",
+        "",
+        *_table(TONAL_KEYS, rows),
         "",
         *_table(SAMPLE_KEYS, rows),
         "",
