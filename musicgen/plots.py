@@ -110,10 +110,13 @@ def plot_pitch_histograms(
 ROW_LABELS = {"model": "model samples", "ngram": "n-gram samples", "real": "real pieces"}
 ROW_COLORS = {"model": "tab:blue", "ngram": "tab:orange", "real": "tab:green"}
 #: The figures ``metrics.png`` shows, one panel each, every row with its 95% interval.
+#: Tonal figures first (per piece, fair to transposition); ``pitch_class_overlap`` is the key distribution.
 METRIC_PANELS = (
-    "pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
-    "ngram_repetition_4", "copied_8gram_share", "longest_copied_run", "notes_per_piece",
+    "tonic_pitch_class_overlap", "scale_consistency", "pitch_class_overlap", "interval_overlap",
+    "duration_overlap", "ioi_overlap", "notes_per_bar_overlap", "ngram_repetition_4", "copied_8gram_share",
+    "copied_8gram_share_interval", "longest_copied_run", "notes_per_piece",
 )
+PANEL_TITLES = {"pitch_class_overlap": "key distribution (pitch_class_overlap)"}
 #: The distributions ``distributions.png`` compares (the reference: untransposed training pieces).
 DISTRIBUTION_PANELS = ("pitch_class", "interval", "duration", "ioi", "notes_per_bar")
 
@@ -125,10 +128,12 @@ def plot_evaluation(result: dict[str, Any], out_dir: Path) -> None:
     from musicgen.metrics.features import HISTOGRAMS
 
     rows = [r for r in ROW_LABELS if r in result]
-    fig = Figure(figsize=(12, 7), dpi=100)
+    n_cols = 4
+    n_rows = -(-len(METRIC_PANELS) // n_cols)
+    fig = Figure(figsize=(14, 2.6 * n_rows), dpi=100)
     FigureCanvasAgg(fig)
     for k, key in enumerate(METRIC_PANELS):
-        ax = fig.add_subplot(3, 3, k + 1)
+        ax = fig.add_subplot(n_rows, n_cols, k + 1)
         for j, r in enumerate(rows):
             f = result[r].get(key)
             if not f:
@@ -137,7 +142,7 @@ def plot_evaluation(result: dict[str, Any], out_dir: Path) -> None:
                 if not np.isnan(f["low"]) else None
             ax.bar(j, f["value"], yerr=err, color=ROW_COLORS[r], capsize=4)
         ax.set_xticks(range(len(rows)), [ROW_LABELS[r].split()[0] for r in rows])
-        ax.set_title(key, fontsize=9)
+        ax.set_title(PANEL_TITLES.get(key, key), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{result['version']} on {result['split']}: figures with 95% intervals")
     fig.tight_layout()

@@ -47,7 +47,9 @@ LEADERBOARD_RUNS = "outputs/leaderboard/runs"
 HEADLINE = (
     ("nll_per_note", "NLL per note (nats)", 3),
     ("perplexity", "token perplexity", 3),
-    ("pitch_class_overlap", "pitch-class overlap", 3),
+    ("tonic_pitch_class_overlap", "tonic-relative pitch-class overlap", 3),
+    ("scale_consistency", "scale consistency", 3),
+    ("pitch_class_overlap", "key distribution (pitch-class overlap)", 3),
     ("interval_overlap", "interval overlap", 3),
     ("notes_per_bar_overlap", "notes-per-bar overlap", 3),
     ("ngram_repetition_4", "4-gram repetition", 3),

@@ -108,3 +108,20 @@ def test_runs_side_by_side_without_soundfont_or_samples(run_copy, tmp_path, monk
 def test_a_run_that_does_not_exist_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no such run directory"):
         build_gallery(gallery_cfg([tmp_path / "nope"], tmp_path / "site"))
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_an_evaluated_run_shows_the_tonal_figures_first(run_copy, tmp_path):
+    """A run with an ``evaluation.json`` shows its headline figures, the transposition-fair tonal
+    ones before the key distribution (absolute pitch-class overlap, relabelled)."""
+    from musicgen.config import compose as compose_cfg
+    from musicgen.evaluation.run import evaluate
+
+    run = run_copy("v7_eval")
+    evaluate(compose_cfg("evaluate", [f"ckpt_path={run}", "split=train", "num_samples=3", "max_new_tokens=24",
+                                      "bootstrap=50", "reference_pieces=5", "real_examples=1", "device=cpu"]))
+    build_gallery(gallery_cfg([run], tmp_path / "site", "generate_missing=false"))
+    text, _ = parse(tmp_path / "site" / "index.html")
+    tonic, scale, key = (text.index(s) for s in ("tonic-relative pitch-class overlap", "scale consistency",
+                                                 "key distribution (pitch-class overlap)"))
+    assert tonic < scale < key
