@@ -28,6 +28,8 @@ def records(path: Path):
         if kind == 0 and length == 0:
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a record the service is still writing: read up to it
+            return
         payload = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == FULL:
