@@ -119,7 +119,7 @@ def measure_coverage(model: str | Path | MusicModel, max_pieces: int = 200, seed
     from musicgen.metrics.statistics import wilson
     from musicgen.midi_io import read_score
     from musicgen.tokenizers import RemiTokenizer
-    from musicgen.tokenizers.bars import bar_lines, locate_bars, uses_time_signatures
+    from musicgen.tokenizers.bars import bar_lines, bar_tables, locate_bars, uses_time_signatures
 
     m = model if isinstance(model, MusicModel) else MusicModel.load(model)
     if m.infill_vocab is None:
@@ -128,7 +128,8 @@ def measure_coverage(model: str | Path | MusicModel, max_pieces: int = 200, seed
         raise ConfigError(f"{m.ckpt_path}: infilling needs a REMI tokeniser")
     options = {k: v for k, v in m.tokenizer.config_dict()["options"].items() if k != "bpe_vocab_size"}
     midi_tok = RemiTokenizer(**{**options, "rests_cross_bars": True})
-    encodings = {"miditok": (midi_tok, midi_tok.vocab_size), "run": (m.tokenizer, m.infill_vocab.base)}
+    encodings = {name: (tok, base, bar_tables(tok, base)) for name, (tok, base) in  # tables: once per encoding
+                 {"miditok": (midi_tok, midi_tok.vocab_size), "run": (m.tokenizer, m.infill_vocab.base)}.items()}
     test = m.pieces_of("test")
     files = document_files(m.metadata.config.get("data", {}))
     names = [test.names[int(i)] for i in test.originals()[:max_pieces]]
@@ -142,12 +143,12 @@ def measure_coverage(model: str | Path | MusicModel, max_pieces: int = 200, seed
         n_bars = len(bar_lines(score, time_signatures)) - 1
         for span, bars_of in SPANS.items():
             a, b = bars_of(n_bars)
-            for enc, (tok, base) in encodings.items():
+            for enc, (tok, base, tables) in encodings.items():
                 if a < 0 or b > n_bars:
                     counts[span][enc]["outside the piece"] += 1
                     continue
                 try:
-                    locate_bars(tok, base, score, (a, b))
+                    locate_bars(tok, base, score, (a, b), tables)
                     counts[span][enc]["ok"] += 1
                 except ConfigError as e:
                     counts[span][enc][next(r for k, r in reasons.items() if k in str(e))] += 1

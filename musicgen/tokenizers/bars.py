@@ -66,18 +66,26 @@ def bar_numbers(tokenizer: Any, ids: Sequence[int], starts: np.ndarray, n_pitch:
     return numbers
 
 
-def locate_bars(tok: Any, base: int, score: symusic.Score, bars: tuple[int, int]
+def bar_tables(tok: Any, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(bar_starts, notes_per_id)`` of ``tok``'s first ``base`` ids: what ``locate_bars`` reads,
+    built once by a caller that locates spans in many scores (each table reads every id's tokens)."""
+    return bar_starts(tok, base), notes_per_id(tok, base)
+
+
+def locate_bars(tok: Any, base: int, score: symusic.Score, bars: tuple[int, int],
+                tables: tuple[np.ndarray, np.ndarray] | None = None
                 ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Where the bar span ``bars`` (0-based, half-open) of ``score`` (ticks) is in its tokens:
     ``(ids, starts, is_bar, lines, i, j)``, ``starts`` the positions of the bar-start ids, the span
     ``starts[i]`` up to ``starts[j]`` (``j == len(starts)``: to the piece's end), ``lines`` the
     file's bar lines as the tokeniser counts bars. A span past the file's bars, or one whose end
     the tokens do not mark (a tokeniser with ``rests_cross_bars``, MidiTok's encoding, writes a
-    rest that reaches a bar line without its Bar token), is a one-line ``ConfigError``."""
+    rest that reaches a bar line without its Bar token), is a one-line ``ConfigError``. ``tables``:
+    ``bar_tables(tok, base)``, where the caller has them (default: built here)."""
     ids = tok.encode(score)
-    is_bar = bar_starts(tok, base)
+    is_bar, n_notes = tables if tables is not None else bar_tables(tok, base)
     starts = np.flatnonzero(is_bar[np.asarray(ids)])
-    numbers = bar_numbers(tok, ids, starts, notes_per_id(tok, base))
+    numbers = bar_numbers(tok, ids, starts, n_notes)
     a, b = bars
     shown = f"infill.bars={a + 1}-{b}"
     time_signatures = uses_time_signatures(tok)
