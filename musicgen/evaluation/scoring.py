@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from musicgen.api import MusicModel
 from musicgen.constants import EOS_ID
-from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, sample_next, sampling_grammar
+from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, sample_next
 from musicgen.metrics import NgramLM
 from musicgen.metrics.features import HISTOGRAMS
 from musicgen.metrics.likelihood import likelihood_metrics
@@ -111,7 +111,7 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
     # samples: equal numbers of model samples, n-gram samples and real pieces
     n = min(cfg.num_samples, len(docs))
     reference = training_reference(tok, train, cfg.reference_pieces)
-    grammar = sampling_grammar(tok, sampling)  # None unless sampling.constrained (for the n-gram's samples)
+    grammar = m.grammar(sampling)  # None unless sampling.constrained: the model's, built once, for the n-gram too
     # a conditioned run samples asked nothing (the all-null prefix), as an unconditioned run does
     t1 = time.perf_counter()
     pieces = m.generate(n, sampling=dataclasses.replace(sampling, cfg_scale=1.0), seed=seed,
