@@ -152,7 +152,6 @@ class MusicModel:
     def __init__(self, net: nn.Module, tokenizer: Any, metadata: RunMetadata | Mapping[str, Any],
                  ckpt_path: Path | str | None = None) -> None:
         meta = metadata if isinstance(metadata, RunMetadata) else RunMetadata.from_dict(metadata)
-        self.metadata = meta
         # the tokeniser's own ids: a training DataModule hands its ExtendedTokenizer (attribute and
         # sentinel ids counted on top), whose extra ids the vocabularies in ``metadata`` describe
         while hasattr(tokenizer, "base_tokenizer"):  # conditioning and infilling each wrap it once
@@ -187,6 +186,11 @@ class MusicModel:
         return self.run.run_dir
 
     @property
+    def metadata(self) -> RunMetadata:
+        """The run's metadata, typed."""
+        return self.run.info
+
+    @property
     def version(self) -> str:
         return self.metadata.version
 
@@ -197,12 +201,12 @@ class MusicModel:
     @property
     def conditioning(self) -> ConditioningVocab | None:
         """The attribute vocabulary of a conditioned run (what ``cond`` may ask), else None."""
-        return self.metadata.conditioning_vocab
+        return self.run.conditioning
 
     @property
     def infill_vocab(self) -> InfillVocab | None:
         """The sentinels of a run trained with infilling (``infill`` needs them), else None."""
-        return self.metadata.infill_vocab
+        return self.run.infill_vocab
 
     @property
     def trained_context(self) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -64,12 +65,12 @@ class RunMetadata:
         """The stored form: None entries left out (a checkpoint without conditioning has no key)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
-    @property
+    @functools.cached_property
     def conditioning_vocab(self) -> ConditioningVocab | None:
         """The attribute vocabulary of a conditioned run, else None."""
         return ConditioningVocab.from_dict(self.conditioning) if self.conditioning else None
 
-    @property
+    @functools.cached_property
     def infill_vocab(self) -> InfillVocab | None:
         """The sentinel ids of a run trained with infilling, else None."""
         return InfillVocab.from_dict(self.infill) if self.infill else None
@@ -103,9 +104,9 @@ class LoadedRun:
             raise ConfigError(f"context_len={requested} must be >= 1 (null: the trained window, {trained})")
         return requested, f"{requested} tokens ({requested / trained:.2g}x the trained window of {trained})"
 
-    @property
+    @functools.cached_property
     def info(self) -> RunMetadata:
-        """The metadata, typed."""
+        """The metadata, typed (read once: the stored dictionary is not changed after loading)."""
         return RunMetadata.from_dict(self.metadata)
 
     @property
