@@ -215,6 +215,13 @@ def summary_line(result: Mapping[str, Any]) -> str:
             f"difference {show('difference')} (test pieces: {result['pieces']}, notes: {result['notes']})")
 
 
+def nll_markdown(result: Mapping[str, Any]) -> str:
+    """The suffix measurement as a Markdown page."""
+    return (f"# Infilling: what the bars after the gap are worth\n\nRun `{result['ckpt_path']}`, "
+            f"{result['bars']}-bar middles from the middle of each test piece; 95% bootstrap intervals over "
+            f"pieces, the difference paired (the same middles).\n\n{summary_line(result)}.\n")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The measurement conf/infilling.yaml describes, written as JSON to ``cfg.out`` (null: the run
     directory's ``infilling.json``); the result, with ``out`` (where it went) added."""
@@ -231,8 +238,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         name = "infilling"
     out = Path(cfg.out) if cfg.out else m.run_dir / f"{name}.json"
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    if cfg.publish and cfg.measure == "coverage":
-        publish("infill-coverage", coverage_markdown(result), docs_dir=cfg.publish_dir)
+    if cfg.publish:
+        coverage = cfg.measure == "coverage"
+        page, markdown = ("infill-coverage", coverage_markdown) if coverage else ("infilling", nll_markdown)
+        publish(page, markdown(result), docs_dir=cfg.publish_dir)
     return {**result, "out": str(out)}
 
 

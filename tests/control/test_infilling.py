@@ -437,3 +437,13 @@ def test_corpus_tunes_whose_rests_hide_bars_from_miditok_are_regenerable(infill_
         assert sorted(outside[0]) == sorted(outside[1]), path.name
         regenerated += 1
     assert regenerated >= 1  # the fixture has such tunes (its MidiTok encoding hides bars: test_remi)
+
+
+def test_the_suffix_measurement_is_published_when_asked(infill_run, tmp_path):
+    from musicgen.experiments.infilling import run, summary_line
+
+    (tmp_path / "docs").mkdir()
+    res = run(compose("infilling", [f"ckpt_path={infill_run}", "bars=1", "n_boot=50", f"out={tmp_path / 'i.json'}",
+                                    "publish=true", f"publish_dir={tmp_path / 'docs'}", "device=cpu"]))
+    page = (tmp_path / "docs" / "results" / "infilling.md").read_text()
+    assert summary_line(res) in page and page.startswith("# Infilling")
