@@ -87,9 +87,11 @@ class TokenCache:
 
 
 def cache_key(
-    files: dict[str, FileList], tokenizer: MusicTokenizer, augment: AugmentConfig, seed: int
+    files: dict[str, FileList], tokenizer: MusicTokenizer, augment: AugmentConfig, seed: int,
+    groups: dict | None = None,
 ) -> str:
-    """Hash of everything that changes the cached tokens (file identity by size and mtime)."""
+    """Hash of everything that changes the cached tokens (file identity by size and mtime) and of
+    the split's figures stored in meta.json (``groups``), so a cache never reports another split's."""
 
     def ident(path: Path) -> list:
         st = path.stat()
@@ -103,6 +105,7 @@ def cache_key(
         "augment": asdict(augment),
         "seed": seed,
         "files": {s: [[rel, *ident(p)] for rel, p in fl] for s, fl in sorted(files.items())},
+        "split": groups or {},
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -135,7 +138,7 @@ def build_or_load(
     ``groups``: figures about the split (``musicgen.data.split.merged_groups``), stored in meta.json.
     """
     cache_root = Path(cache_root)
-    key = cache_key(files, tokenizer, augment, seed)
+    key = cache_key(files, tokenizer, augment, seed, groups)
     final = cache_root / key
     with _locked(cache_root):
         _remove_leftovers(cache_root)

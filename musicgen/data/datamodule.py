@@ -24,13 +24,21 @@ from musicgen.data.sources import (
     list_midi_files,
     load_manifest,
 )
-from musicgen.data.split import assign_splits, check_fractions, group_keys, merged_groups, subsample
+from musicgen.data.split import (
+    assign_splits,
+    check_fractions,
+    merged_groups,
+    near_duplicate_groups,
+    read_pieces,
+    subsample,
+)
 from musicgen.data.windows import ScoringWindows, TokenWindows, check_window_args
+from musicgen.metrics.similarity import SPLIT_THRESHOLD
 from musicgen.tokenizers.base import ExtendedTokenizer, MusicTokenizer
 
 log = logging.getLogger(__name__)
 
-#: The memo of content keys (``musicgen.data.split.group_keys``) in the cache folder.
+#: The memo of content keys and melody contours (``musicgen.data.split.read_pieces``) in the cache folder.
 CONTENT_KEYS_FILE = "content_keys.json"
 
 
@@ -111,6 +119,8 @@ class MidiDataModule(L.LightningDataModule):
         max_files_per_corpus: per-source caps that replace ``max_files`` (e.g. ``{chorales: null}``).
         val_frac / test_frac: shares of the split; copies of one piece (a chorale's versions, one
             tune in two collections) land on one side (``musicgen.data.split``). MAESTRO keeps its own.
+        near_duplicates: similarity (``musicgen.metrics.similarity``) at which two pieces count as
+            variants of one tune and are kept on one side too; None: exact copies only.
         mode / seq_len / stride / pack: see ``musicgen.data.windows``; they shape the training windows.
             Validation and test score every token once: in causal mode with evaluation's plan
             (``ScoringWindows``, each document on its own), in seq2one mode with stride 1.
@@ -136,6 +146,7 @@ class MidiDataModule(L.LightningDataModule):
         max_files_per_corpus: dict[str, int | None] | None = None,
         val_frac: float = 0.1,
         test_frac: float = 0.1,
+        near_duplicates: float | None = SPLIT_THRESHOLD,
         seed: int = 0,
         augment: dict[str, Any] | None = None,
         mode: str = "causal",
@@ -153,6 +164,8 @@ class MidiDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_fractions(val_frac, test_frac)
+        if near_duplicates is not None and not 0.0 < near_duplicates <= 1.0:
+            raise ValueError(f"data.near_duplicates={near_duplicates} must be in (0, 1], or null for exact copies only")
         unknown = set(corpora) - set(CORPORA)
         if unknown:
             raise ValueError(f"data.corpora has unknown {sorted(unknown)}; embedded corpora are {list(CORPORA)}")
@@ -167,6 +180,7 @@ class MidiDataModule(L.LightningDataModule):
         self.max_files = max_files
         self.max_files_per_corpus = dict(max_files_per_corpus or {})
         self.val_frac, self.test_frac, self.seed = val_frac, test_frac, seed
+        self.near_duplicates = near_duplicates
         self.augment = AugmentConfig(**(augment or {}))
         self.mode, self.seq_len, self.stride, self.pack = mode, seq_len, stride, pack
         self.batch_size = batch_size
@@ -205,11 +219,16 @@ class MidiDataModule(L.LightningDataModule):
             for name in self.corpora:
                 files = [(document_name(name, rel), p) for rel, p in self._embedded(name)]
                 hashed += subsample(files, self._cap(name), self.seed)
-        keys = group_keys(hashed, self.cache_dir / CONTENT_KEYS_FILE)
-        self.split_groups = merged_groups(keys)
+        exact, contours = read_pieces(hashed, self.cache_dir / CONTENT_KEYS_FILE)
+        keys = exact
+        if self.near_duplicates is not None:
+            keys = near_duplicate_groups(exact, contours, self.near_duplicates)
+        self.split_groups = {**merged_groups(keys, exact), "near_duplicates": self.near_duplicates}
         log.info(
-            "split: %d groups of near-duplicates hold %d of %d files; each group stays on one side",
+            "split: %d groups of copies or variants hold %d of %d files (%d of them join near-duplicates at "
+            "similarity >= %s); each group stays on one side",
             self.split_groups["groups_merged"], self.split_groups["files_in_merged_groups"], len(hashed),
+            self.split_groups["near_duplicate_groups"], self.near_duplicates,
         )
         for s, fl in assign_splits(hashed, self.seed, self.val_frac, self.test_frac, keys).items():
             by_split[s] += fl

@@ -2,10 +2,19 @@
 
 A file's group key says which piece it is: for a Bach chorale its chorale number (all versions
 of ``bwv18.5`` are one piece), for any other file a hash of its notes (the same folk tune in two
-collections, or at two MIDI resolutions, is one piece). The side is a hash of the key and the
-seed, so copies of one piece land on one side, and adding files to a corpus never moves the
-files already there. The split happens before augmentation and before any tokeniser training,
-so nothing from validation or test leaks into either.
+collections, or at two MIDI resolutions, is one piece). Then pieces whose melodies are
+near-duplicates (``musicgen.metrics.similarity``: variants of one tune, in any key) are joined:
+the group key of each connected component of the near-duplicate graph is its smallest member
+key. The side is a hash of the key and the seed, so copies and variants of one tune land on one
+side. The split happens before augmentation and before any tokeniser training, so nothing from
+validation or test leaks into either.
+
+Adding files never moves a file that has no near-duplicate among the added ones: its component
+and so its key are unchanged. An added file that is a near-duplicate of old ones can move them,
+when its key is smaller than their component's key or when it joins two components that sat on
+different sides: that is the price of keeping variants together, and it touches only the old
+files of that one tune (measured in docs/guide/data.md). Similarity is a function of two pieces
+alone, so adding files never separates old files that were together.
 """
 
 from __future__ import annotations
@@ -14,16 +23,20 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from musicgen.fs import atomic_write_text
+from musicgen.metrics.similarity import near_duplicate_pairs, score_contour, signature
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-#: Bumped when ``content_key`` changes, so a memo of older keys is not trusted.
-CONTENT_KEY_VERSION = 1
+#: Bumped when ``content_key`` or ``score_contour`` changes, so a memo of older keys is not trusted.
+#: 2: each entry also holds the melody's contour (the near-duplicate signature is made from it).
+CONTENT_KEY_VERSION = 2
 
 
 def hash_unit(key: str, seed: int) -> float:
@@ -101,11 +114,12 @@ def content_key(path: Path | str) -> str:
     transposes its files, so a transposed copy of a validation tune would leak just the same).
     Velocities, tempo and instruments are left out. Raises ``BadMidiError`` for unusable files.
     """
-    import numpy as np
-
     from musicgen.midi_io import read_score  # the MIDI stack only where files are read
 
-    score = read_score(path)
+    return _notes_hash(read_score(path))
+
+
+def _notes_hash(score) -> str:
     notes = score.tracks[0].notes.numpy()
     tpq = float(score.ticks_per_quarter)
     onset = (notes["time"] - notes["time"].min()) / tpq
@@ -116,13 +130,23 @@ def content_key(path: Path | str) -> str:
     return hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest()[:24]
 
 
-def group_keys(files: Iterable[tuple[str, Path]], memo_path: Path | str | None = None) -> dict[str, str]:
-    """Group key of each ``(relative name, path)``: ``chorale:<number>`` for chorales,
-    ``notes:<content_key>`` for every other file, ``path:<name>`` for a file that cannot be read
-    (the cache build skips it later anyway).
+def _read_piece(path: Path | str) -> tuple[str, list[int]]:
+    """``content_key`` and melody contour (``similarity.score_contour``) of a file, read once."""
+    from musicgen.midi_io import read_score
 
-    ``memo_path``: a JSON file of content keys by (name, size, mtime_ns), read first and
-    rewritten (atomically) when new keys were computed, so that only new or changed files are
+    score = read_score(path)
+    return _notes_hash(score), score_contour(score).tolist()
+
+
+def read_pieces(
+    files: Iterable[tuple[str, Path]], memo_path: Path | str | None = None
+) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Exact group key and melody contour of each ``(relative name, path)``: the key is
+    ``chorale:<number>`` for chorales, ``notes:<content_key>`` for every other file, ``path:<name>``
+    for a file that cannot be read (its contour empty; the cache build skips it later anyway).
+
+    ``memo_path``: a JSON file of keys and contours by (name, size, mtime_ns), read first and
+    rewritten (atomically) when new entries were computed, so that only new or changed files are
     read again: reading the whole folk corpus takes a while.
     """
     from musicgen.midi_io import BadMidiError
@@ -137,35 +161,79 @@ def group_keys(files: Iterable[tuple[str, Path]], memo_path: Path | str | None =
                 memo = data["keys"]
         except (OSError, ValueError, KeyError, AttributeError):
             memo = {}  # missing or unreadable: recomputed, then rewritten
-    keys, changed = {}, False
+    keys: dict[str, str] = {}
+    contours: dict[str, list[int]] = {}
+    changed = False
     for rel, path in files:
-        number = chorale_number(rel)
-        if number is not None:
-            keys[rel] = f"chorale:{number}"
-            continue
         try:
             st = Path(path).stat()
             ident = [st.st_size, st.st_mtime_ns]
         except OSError:
-            keys[rel] = f"path:{rel}"
+            keys[rel], contours[rel] = f"path:{rel}", []
             continue
         known = memo.get(rel)
         if known is not None and known[:2] == ident:
-            keys[rel] = known[2]
+            keys[rel], contours[rel] = known[2], known[3]
             continue
+        number = chorale_number(rel)
         try:
-            keys[rel] = f"notes:{content_key(path)}"
+            notes, contours[rel] = _read_piece(path)
+            keys[rel] = f"chorale:{number}" if number is not None else f"notes:{notes}"
         except BadMidiError:
-            keys[rel] = f"path:{rel}"
-        memo[rel] = [*ident, keys[rel]]
+            keys[rel], contours[rel] = f"path:{rel}", []
+        memo[rel] = [*ident, keys[rel], contours[rel]]
         changed = True
     if memo_path is not None and changed:
         atomic_write_text(memo_path, json.dumps({"version": CONTENT_KEY_VERSION, "keys": memo}) + "\n")
-    return keys
+    return keys, contours
 
 
-def merged_groups(keys: Mapping[str, str]) -> dict[str, int]:
-    """How many groups hold more than one file (``groups_merged``) and how many files they hold."""
+def near_duplicate_groups(
+    keys: Mapping[str, str], contours: Mapping[str, Sequence[int]], threshold: float
+) -> dict[str, str]:
+    """``keys`` joined over near-duplicates: each file's key becomes the smallest key of its
+    component in the graph whose edges are the pairs of files at least ``threshold`` similar
+    (``similarity.near_duplicate_pairs`` on ``signature(contour)``)."""
+    names = list(keys)
+    parent = {k: k for k in keys.values()}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    signatures = [signature(contours.get(n, [])) for n in names]
+    for i, j, _ in near_duplicate_pairs(signatures, threshold):
+        a, b = root(keys[names[i]]), root(keys[names[j]])
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the component's key: its smallest member key
+    return {n: root(keys[n]) for n in names}
+
+
+def group_keys(
+    files: Iterable[tuple[str, Path]], memo_path: Path | str | None = None, near_duplicates: float | None = None
+) -> dict[str, str]:
+    """Group key of each ``(relative name, path)`` (``read_pieces``), joined over near-duplicates
+    at similarity ``near_duplicates`` (``near_duplicate_groups``; None: exact copies only)."""
+    keys, contours = read_pieces(files, memo_path)
+    if near_duplicates is None:
+        return keys
+    return near_duplicate_groups(keys, contours, near_duplicates)
+
+
+def merged_groups(keys: Mapping[str, str], exact_keys: Mapping[str, str] | None = None) -> dict[str, int]:
+    """How many groups hold more than one file (``groups_merged``) and how many files they hold;
+    given the keys before near-duplicates were joined (``exact_keys``), also how many groups
+    joined two or more exact groups (``near_duplicate_groups``) and how many files those hold."""
     sizes = Counter(keys.values())
     merged = [n for n in sizes.values() if n > 1]
-    return {"groups_merged": len(merged), "files_in_merged_groups": sum(merged)}
+    out = {"groups_merged": len(merged), "files_in_merged_groups": sum(merged)}
+    if exact_keys is not None:
+        parts: dict[str, set[str]] = {}
+        for rel, k in keys.items():
+            parts.setdefault(k, set()).add(exact_keys[rel])
+        joined = [k for k, p in parts.items() if len(p) > 1]
+        out["near_duplicate_groups"] = len(joined)
+        out["files_in_near_duplicate_groups"] = sum(sizes[k] for k in joined)
+    return out

@@ -8,7 +8,17 @@ import symusic
 
 from musicgen.data import split as split_mod
 from musicgen.data.corpus import list_sources
-from musicgen.data.split import assign_splits, chorale_number, content_key, group_keys, merged_groups, split_of
+from musicgen.data.split import (
+    assign_splits,
+    chorale_number,
+    content_key,
+    group_keys,
+    merged_groups,
+    near_duplicate_groups,
+    read_pieces,
+    split_of,
+)
+from musicgen.metrics.similarity import MIN_UNION, SPLIT_THRESHOLD, score_contour, signature
 
 
 def test_chorale_number_on_the_real_chorale_names():
@@ -94,9 +104,11 @@ def test_content_keys_are_remembered_by_name_size_and_mtime(folk_midi_files, tmp
     assert {rel: entry[2] for rel, entry in saved.items()} == keys
     assert not list(memo.parent.glob(".*.tmp"))  # written atomically
 
+    assert all(entry[3] == score_contour(symusic.Score(str(root / rel.removeprefix("user/")))).tolist()
+               for rel, entry in saved.items())  # the melody contours too, for the near-duplicate search
     read = []
-    real = split_mod.content_key
-    monkeypatch.setattr(split_mod, "content_key", lambda path: read.append(path.name) or real(path))
+    real = split_mod._read_piece
+    monkeypatch.setattr(split_mod, "_read_piece", lambda path: read.append(path.name) or real(path))
     mtime = memo.stat().st_mtime_ns
     assert group_keys(files, memo) == keys and read == []  # nothing read, nothing rewritten
     assert memo.stat().st_mtime_ns == mtime
@@ -117,3 +129,63 @@ def test_an_unknown_memo_is_ignored(folk_midi_files, tmp_path, bad):
     memo.write_text(json.dumps(bad))
     files = [("folk/a.mid", folk_midi_files[0])]
     assert group_keys(files, memo) == {"folk/a.mid": f"notes:{content_key(folk_midi_files[0])}"}
+
+
+def variant(path, out, shift: int):
+    """Another version of a tune: ``shift`` semitones up, a grace note before its 10th note, its
+    last note changed (another cadence)."""
+    score = symusic.Score(str(path))
+    notes = score.tracks[0].notes
+    grace = notes[9].copy()
+    grace.duration = max(grace.duration // 4, 1)
+    grace.pitch += 1
+    notes[9].time += grace.duration
+    notes[9].duration -= grace.duration
+    notes.append(grace)
+    notes.sort()
+    notes[-1].pitch += 2
+    score.shift_pitch(shift).dump_midi(str(out))
+    return out
+
+
+def _figures(path) -> int:
+    return len(signature(score_contour(symusic.Score(str(path)))))
+
+
+def test_variants_of_a_tune_join_one_group_and_others_stay_apart(folk_midi_files, tmp_path):
+    files = [(f"folk/{i:02d}.mid", p) for i, p in enumerate(folk_midi_files)]
+    exact, contours = read_pieces(files)
+    assert near_duplicate_groups(exact, contours, SPLIT_THRESHOLD) == exact  # 12 different real tunes
+    # variants of four tunes long enough to be told apart by figures (>= MIN_UNION), and of a short one
+    long = [(rel, p) for rel, p in files if _figures(p) >= MIN_UNION][:4]
+    short = next((rel, p) for rel, p in files if _figures(p) < MIN_UNION / 2)
+    varied = [*long, short]
+    more = files + [(f"{rel}.v", variant(p, tmp_path / f"v{i}.mid", 3 + i)) for i, (rel, p) in enumerate(varied)]
+    exact, contours = read_pieces(more)
+    assert len(set(exact.values())) == len(more)  # no variant is an exact copy
+    keys = near_duplicate_groups(exact, contours, SPLIT_THRESHOLD)
+    for rel, _ in long:
+        assert keys[rel] == keys[f"{rel}.v"] == min(exact[rel], exact[f"{rel}.v"])  # the smallest key
+    # a tune of a few figures shares too few with its variant: only exact copies of it are found
+    assert keys[short[0]] != keys[f"{short[0]}.v"]
+    assert all(keys[rel] == exact[rel] for rel, _ in files if (rel, _) not in long)
+    assert merged_groups(keys, exact) == {"groups_merged": 4, "files_in_merged_groups": 8,
+                                          "near_duplicate_groups": 4, "files_in_near_duplicate_groups": 8}
+    for seed in range(3):
+        side = {rel: s for s, fl in assign_splits(more, seed, 0.3, 0.2, keys).items() for rel, _ in fl}
+        assert all(side[rel] == side[f"{rel}.v"] for rel, _ in long)
+    assert group_keys(more, near_duplicates=SPLIT_THRESHOLD) == keys
+    assert group_keys(more) == exact  # None: exact copies only
+
+
+def test_adding_files_moves_only_the_tunes_they_are_variants_of(folk_midi_files, tmp_path):
+    old = [(f"folk/{i:02d}.mid", p) for i, p in enumerate(folk_midi_files)]
+    old = [(rel, p) for rel, p in old if _figures(p) >= MIN_UNION]
+    new = [(f"folk/new{i}.mid", variant(p, tmp_path / f"n{i}.mid", 5)) for i, (_, p) in enumerate(old[:5])]
+    before = group_keys(old, near_duplicates=SPLIT_THRESHOLD)
+    after = group_keys(old + new, near_duplicates=SPLIT_THRESHOLD)
+    for i, (rel, _) in enumerate(old):
+        if i >= 5:  # no added file is a variant of it: its key, so its side, cannot change
+            assert after[rel] == before[rel]
+        else:  # its key changes only to the added variant's, when that one is smaller
+            assert after[rel] == after[f"folk/new{i}.mid"] == min(before[rel], read_pieces(new)[0][f"folk/new{i}.mid"])
