@@ -1,5 +1,7 @@
 """Musical attributes of a piece, read from its notes and file: key (Krumhansl-Schmuckler), metre,
-tempo, style (the source collection) and note density. Leaf module: knows symusic, nothing of models."""
+tempo, style (the source collection) and note density. These make the conditioning labels; what
+reads a sample's attributes back is ``musicgen.control.readers``. Leaf module: knows symusic,
+nothing of models."""
 
 from __future__ import annotations
 
@@ -101,8 +103,8 @@ def transpose_key(key: str, shift: int) -> str:
 
 def file_key(score: symusic.Score, source: str = "signature") -> str:
     """The key attribute of a score. ``source="signature"``: from its first key signature where
-    present, else estimated; ``"notes"``: always estimated from the notes (``estimate_key``, the
-    reader that measures adherence)."""
+    present, else estimated; ``"notes"``: always estimated from the notes (``estimate_key``). The
+    labeller: adherence is read by another estimator (``musicgen.control.readers.key_of``)."""
     if source not in KEY_SOURCES:
         raise ConfigError(f"conditioning.key_source={source!r}: choose from {list(KEY_SOURCES)}")
     hist = pitch_class_histogram(score)

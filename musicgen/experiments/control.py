@@ -1,12 +1,18 @@
 """Measuring control (``musicgen control ckpt_path=<run>``, conf/control.yaml): how often samples
-asked for one attribute value come out with it, against the same model asked nothing (chance) and
-real test pieces read by the same readers (the ceiling). The feature itself:
+asked for one attribute value come out with it, read by readers that did not make the training
+labels (``musicgen.control.readers``), against the same model asked nothing (chance, fresh samples
+for every value) and real test pieces read by the same readers (the ceiling); over several runs
+trained with different seeds, the mean with a t interval over seeds. The feature itself:
 ``musicgen.control.conditioning``."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,10 +26,22 @@ from omegaconf import DictConfig, OmegaConf
 from musicgen.api import MusicModel, sampling_of
 from musicgen.checkpoint import load_run_cache
 from musicgen.control.attributes import density_of, estimate_key, metre_of, tempo_of
-from musicgen.errors import ConfigError
+from musicgen.control.readers import METRE_LEVELS, key_of, metre_from_notes
+from musicgen.errors import ConfigError, UserError
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.statistics import wilson
+from musicgen.metrics.statistics import seed_piece_interval, wilson
 from musicgen.runtime import hydra_main, pick_device
+
+log = logging.getLogger(__name__)
+
+#: Attribute -> the reader of a sample's value: key and metre by readers that did not make the
+#: labels, tempo from the tempo the file plays at (the event is the attribute), density from notes
+#: per bar. Style's reader, a ``StyleClassifier``, is fitted per run.
+READERS: dict[str, Any] = {"key": key_of, "metre": metre_from_notes, "tempo": tempo_of, "density": density_of}
+
+#: Attribute -> how the labels were made, read on the samples (a secondary column, ``labeller_reading``):
+#: a hit there is the labeller agreeing with itself (key) or a time-signature token copied (metre).
+LABELLER_READERS: dict[str, Any] = {"key": estimate_key, "metre": metre_of}
 
 
 def _share(k: int, n: int) -> dict[str, Any]:
@@ -59,6 +77,14 @@ class StyleClassifier:
         return self.styles[int(np.argmin(((self.centroids - z) ** 2).sum(axis=1)))]
 
 
+def _count(hits: dict[str, list[int]], name: str, got: Sequence[str | None], value: str) -> dict[str, Any]:
+    """The share of ``got`` that read ``value``, added to the running total ``hits[name]``."""
+    k = sum(g == value for g in got)
+    hits[name][0] += k
+    hits[name][1] += len(got)
+    return _share(k, len(got))
+
+
 def _notes(score: symusic.Score) -> int:
     return sum(len(t.notes) for t in score.tracks)
 
@@ -75,17 +101,24 @@ def measure_control(model: str | Path | MusicModel, values: Mapping[str, Sequenc
     preset of ``conf/sampling/`` by name, or its settings; default: ``generate``'s defaults, the
     grammar mask included; ``constrained=False``: without the mask).
 
-    The value a sample has is read from its decoded notes: key by ``estimate_key``; metre from the
-    bars it writes (its first time signature); tempo from its first tempo; density from its notes
-    per bar; style by a ``StyleClassifier`` fitted on up to ``style_pieces`` training pieces per
-    style. Two references: ``n`` samples asked nothing (the all-null prefix), scored against each
-    requested value (the chance level of this model), and up to ``test_pieces`` real test pieces
-    decoded from their tokens as the samples are, the same readers against their attributes (what
-    the readers get right on real music: the ceiling), read on the whole piece (``real``) and on
-    its first ``max_new_tokens`` tokens (``real_excerpt``: the samples' length, a ceiling a sample
-    of that length can reach; with ``key_source=notes`` the whole-piece reading is the label
-    itself). Proportions with 95% Wilson intervals; the median token length of the samples and of
-    the real pieces in ``lengths``."""
+    The value a sample has is read from its decoded notes by a reader that did not make the
+    training labels (``READERS``): key by ``readers.key_of`` (Temperley-Kostka-Payne profiles; the
+    labels come from Krumhansl-Kessler's or the key signature); metre by ``readers.metre_from_notes``
+    (the onsets, never the time-signature events); tempo from its first tempo (the tempo the file
+    plays at is the attribute); density from its notes per bar; style by a ``StyleClassifier``
+    fitted on up to ``style_pieces`` training pieces per style. ``labeller_reading``: the same
+    samples read as the labels were made (``LABELLER_READERS``: ``estimate_key``, the first
+    TimeSig token), a secondary column only.
+
+    Chance: for each value, ``n`` fresh samples asked nothing (the all-null prefix), read against
+    that value, so chance has the same ``n`` as the value's row and its interval counts independent
+    samples (the j-th value of every attribute shares its batch; rows of one attribute never do).
+    The ceiling: up to ``test_pieces`` real test pieces decoded from their tokens as the samples
+    are, the same readers against their labels, read on the whole piece (``real``) and on its first
+    ``max_new_tokens`` tokens (``real_excerpt``: the samples' length); for metre only the pieces
+    labelled with a metre the reader chooses among (``other`` left out). Proportions with 95%
+    Wilson intervals; the median token length of the samples and of the real pieces in
+    ``lengths``."""
     preset = sampling_of(sampling, None)  # a preset of conf/sampling (an unknown one: a one-line error)
     sampler = dataclasses.replace(preset, constrained=constrained)
     m = model if isinstance(model, MusicModel) else MusicModel.load(model, device)
@@ -112,7 +145,7 @@ def measure_control(model: str | Path | MusicModel, values: Mapping[str, Sequenc
                 if a[attr] != "other":
                     counts[a[attr]] = counts.get(a[attr], 0) + 1
             values[attr] = sorted(counts, key=lambda v: -counts[v])[:per_attribute]
-    readers: dict[str, Any] = {"key": estimate_key, "metre": metre_of, "tempo": tempo_of, "density": density_of}
+    readers = dict(READERS)
     if "style" in values:
         rng = np.random.default_rng(seed)
         chosen = [int(j) for st in sorted({a["style"] for a in train_attrs})
@@ -133,15 +166,18 @@ def measure_control(model: str | Path | MusicModel, values: Mapping[str, Sequenc
             scores.append(score if _notes(score) else None)
         return scores
 
-    def read(attr: str, scores: Sequence[symusic.Score | None]) -> list[str | None]:
-        return [readers[attr](sc) if sc is not None else None for sc in scores]
+    def read(reader: Any, scores: Sequence[symusic.Score | None]) -> list[str | None]:
+        return [reader(sc) if sc is not None else None for sc in scores]
 
     result: dict[str, Any] = {"ckpt_path": str(run.ckpt_path), "cfg_scale": cfg_scale, "n_per_value": n,
                               "constrained": m.grammar(sampler) is not None,
-                              "sampling": asdict(sampler),
-                              "max_new_tokens": max_new_tokens, "attributes": {}}
+                              "sampling": asdict(sampler), "max_new_tokens": max_new_tokens,
+                              "readers": {a: f"{r.__module__}.{r.__qualname__}" for a, r in READERS.items()},
+                              "labeller_readers": {a: f"{r.__module__}.{r.__qualname__}"
+                                                   for a, r in LABELLER_READERS.items()},
+                              "attributes": {}}
     sample_lengths: list[int] = []
-    uncond = samples(None, 1.0)
+    uncond_batches: list[list[symusic.Score | None]] = []  # batch j: chance of every attribute's j-th value
     real_scores, real_excerpts, real_attrs, real_lengths = [], [], [], []
     if test is not None and len(test.originals()):
         idx = test.originals()[:test_pieces]
@@ -151,24 +187,58 @@ def measure_control(model: str | Path | MusicModel, values: Mapping[str, Sequenc
         real_scores = [decode(d) for d in docs]
         real_excerpts = [decode(d[: 1 + max_new_tokens]) for d in docs]
     for attr, vals in values.items():
-        got_uncond = read(attr, uncond)
+        labeller = LABELLER_READERS.get(attr)
         row: dict[str, Any] = {"values": list(vals), "per_value": {}}
-        k_all = n_all = k_base = 0
-        for v in vals:
-            got = read(attr, samples({attr: v}, cfg_scale))
-            k = sum(g == v for g in got)
-            row["per_value"][v] = {**_share(k, len(got)), "read": {g or "no notes": got.count(g) for g in set(got)}}
-            k_all, n_all, k_base = k_all + k, n_all + len(got), k_base + sum(g == v for g in got_uncond)
-        row["conditioned"] = _share(k_all, n_all)
-        row["unconditioned"] = _share(k_base, len(uncond) * len(vals))  # chance: asked nothing
+        hits = {"conditioned": [0, 0], "unconditioned": [0, 0], "labeller_conditioned": [0, 0],
+                "labeller_unconditioned": [0, 0]}
+        count = functools.partial(_count, hits)
+        for j, v in enumerate(vals):
+            if j == len(uncond_batches):
+                uncond_batches.append(samples(None, 1.0))
+            asked, chance = samples({attr: v}, cfg_scale), uncond_batches[j]
+            got = read(readers[attr], asked)
+            cell = {**count("conditioned", got, v), "read": {g or "no notes": got.count(g) for g in set(got)},
+                    "chance": count("unconditioned", read(readers[attr], chance), v)}
+            if labeller is not None:
+                cell["labeller_reading"] = {"conditioned": count("labeller_conditioned", read(labeller, asked), v),
+                                            "unconditioned": count("labeller_unconditioned", read(labeller, chance), v)}
+            row["per_value"][v] = cell
+        row["conditioned"] = _share(*hits["conditioned"])
+        row["unconditioned"] = _share(*hits["unconditioned"])  # chance: fresh samples asked nothing
+        if labeller is not None:
+            row["labeller_reading"] = {"conditioned": _share(*hits["labeller_conditioned"]),
+                                       "unconditioned": _share(*hits["labeller_unconditioned"])}
         for name, real in (("real", real_scores), ("real_excerpt", real_excerpts)):
             if real:
-                pairs = [(readers[attr](sc), a[attr]) for sc, a in zip(real, real_attrs) if _notes(sc)]
+                pairs = [(readers[attr](sc), a[attr]) for sc, a in zip(real, real_attrs)
+                         if _notes(sc) and (attr != "metre" or a[attr] in METRE_LEVELS)]
                 row[name] = _share(sum(r == label for r, label in pairs), len(pairs))
         result["attributes"][attr] = row
     result["lengths"] = {"samples_median": float(np.median(sample_lengths)),
                          "real_median": float(np.median(real_lengths)) if real_lengths else None}
     return result
+
+
+def over_seeds(results: Sequence[Mapping[str, Any]], level: float = 0.95) -> dict[str, Any]:
+    """Per attribute, the share asked for and asked nothing of each run (``results``, one per training
+    seed, from ``measure_control`` with the same values), their mean and the t interval over seeds
+    (``seed_piece_interval`` on the per-seed shares: S - 1 degrees of freedom, so it covers what
+    another seed would give; each seed's samples are its own, so no piece part), and the spread
+    (lowest, highest). One run: no interval."""
+    out: dict[str, Any] = {}
+    for attr in results[0]["attributes"]:
+        rows = [r["attributes"][attr] for r in results]
+        if any(row["values"] != rows[0]["values"] for row in rows):
+            raise ConfigError(f"{attr}: the runs were asked different values; pass values.{attr}=[...] explicitly")
+        cell: dict[str, Any] = {}
+        for name in ("conditioned", "unconditioned"):
+            shares = [row[name]["share"] for row in rows]
+            ci = seed_piece_interval([[x] for x in shares], 1.0, level) if len(shares) > 1 else None
+            cell[name] = {"per_seed": shares, "mean": float(np.mean(shares)),
+                          "ci95": [round(ci["low"], 4), round(ci["high"], 4)] if ci else None,
+                          "spread": [min(shares), max(shares)]}
+        out[attr] = cell
+    return out
 
 
 def requested_values(cfg: DictConfig) -> dict[str, list[str]] | None:
@@ -187,26 +257,76 @@ def requested_values(cfg: DictConfig) -> dict[str, list[str]] | None:
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
-    """One line per attribute: the share asked for, asked nothing, and of the real pieces."""
+    """One line per attribute: the share asked for, asked nothing, and of the real pieces (one run);
+    over seeds, one line per attribute with the mean, its t interval and each seed's share."""
+    if "seeds" in result:
+        lines = []
+        for attr, c in result["seeds"].items():
+            each = ", ".join(f"{x:.1%}" for x in c["conditioned"]["per_seed"])
+            lines.append(f"{attr:8s} asked {c['conditioned']['mean']:.1%} {c['conditioned']['ci95']} over "
+                         f"{len(c['conditioned']['per_seed'])} seeds (each {each})  asked nothing "
+                         f"{c['unconditioned']['mean']:.1%} {c['unconditioned']['ci95']}")
+        return lines
     lines = []
     for attr, row in result["attributes"].items():
         real, excerpt = (row.get(k, {}).get("share", float("nan")) for k in ("real", "real_excerpt"))
         lines.append(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
-                     f"asked nothing {row['unconditioned']['share']:.1%}  real {real:.1%}  "
-                     f"real, first {result['max_new_tokens']} tokens {excerpt:.1%}")
+                     f"asked nothing {row['unconditioned']['share']:.1%} {row['unconditioned']['ci95']}  "
+                     f"reader on real {real:.1%}  real, first {result['max_new_tokens']} tokens {excerpt:.1%}")
     return lines
 
 
+def train_seeds(overrides: Sequence[str], seeds: Sequence[int], runs_dir: str | Path) -> list[Path]:
+    """The runs ``musicgen train <overrides> seed=<s>`` in ``<runs_dir>/seed_<s>``, one per seed,
+    trained in turn where missing: a run with ``metrics.json`` is finished and reused, one with a
+    ``last.ckpt`` only continues (``resume=true``), any other starts. Run again after a failure:
+    nothing finished is redone. The run directories, in seed order."""
+    dirs = []
+    for s in seeds:
+        d = Path(runs_dir) / f"seed_{s}"
+        dirs.append(d)
+        if (d / "metrics.json").is_file():
+            log.info("seed %s: %s is finished, reused", s, d)
+            continue
+        resume = ["resume=true"] if (d / "checkpoints" / "last.ckpt").is_file() else []
+        cmd = [sys.executable, "-m", "musicgen.train", *overrides, f"seed={s}", *resume, f"hydra.run.dir={d}"]
+        log.info("seed %s: %s", s, " ".join(cmd[1:]))
+        if subprocess.run(cmd).returncode != 0:
+            raise UserError(f"training seed {s} failed; see {d}/train.log, then run the same command again "
+                            "(finished seeds are kept, an interrupted one continues)")
+    return dirs
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """The measurement conf/control.yaml describes, written as JSON to ``cfg.out`` (null: the run
-    directory's ``control.json``); the result, with ``out`` (where it went) added."""
+    """The measurement conf/control.yaml describes, written as JSON to ``cfg.out``; the result, with
+    ``out`` (where it went) added. One run (``ckpt_path`` a path): ``measure_control``'s result
+    (``out`` null: the run directory's ``control.json``). Several (``ckpt_path`` a list of runs
+    trained with different seeds, or ``train.seeds`` to train them first): ``{"runs": [each run's
+    result], "seeds": over_seeds(...)}`` (``out`` null: ``control_seeds.json`` beside the first)."""
     values = requested_values(cfg)
     sampling = OmegaConf.to_container(cfg.sampling)
     sampling_of(sampling, None)  # bad sampling settings fail before the run loads
-    m = MusicModel.load(cfg.ckpt_path, pick_device(cfg.device))
-    result = measure_control(m, values, cfg.n, cfg.cfg_scale, cfg.max_new_tokens, cfg.seed,
-                             constrained=bool(sampling.get("constrained", True)), sampling=sampling)
-    out = Path(cfg.out) if cfg.out else m.run_dir / "control.json"
+    paths = [cfg.ckpt_path] if isinstance(cfg.ckpt_path, str) else list(cfg.ckpt_path or [])
+    if cfg.train.seeds:
+        if paths:
+            raise ConfigError("give either ckpt_path (runs trained already) or train.seeds (runs to train), not both")
+        if not cfg.train.overrides:
+            raise ConfigError("train.seeds needs train.overrides, e.g. \"train.overrides=['+version=v7',"
+                              "'conditioning=key']\"")
+        paths = [str(p) for p in train_seeds(list(cfg.train.overrides), list(cfg.train.seeds), cfg.train.dir)]
+    if not paths:
+        raise ConfigError("ckpt_path=<run> (or a list of runs trained with different seeds) is required")
+    results, run_dirs = [], []
+    for path in paths:
+        m = MusicModel.load(path, pick_device(cfg.device))
+        results.append(measure_control(m, values, cfg.n, cfg.cfg_scale, cfg.max_new_tokens, cfg.seed,
+                                       constrained=bool(sampling.get("constrained", True)), sampling=sampling))
+        run_dirs.append(m.run_dir)
+    if len(results) == 1:
+        result, default_out = results[0], run_dirs[0] / "control.json"
+    else:
+        result, default_out = {"runs": results, "seeds": over_seeds(results)}, run_dirs[0].parent / "control_seeds.json"
+    out = Path(cfg.out) if cfg.out else default_out
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     return {**result, "out": str(out)}
 

@@ -353,12 +353,19 @@ def test_measure_control_reports_shares_with_intervals_for_every_attribute(full_
             assert 0 <= r["ci95"][0] <= r["share"] <= r["ci95"][1] <= 1, (attr, name)
         assert row["conditioned"]["n"] == 3 * len(row["values"]) and set(row["per_value"]) == set(row["values"])
     assert res["attributes"]["key"]["values"] == ["D_major", "A_minor"]
-    # the metre of a decoded real piece is its file's: the tokeniser writes time signatures here
-    assert res["attributes"]["metre"]["real"]["share"] == 1.0
-    # with key_source=notes the whole tune's reading is its label; the excerpts are the tunes' first
-    # 12 tokens, as long as the samples at most (and shorter than the tunes)
+    assert res["readers"]["key"].endswith("readers.key_of") and res["readers"]["metre"].endswith("metre_from_notes")
+    for attr in ("key", "metre"):  # chance: fresh samples per value, as many as each value's row
+        row = res["attributes"][attr]
+        assert row["unconditioned"]["n"] == row["conditioned"]["n"]
+        assert all(c["chance"]["n"] == c["n"] == 3 for c in row["per_value"].values())
+        assert row["labeller_reading"]["conditioned"]["n"] == row["conditioned"]["n"]
+    assert "labeller_reading" not in res["attributes"]["style"]
+    # the ceiling: the readers on the real pieces, not the labels read back; with key_source=notes
+    # the labeller's own reading of a whole tune would be 100% by construction
     key = res["attributes"]["key"]
-    assert key["real"]["share"] == 1.0 and 0 < key["real_excerpt"]["n"] <= key["real"]["n"]
+    assert 0 < key["real_excerpt"]["n"] <= key["real"]["n"] and key["real"]["share"] >= 0.5
+    metre = res["attributes"]["metre"]
+    assert 0 < metre["real"]["n"] <= key["real"]["n"]  # tunes labelled "other" are left out of metre's ceiling
     assert res["lengths"]["samples_median"] <= 12 < res["lengths"]["real_median"]
     assert wilson(0, 10)[0] == 0 and wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1]
     with pytest.raises(ConfigError, match="known: "):
@@ -400,6 +407,49 @@ def test_musicgen_control_writes_the_attributes_asked(full_run, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert [ln.split()[0] for ln in lines if ln.startswith(("key ", "metre "))] == ["key", "metre"]
     assert lines[-1] == f"written to {out}"
+
+
+def test_over_seeds_is_the_t_interval_over_per_seed_shares():
+    from scipy import stats
+
+    from musicgen.experiments.control import over_seeds
+
+    def result(cond, uncond):
+        share = {"conditioned": {"share": cond}, "unconditioned": {"share": uncond}}
+        return {"attributes": {"key": {"values": ["D_major"], **share}}}
+
+    seeds = over_seeds([result(0.8, 0.1), result(0.9, 0.05), result(0.7, 0.1)])["key"]
+    x = np.array([0.8, 0.9, 0.7])
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    assert seeds["conditioned"]["per_seed"] == [0.8, 0.9, 0.7] and seeds["conditioned"]["spread"] == [0.7, 0.9]
+    assert np.allclose(seeds["conditioned"]["ci95"], [0.8 - half, 0.8 + half], atol=1e-4)
+    assert over_seeds([result(0.5, 0.1)])["key"]["conditioned"]["ci95"] is None  # one seed: no interval
+    other = result(0.5, 0.1)
+    other["attributes"]["key"]["values"] = ["A_minor"]
+    with pytest.raises(ConfigError, match="different values"):
+        over_seeds([result(0.5, 0.1), other])
+
+
+def test_musicgen_control_over_seed_runs_and_the_seed_driver(full_run, tmp_path):
+    import shutil
+
+    from musicgen.experiments.control import run, summary_lines, train_seeds
+
+    # two "seeds": the same smoke run under two names (the driver's layout); a finished run is reused
+    for s in (0, 1):
+        shutil.copytree(full_run, tmp_path / "runs" / f"seed_{s}")
+    assert train_seeds(["+version=v7"], [0, 1], tmp_path / "runs") == [tmp_path / "runs" / f"seed_{s}" for s in (0, 1)]
+    res = run(compose("control", [f"train.dir={tmp_path / 'runs'}", "train.seeds=[0,1]",
+                                  "train.overrides=['+version=v7','conditioning=full']", "values.key=[D_major]",
+                                  "n=2", "max_new_tokens=8", "device=cpu"]))
+    assert res["out"] == str(tmp_path / "runs" / "control_seeds.json") and len(res["runs"]) == 2
+    key = res["seeds"]["key"]["conditioned"]
+    assert len(key["per_seed"]) == 2 and key["ci95"][0] <= key["mean"] <= key["ci95"][1]
+    assert summary_lines(res)[0].startswith("key      asked") and "over 2 seeds" in summary_lines(res)[0]
+    with pytest.raises(ConfigError, match="not both"):
+        run(compose("control", [f"ckpt_path={full_run}", "train.seeds=[0]", "train.overrides=['+version=v7']"]))
+    with pytest.raises(ConfigError, match="ckpt_path=<run>"):
+        run(compose("control", []))
 
 
 def test_musicgen_control_bad_values_are_one_line_errors(full_run):
