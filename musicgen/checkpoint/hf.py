@@ -228,6 +228,8 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
     if not isinstance(run.net, MusicTransformer):
         raise ConfigError(f"{run.ckpt_path} is a {run.metadata.get('version', '?')} LSTM run: "
                           "only the Transformer versions (V7, V8) export to Hugging Face format")
+    if getattr(run.net.config, "qk_norm", False):
+        raise ConfigError(f"{run.ckpt_path} has model.qk_norm=true: Llama has no QK-norm, so it cannot export")
     missing = llama_missing()
     if missing:
         raise ConfigError(f"format=hf needs transformers: {missing}; `make export` installs it")
@@ -235,6 +237,9 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
     _prepare_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     net = run.net.float().eval()
+    # the document mask only says how packed training windows attend; on one document (what
+    # generation and scoring feed, and what Llama computes) the model is the same without it
+    net.config.document_mask = False
     run_dir = _run_files(run)
 
     from transformers import AutoModelForCausalLM
@@ -284,6 +289,8 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
         else:
             export["max_abs_logit_diff"] = None  # check=false: not measured
         meta = {k: v for k, v in run.metadata.items() if k not in ("tokenizer", "export")}
+        if "document_mask" in meta.get("model", {}):
+            meta["model"] = {**meta["model"], "document_mask": False}  # as checked above
         meta.update(tokenizer_file=TOKENIZER_FILE, export=export)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         if check:  # musicgen's own load-back path must rebuild exactly these weights

@@ -70,7 +70,8 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (B, nh, T, hs) by position; ``cos``/``sin`` are (T, hs/2).
+    """Rotate ``x`` (B, nh, T, hs) by position; ``cos``/``sin`` are (T, hs/2), or (B, 1, T, hs/2)
+    for positions that differ by row (documents of packed windows).
 
     Rotate-half convention (pairs are (i, i + hs/2), as in HF Llama), in real arithmetic on two
     views of x, so the only copy is the output, written contiguous in (B, nh, T, hs) whatever

@@ -13,6 +13,12 @@ Inference (gpt-fast style): ``setup_cache(B, max_len)`` preallocates per-layer K
 mask (eagerly over its filled part only; compiled, over the whole static buffer). ``forward(idx)``
 without ``input_pos`` is the training path and never touches the cache. ``torch.compile`` is the
 caller's business; to compile decoding, set the cache up once and keep it (compile guards on it).
+
+Options, off by default: ``qk_norm`` (RMSNorm on each head's queries and keys) and
+``document_mask`` (the training forward keeps attention inside each BOS-delimited document of a
+packed window, RoPE positions restarting at each BOS, so a packed window computes what its
+documents would alone). Cached decoding attends over its whole cache either way: a generation
+context is one document (it starts at BOS; the engine stops a row at EOS), where the two agree.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from musicgen.constants import BOS_ID
 from musicgen.models.layers import (
     Linear,
     RMSNorm,
@@ -46,6 +53,11 @@ class TransformerConfig:
     dropout: float = 0.1  # attention (training only) and residual dropout
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
+    # RMSNorm on each head's queries and keys before RoPE (Dehghani et al. 2023; OLMo 2)
+    qk_norm: bool = False
+    # training forward (no input_pos): attention stays inside each document of a packed window,
+    # documents starting at BOS, and RoPE positions restart at each BOS
+    document_mask: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len"):
@@ -62,6 +74,9 @@ class TransformerConfig:
             raise ValueError(f"rope_base={self.rope_base!r} must be positive")
         if not self.norm_eps > 0:
             raise ValueError(f"norm_eps={self.norm_eps!r} must be positive")
+        for name in ("qk_norm", "document_mask"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
 
     @property
     def head_dim(self) -> int:
@@ -97,18 +112,28 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.qkv = Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q|k|v: one matmul
         self.proj = Linear(cfg.d_model, cfg.d_model, bias=False)
+        # qk_norm: one weight per head dimension, shared by the heads (as OLMo 2's per-head variant)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         self.kv_cache: KVCache | None = None
 
     def forward(self, x, cos, sin, input_pos=None, mask=None):
+        """``mask`` without ``input_pos``: None (causal) or a (B, 1, T, T) bool document mask."""
         B, T, C = x.shape
         nh = self.n_heads
         qkv = self.qkv(x).view(B, T, 3 * nh, C // nh)  # (B, T, 3nh, hs)
         qk, v = qkv.transpose(1, 2).split((2 * nh, nh), dim=1)  # (B, 2nh, T, hs), (B, nh, T, hs) views
+        if self.q_norm is not None:
+            q, k = qk.split(nh, dim=1)
+            # in fp32 (under autocast q and k are bf16; the fused rms_norm wants the weight's dtype)
+            qk = torch.cat((self.q_norm(q.float()), self.k_norm(k.float())), dim=1).to(q.dtype)  # (B, 2nh, T, hs)
         # q and k rotated in one pass; the result is laid out (B, 2nh, T, hs), no transpose copy
         q, k = apply_rope(qk, cos, sin).split(nh, dim=1)  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
-        if input_pos is None:
+        if input_pos is None and mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif input_pos is None:  # the document mask (causal inside each document)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, max_len, hs)
             L = mask.size(-1)  # max_len, or fewer: the positions the mask covers
@@ -230,6 +255,8 @@ class MusicTransformer(nn.Module):
             self.rope.extend(T)  # shape-based, so compile guards on it rather than breaking
             cos, sin = self.rope.cos[:T], self.rope.sin[:T]  # (T, hs/2)
             mask = None
+            if self.config.document_mask:
+                cos, sin, mask = self._documents(idx)
         else:
             if self.causal_mask is None:
                 raise RuntimeError("forward with input_pos needs setup_cache() first")
@@ -244,6 +271,23 @@ class MusicTransformer(nn.Module):
         if last_only:
             x = x[:, -1]  # (B, C): skip the head for positions nobody reads
         return self.lm_head(self.norm(x))
+
+    def _documents(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RoPE tables and attention mask for the documents of packed windows ``idx`` (B, T):
+        a document starts at each BOS (the tokens before a window's first BOS are the tail of
+        one), positions count from its start, and a token attends to the earlier tokens of its
+        own document only. -> cos, sin (B, 1, T, hs/2), mask (B, 1, T, T) bool (True: attend).
+        A boolean mask with SDPA rather than flex_attention: flex_attention has no backward on
+        CPU (torch 2.13), so it could not train here."""
+        T = idx.size(1)
+        t = torch.arange(T, device=idx.device)
+        is_bos = idx == BOS_ID
+        start = torch.where(is_bos, t, 0).cummax(dim=1).values  # (B, T): where each token's document starts
+        pos = t - start  # (B, T)
+        doc = is_bos.cumsum(dim=1)  # (B, T): document number within the window
+        causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+        mask = (doc[:, :, None] == doc[:, None, :]) & causal  # (B, T, T)
+        return self.rope.cos[pos].unsqueeze(1), self.rope.sin[pos].unsqueeze(1), mask.unsqueeze(1)
 
 
 MusicTransformer.__signature__ = signature_from_config(TransformerConfig)

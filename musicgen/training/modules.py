@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
 from musicgen.constants import IGNORE_INDEX
+from musicgen.errors import ConfigError
 from musicgen.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ class LanguageModelModule(L.LightningModule):
     Args:
         net: a ``musicgen.models`` network.
         lr, weight_decay, betas, warmup_steps, min_lr_ratio: AdamW with linear warmup then cosine decay.
+        name, muon_lr, schedule, decay_frac: ``musicgen.training.optim.build_optimizer``'s
+            options (Muon on the blocks' matrices; the warmup-stable-decay schedule).
+        z_loss: weight of PaLM's auxiliary loss ``log(Z)^2`` per target (training only; 0: off).
         metadata: opaque dict stored in every checkpoint (model config, tokeniser, version, ...)
             so a checkpoint alone is enough to generate later.
     """
@@ -40,6 +44,11 @@ class LanguageModelModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 0,
         min_lr_ratio: float = 0.1,
+        name: str = "adamw",
+        muon_lr: float | None = None,
+        schedule: str = "cosine",
+        decay_frac: float = 0.2,
+        z_loss: float = 0.0,
         compile: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -53,6 +62,9 @@ class LanguageModelModule(L.LightningModule):
         self.train_loss = MeanMetric()
         self.train_loss.persistent(True)  # in checkpoints: a resumed epoch's mean covers all its batches
         self.val_loss = MeanMetric()  # token-weighted mean over the whole validation set
+        if not z_loss >= 0:
+            raise ConfigError(f"optim.z_loss={z_loss!r} must be >= 0")
+        self._z_sum: torch.Tensor | None = None  # this training step's sum of log(Z)^2, from loss_sum
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and "net" not in self._compiled:
@@ -70,6 +82,7 @@ class LanguageModelModule(L.LightningModule):
         return total / n.clamp(min=1), n
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self._z_sum = None
         loss, n = self._step(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -79,7 +92,17 @@ class LanguageModelModule(L.LightningModule):
             )
         self.train_loss.update(loss.detach(), n)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if self._z_sum is not None:  # train/loss stays the cross-entropy; the z-loss is added to what is optimised
+            z = self._z_sum / n.clamp(min=1)
+            self.log("train/z_loss", z, on_step=True, on_epoch=False)
+            loss = loss + self.hparams.z_loss * z
         return loss
+
+    def _note_z_loss(self, logits: torch.Tensor) -> None:
+        """PaLM's z-loss (Chowdhery et al. 2022, section 5): ``log(Z)^2`` of the scored
+        positions' logits (N, V) pushes the softmax normaliser towards 1; training only."""
+        if self.training and self.hparams.z_loss:
+            self._z_sum = logits.float().logsumexp(-1).square().sum()
 
     def on_train_epoch_end(self) -> None:
         with warnings.catch_warnings():
@@ -117,7 +140,8 @@ class LanguageModelModule(L.LightningModule):
             )
         opt, sched = build_optimizer(
             self.net, total, h.lr, h.weight_decay, h.betas, h.warmup_steps, h.min_lr_ratio,
-            fused=not self._scales_gradients(),
+            fused=not self._scales_gradients(), name=h.name, muon_lr=h.muon_lr, schedule=h.schedule,
+            decay_frac=h.decay_frac,
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -154,6 +178,7 @@ class Seq2OneLM(LanguageModelModule):
 
     def loss_sum(self, x, y):
         logits = self(x, last_only=True)  # (B, V)
+        self._note_z_loss(logits)
         total = F.cross_entropy(logits.float(), y, reduction="sum")
         return total, torch.tensor(y.numel(), device=y.device)
 
@@ -168,4 +193,6 @@ class CausalLM(LanguageModelModule):
         total = F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
+        if self.training and self.hparams.z_loss:
+            self._note_z_loss(logits[y != IGNORE_INDEX])  # (N, V): the scored positions
         return total, (y != IGNORE_INDEX).sum()

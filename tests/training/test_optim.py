@@ -1,15 +1,27 @@
-"""musicgen.lit.optim: the warmup + cosine schedule (function and checkpointable object), AdamW's
-parameter groups and ``build_optimizer``."""
+"""musicgen.training.optim: the warmup + cosine and warmup-stable-decay schedules (functions and
+checkpointable objects), AdamW's parameter groups, Muon's groups and ``build_optimizer``."""
 
+import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from musicgen.errors import ConfigError
 from musicgen.models import MelodyLSTM, MusicTransformer
-from musicgen.training.optim import WarmupCosine, build_optimizer, param_groups, warmup_cosine
+from musicgen.training.callbacks import Budget
+from musicgen.training.optim import (
+    MuonAdamW,
+    WarmupCosine,
+    WarmupStableDecay,
+    build_optimizer,
+    param_groups,
+    warmup_cosine,
+    warmup_stable_decay,
+)
 
 WARMUP, TOTAL, FLOOR = 4, 20, 0.1
 
@@ -161,3 +173,121 @@ def test_build_optimizer(fused):
     sched.step()
     assert not torch.equal(before, net.tok_emb.weight)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * 0.5] * 2)
+
+
+# warmup_stable_decay / WarmupStableDecay
+
+
+def test_wsd_at_its_milestones():
+    # 20 steps, warmup 4, decay over the last 0.25 * 20 = 5 steps: 15 .. 19, to FLOOR at 20
+    values = [warmup_stable_decay(s, WARMUP, TOTAL, FLOOR, 0.25) for s in range(TOTAL + 3)]
+    assert values[:WARMUP] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the same warmup as the cosine's
+    assert values[:WARMUP] == pytest.approx([warmup_cosine(s, WARMUP, TOTAL, FLOOR) for s in range(WARMUP)])
+    assert values[WARMUP:16] == [1.0] * 12  # stable at the peak until the decay starts (step 15)
+    assert values[15] == 1.0 and values[16] == pytest.approx(1.0 - 0.9 / 5)
+    assert values[18] == pytest.approx(1.0 - 0.9 * 3 / 5)  # linear: 3/5 of the way down
+    assert values[TOTAL:] == pytest.approx([FLOOR] * 3)  # the floor at total_steps, and after it
+    assert all(a >= b for a, b in zip(values[WARMUP - 1:], values[WARMUP:]))  # never rises after warmup
+
+
+def test_wsd_decay_sized_to_total_steps_and_never_before_warmup():
+    # the decay phase follows total_steps, as the time budget sets it during a run
+    schedule = WarmupStableDecay(WARMUP, TOTAL, FLOOR, decay_frac=0.2)
+    assert schedule(15) == 1.0 and schedule(17) < 1.0  # decay from step 16 of 20
+    schedule.total_steps = 100
+    assert schedule(17) == 1.0 and schedule(79) == 1.0 and schedule(90) < 1.0  # now from step 80
+    assert schedule(100) == pytest.approx(FLOOR)
+    # a run shorter than warmup + decay: the decay starts when the warmup ends
+    assert warmup_stable_decay(4, 4, 6, FLOOR, 0.5) == 1.0
+    assert warmup_stable_decay(5, 4, 6, FLOOR, 0.5) == pytest.approx(1.0 - 0.9 / 2)
+    with pytest.raises(ConfigError, match="optim.decay_frac=0.0 must be in"):
+        WarmupStableDecay(WARMUP, TOTAL, FLOOR, decay_frac=0.0)
+
+
+def test_wsd_round_trips_through_the_scheduler_state_dict_and_the_budget_finds_it():
+    saved = _scheduler(WarmupStableDecay(WARMUP, TOTAL, FLOOR, 0.3))
+    saved.lr_lambdas[0].total_steps = 50  # what Budget does during a run
+    loaded = _scheduler(WarmupStableDecay(WARMUP, TOTAL, FLOOR, 0.3))
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.lr_lambdas[0] == WarmupStableDecay(WARMUP, 50, FLOOR, 0.3)
+    trainer = SimpleNamespace(lr_scheduler_configs=[SimpleNamespace(scheduler=loaded)])
+    assert Budget._schedule(trainer) is loaded.lr_lambdas[0]  # so a time budget sizes its decay
+
+
+# Muon
+
+
+def _names(net: nn.Module, params) -> set[str]:
+    names = {id(p): n for n, p in net.named_parameters()}
+    return {names[id(p)] for p in params}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_muon_groups_are_the_blocks_matrices_and_adamw_takes_the_rest(tied):
+    net = tiny_transformer()
+    if not tied:
+        net.lm_head.weight = nn.Parameter(net.tok_emb.weight.detach().clone())
+    opt, _ = build_optimizer(net, total_steps=TOTAL, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95),
+                             warmup_steps=WARMUP, min_lr_ratio=FLOOR, name="muon", muon_lr=0.02)
+    assert isinstance(opt, MuonAdamW) and isinstance(opt.muon, torch.optim.Muon)
+    assert opt.param_groups == opt.muon.param_groups + opt.adamw.param_groups  # the same group dicts
+    muon = _names(net, [p for g in opt.muon.param_groups for p in g["params"]])
+    assert muon == {f"layers.{i}.{w}.weight" for i in range(2) for w in ("attn.qkv", "attn.proj", "ffn.w13", "ffn.w2")}
+    decay, keep = (_names(net, g["params"]) for g in opt.adamw.param_groups)
+    assert decay == (set() if tied else {"lm_head.weight"})  # an untied head is a matrix outside the blocks
+    norms = {f"layers.{i}.{n}_norm.weight" for i in range(2) for n in ("attn", "ffn")}
+    assert keep == {"tok_emb.weight", "norm.weight"} | norms
+    assert not muon & (decay | keep) and len(muon | decay | keep) == len(list(net.parameters()))
+    group = opt.muon.param_groups[0]
+    assert group["initial_lr"] == 0.02 and group["weight_decay"] == 0.1
+    assert group["adjust_lr_fn"] == "match_rms_adamw" and group["momentum"] == 0.95 and group["nesterov"]
+    assert [g["initial_lr"] for g in opt.adamw.param_groups] == [1e-3, 1e-3]
+    # muon_lr None: Muon runs at optim.lr
+    opt, _ = build_optimizer(net, TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, name="muon")
+    assert opt.muon.param_groups[0]["initial_lr"] == 1e-3
+
+
+def _train_steps(net, opt, sched, steps: int, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        net(torch.randint(0, 64, (2, 8), generator=g)).float().square().mean().backward()
+        opt.step()
+        sched.step()
+
+
+def test_muon_adamw_steps_both_follows_the_schedule_and_resumes_exactly():
+    args = dict(total_steps=TOTAL, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=WARMUP,
+                min_lr_ratio=FLOOR, fused=False, name="muon", muon_lr=0.02, schedule="wsd")
+    torch.manual_seed(0)
+    net = tiny_transformer().eval()  # no dropout: the continuation depends on the states alone
+    opt, sched = build_optimizer(net, **args)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    _train_steps(net, opt, sched, 3)
+    assert all(not torch.equal(before[n], p) for n, p in net.named_parameters())  # both optimizers moved theirs
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02 * 1.0] + [1e-3 * 1.0] * 2)  # step 3 of warmup 4
+    # a checkpoint's optimizer and scheduler states continue to the same weights as an unbroken run
+    state = {"net": {k: v.clone() for k, v in net.state_dict().items()},
+             "opt": copy.deepcopy(opt.state_dict()), "sched": sched.state_dict()}
+    _train_steps(net, opt, sched, 4, seed=1)
+    torch.manual_seed(1)
+    resumed = tiny_transformer().eval()
+    resumed.load_state_dict(state["net"])
+    opt2, sched2 = build_optimizer(resumed, **args)
+    opt2.load_state_dict(state["opt"])
+    sched2.load_state_dict(state["sched"])
+    assert opt2.muon.state is opt2.state and opt2.adamw.state is opt2.state
+    assert opt2.muon.param_groups[0] is opt2.param_groups[0]  # re-linked to the loaded groups
+    _train_steps(resumed, opt2, sched2, 4, seed=1)
+    for (name, a), b in zip(net.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+
+
+def test_optimizer_and_schedule_names_are_checked():
+    net = tiny_transformer()
+    with pytest.raises(ConfigError, match="optim.name='sgd' must be one of adamw, muon"):
+        build_optimizer(net, TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, name="sgd")
+    with pytest.raises(ConfigError, match="optim.schedule='linear' must be one of cosine, wsd"):
+        build_optimizer(net, TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, schedule="linear")
+    with pytest.raises(ConfigError, match="optim.name=muon needs a network with transformer blocks"):
+        build_optimizer(tiny_lstm("embedding"), TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, name="muon")
