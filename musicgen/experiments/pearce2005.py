@@ -6,7 +6,11 @@ notes of the same melody, by 10-fold cross-validation, on the Essen "kinder" col
 Bach chorale melodies BWV 253-438 (soprano lines), beside the thesis's published rows.
 
 What runs here: the data extraction from music21's corpus (checked against the thesis's dataset
-table), the folds, and three kinds of rows on the same folds:
+table), the folds, and four kinds of rows on the same folds:
+- the thesis's own models reproduced (``musicgen.metrics.ppm``, PPM* C*I: Table 6.6's short-term,
+  long-term, online long-term and combined models), each beside its published figure; every other
+  row is compared with the reproduced combined model (and the fold-only rows with the long-term
+  one) melody by melody, with a paired interval, where the reproduction is within tolerance;
 - the project's smoothed n-gram (interpolated Kneser-Ney over pitches), its order chosen by
   cross-validation on the Essen "fink" collection;
 - the project's LSTM and Transformer on pitch tokens, trained on the training folds only;
@@ -45,6 +49,8 @@ from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_bytes, atomic_write_text
 from musicgen.metrics import NgramLM
 from musicgen.metrics.bootstrap import bootstrap_ci, mean_of
+from musicgen.metrics.ppm import PPM, combine
+from musicgen.metrics.statistics import paired_difference
 from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main
 
@@ -63,6 +69,12 @@ PUBLISHED = (
     ("long- and short-term combined (bias 2)", 2.347, 2.106),
     ("multiple-viewpoint system, features searched on this data (Table 7.3)", 1.953, None),
 )
+#: The Table 6.6 rows the PPM* reproduction answers: key in the result -> (label, chorales, kinder).
+TABLE_6_6 = dict(zip(("stm", "ltm", "ltm_plus", "combined"), PUBLISHED[:4]))
+#: The reproduced models' names in the thesis's notation (§6.3.1).
+PPM_NAMES = {"stm": "STM C*I", "ltm": "LTM C*I", "ltm_plus": "LTM+ C*I", "combined": "LTM+ C*I with STM C*I",
+             "stm_extra": "STM {}", "combined_extra": "LTM+ C*I with STM {}"}
+FOLD_ONLY = "training folds only"  # the rows trained on the training folds alone (Table 6.6's LTM's peers)
 
 
 # ----------------------------------------------------------------------------- data
@@ -84,12 +96,13 @@ def melody_events(part) -> list[int]:
     return events
 
 
-def essen_melodies(rel: str) -> list[list[int]]:
+def essen_melodies(rel: str, limit: int | None = None) -> list[list[int]]:
+    """The melodies of an Essen collection (the first ``limit`` tunes with ``limit``)."""
     from musicgen.data.corpus import music21_corpus_dir
     from musicgen.data.music21_midi import parse_abc_tune, split_abc_tunes
 
     out = []
-    for text in split_abc_tunes((music21_corpus_dir() / rel).read_text(encoding="utf-8")):
+    for text in split_abc_tunes((music21_corpus_dir() / rel).read_text(encoding="utf-8"))[:limit]:
         score = parse_abc_tune(text)
         parts = [p for p in (list(score.parts) or [score]) if p.recurse().notes]
         if parts:
@@ -334,11 +347,12 @@ def bits_per_note(log_probs: list[np.ndarray]) -> dict[str, float]:
 
 
 def summarise(log_probs: list[np.ndarray], seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
-    """``bits_per_note`` with a 95% bootstrap interval of the per-melody mean over melodies."""
+    """``bits_per_note`` with a 95% bootstrap interval of the per-melody mean over melodies, and
+    each melody's cross-entropy (``melody_bits``, in the melodies' order: what pairs rows)."""
     out = bits_per_note(log_probs)
     per_melody = np.array([-lp.sum() / math.log(2) / len(lp) for lp in log_probs if len(lp)])
     _, lo, hi = bootstrap_ci(per_melody, mean_of(0), n_boot=n_boot, seed=seed)
-    out.update(per_melody_interval=[lo, hi], melodies=len(log_probs))
+    out.update(per_melody_interval=[lo, hi], melodies=len(log_probs), melody_bits=per_melody.tolist())
     return out
 
 
@@ -357,6 +371,96 @@ def ngram_cross_validation(melodies: list[list[int]], order: int, k: int = 10, s
         for i in test:
             log_probs[i] = lm.log_probs(seqs[i])
     return {**summarise(log_probs, seed, n_boot), "order": order}
+
+
+def ppm_log_probs(melodies: list[list[int]], escape: str = "c", exclusion: bool = True,
+                  update_exclusion: bool = False, bias: float = 2, extra_stm: dict | None = None,
+                  k: int = 10, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The thesis's models (Table 6.6) by 10-fold cross-validation on the n-gram's folds, over
+    the dataset's pitch alphabet; natural-log probability of every note of each melody, per row:
+    - ``ltm``: PPM trained on the other folds, fixed;
+    - ``ltm_plus``: the same, also counting each test note after predicting it (kept across the
+      fold's melodies, taken in order, as IDyOM does);
+    - ``stm``: PPM of the test melody so far (empty at each melody's start);
+    - ``combined``: ``ltm_plus`` with ``stm``, by the entropy-weighted mean with ``bias`` (Eq. 6.9);
+    - with ``extra_stm`` (settings that differ, e.g. IDyOM's later short-term default, escape X
+      with update exclusion): ``stm_extra`` and ``combined_extra``, the same with that STM.
+    The settings are shared by every model (the thesis's C*I: escape C, unbounded order,
+    interpolated smoothing, no update exclusion)."""
+    alphabet = sorted({p for m in melodies for p in m})
+    settings = {"escape": escape, "exclusion": exclusion, "update_exclusion": update_exclusion}
+    rows = list(TABLE_6_6) + (["stm_extra", "combined_extra"] if extra_stm else [])
+    out: dict[str, list[np.ndarray]] = {r: [np.zeros(0)] * len(melodies) for r in rows}
+    for test in folds(len(melodies), k, seed):
+        train = [melodies[i] for i in np.setdiff1d(np.arange(len(melodies)), test)]
+        ltm, ltm_plus = PPM(alphabet, **settings).fit(train), PPM(alphabet, **settings).fit(train)
+        for i in test:
+            m = melodies[i]
+            dists = {"ltm": ltm.predict_sequence(m, learn=False), "ltm_plus": ltm_plus.predict_sequence(m, learn=True),
+                     "stm": PPM(alphabet, **settings).predict_sequence(m, learn=True)}
+            dists["combined"] = combine([dists["ltm_plus"], dists["stm"]], bias)
+            if extra_stm:
+                dists["stm_extra"] = PPM(alphabet, **{**settings, **extra_stm}).predict_sequence(m, learn=True)
+                dists["combined_extra"] = combine([dists["ltm_plus"], dists["stm_extra"]], bias)
+            col = [alphabet.index(p) for p in m]
+            for r in rows:
+                out[r][i] = np.log(dists[r][np.arange(len(m)), col])
+    return out
+
+
+def ppm_rows(melodies: list[list[int]], ppm: dict[str, Any], store: Store | None, tag: str, k: int = 10,
+             seed: int = 0, n_boot: int = 1000) -> dict[str, dict[str, Any]]:
+    """``ppm_log_probs`` summarised per row; with a ``store``, each row's per-note figures are kept
+    under a name derived from the settings (computed once for all rows, reused on resume)."""
+    settings = {key: ppm[key] for key in ("escape", "exclusion", "update_exclusion", "bias", "extra_stm")}
+    done: dict[str, list[np.ndarray]] = {}
+
+    def compute(row: str) -> list[np.ndarray]:
+        if not done:
+            done.update(ppm_log_probs(melodies, **settings, k=k, seed=seed))
+        return done[row]
+
+    rows = list(TABLE_6_6) + (["stm_extra", "combined_extra"] if settings["extra_stm"] else [])
+    key = Store.key(settings, k, seed, len(melodies), sum(map(len, melodies)))
+    return {row: summarise(store.log_probs(f"{tag}-ppm-{key}/{row}", lambda row=row: compute(row))
+                           if store else compute(row), seed, n_boot) for row in rows}
+
+
+def reproduction(ppm: dict[str, dict[str, Any]], tolerance: float) -> dict[str, dict[str, Any]]:
+    """Each reproduced row of Table 6.6 against the thesis: per dataset ours, theirs, and whether
+    they agree within ``tolerance`` bits (mean over melodies)."""
+    out = {}
+    for row, (_, *thesis) in TABLE_6_6.items():
+        out[row] = {ds: {"ours": ppm[ds][row]["per_melody"], "thesis": t,
+                         "holds": abs(ppm[ds][row]["per_melody"] - t) <= tolerance}
+                    for ds, t in zip(("chorales", "kinder"), thesis)}
+    return out
+
+
+def paired_against_ppm(rows: dict[str, dict[str, dict]], ppm: dict[str, dict[str, Any]],
+                       holds: dict[str, dict[str, Any]], fold_only: set[str], n_boot: int = 1000,
+                       seed: int = 0) -> dict[str, dict[str, dict | None]]:
+    """For each row (name -> dataset -> summary) and dataset: its difference from the reproduced
+    combined model, and for the fold-only rows from the reproduced long-term model, melody by
+    melody (row minus reference, bits per note, mean over melodies) with the paired interval of
+    ``paired_difference``; only where that reproduction holds (``None`` where it does not)."""
+    out: dict[str, dict[str, dict | None]] = {}
+    for name, by_ds in rows.items():
+        refs = ["combined"] + (["ltm"] if name in fold_only else [])
+        out[name] = {}
+        for ds, r in by_ds.items():
+            out[name][ds] = {}
+            for ref in refs:
+                if not holds[ref][ds]["holds"]:
+                    out[name][ds][ref] = None
+                    continue
+                a, b = np.asarray(r["melody_bits"]), np.asarray(ppm[ds][ref]["melody_bits"])
+                out[name][ds][ref] = paired_difference(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)
+    return out
+
+
+def ngram_name(order: int) -> str:
+    return f"{order}-gram, interpolated Kneser-Ney (order chosen on fink)"
 
 
 def choose_order(melodies: list[list[int]], orders: range) -> tuple[int, dict[int, float]]:
@@ -470,7 +574,7 @@ def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]
               "fine_tuning": {"chosen": fine_train, "grid": fine_rows}}
     out = {}
     zero = {**fine_train, "steps": 0}
-    for row, train, init in ((f"{name}, training folds only", fold_train, None),
+    for row, train, init in ((f"{name}, {FOLD_ONLY}", fold_train, None),
                              (f"{name}, pre-trained, not fine-tuned", zero, weights),
                              (f"{name}, pre-trained and fine-tuned per fold", fine_train, weights)):
         out[row] = {ds: neural_cross_validation(data[ds], spec, train, store, f"{ds}-{name}", cfg["seed"],
@@ -520,12 +624,27 @@ def neural_rows(cfg: DictConfig, data: dict[str, list[list[int]]], store: Store)
 
 def pearce2005(cfg: DictConfig) -> dict[str, Any]:
     data = load_melodies(Path(cfg.data_dir))
+    store = Store(Path(cfg.output_dir) / "pearce2005_runs")
+    ppm = OmegaConf.to_container(cfg.ppm, resolve=True)
+    if ppm["escape"] not in ("a", "b", "c", "x"):
+        raise ConfigError(f"ppm.escape={ppm['escape']!r}: one of a, b, c, x")
+    reproduced = {ds: ppm_rows(data[ds], ppm, store, ds, k=cfg.folds, seed=cfg.seed, n_boot=cfg.n_boot)
+                  for ds in ("chorales", "kinder")}
+    holds = reproduction(reproduced, ppm["tolerance"])
+    for row, r in holds.items():
+        log.info("PPM* %s: chorales %.3f (thesis %.3f), kinder %.3f (thesis %.3f)", PPM_NAMES[row],
+                 r["chorales"]["ours"], r["chorales"]["thesis"], r["kinder"]["ours"], r["kinder"]["thesis"])
     order, tuning = choose_order(data["fink"], range(2, 9))
     rows = {name: ngram_cross_validation(data[name], order, k=cfg.folds, seed=cfg.seed, n_boot=cfg.n_boot)
             for name in ("chorales", "kinder")}
-    result = {"datasets": dataset_table(data), "order": order, "order_scores_on_fink": tuning, "ngram": rows}
+    result = {"datasets": dataset_table(data), "order": order, "order_scores_on_fink": tuning, "ngram": rows,
+              "ppm": {"settings": ppm, "rows": reproduced, "reproduction": holds}}
+    compared = {ngram_name(order): rows}
     if cfg.neural:
-        result["neural"] = neural_rows(cfg, data, Store(Path(cfg.output_dir) / "pearce2005_runs"))
+        result["neural"] = neural_rows(cfg, data, store)
+        compared.update(result["neural"]["rows"])
+    fold_only = {n for n in compared if n == ngram_name(order) or n.endswith(FOLD_ONLY)}
+    result["paired"] = paired_against_ppm(compared, reproduced, holds, fold_only, n_boot=cfg.n_boot, seed=cfg.seed)
     return result
 
 
@@ -543,10 +662,11 @@ def report_markdown(result: dict[str, Any]) -> str:
         return f"{r['per_melody']:.3f} [{lo:.3f}, {hi:.3f}] (per note {r['per_note']:.3f})"
 
     lines += ["", "Bits per note, 10-fold cross-validation, pitch alone; ours: the mean over melodies of the "
-              "per-melody cross-entropy (thesis Eq. 6.6) with a 95% bootstrap interval over melodies.", "",
-              "| model | chorales (BWV 253-438) | kinder |", "|---|---|---|",
-              f"| musicgen {result['order']}-gram, interpolated Kneser-Ney (order chosen on fink) | {cell(ch)} | "
-              f"{cell(ki)} |"]
+              "per-melody cross-entropy (thesis Eq. 6.6) with a 95% bootstrap interval over melodies."]
+    if result.get("ppm"):
+        lines += ppm_report(result["ppm"], cell)
+    lines += ["", "| model | chorales (BWV 253-438) | kinder |", "|---|---|---|",
+              f"| musicgen {ngram_name(result['order'])} | {cell(ch)} | {cell(ki)} |"]
     neural = result.get("neural")
     if neural:
         lines += [f"| musicgen {row} | {cell(r['chorales'])} | {cell(r['kinder'])} |"
@@ -565,8 +685,57 @@ def report_markdown(result: dict[str, Any]) -> str:
                                  for r in d["grid"])
                 chosen = {k: d["chosen"][k] for k in d["grid"][0] if k != "per_melody"}
                 lines.append(f"- {name}, {stage.replace('_', ' ')}: chose {chosen} from {grid}")
+    if result.get("paired"):
+        lines += paired_report(result["paired"], result["ppm"]["settings"]["tolerance"])
     lines.append("")
     return "\n".join(lines)
+
+
+def ppm_report(ppm: dict[str, Any], cell) -> list[str]:
+    """The reproduction's table: each PPM* row beside the thesis's figure (Table 6.6)."""
+    s, tol = ppm["settings"], ppm["settings"]["tolerance"]
+    on = {True: "on", False: "off"}
+    lines = ["", "The thesis's models reproduced on the same folds (`musicgen.metrics.ppm`: escape "
+             f"{s['escape'].upper()}, unbounded order (PPM*), interpolated smoothing, exclusion {on[s['exclusion']]}, "
+             f"update exclusion {on[s['update_exclusion']]}; combination bias {s['bias']}); a row holds when it is "
+             f"within {tol} bits of Table 6.6:", "",
+             "| model | chorales | thesis | holds | kinder | thesis | holds |", "|---|---|---|---|---|---|---|"]
+    extra = s.get("extra_stm") or {}
+    tag = f"{str(extra.get('escape', s['escape'])).upper()}*{'U' if extra.get('update_exclusion') else ''}I"
+    for row in ppm["rows"]["chorales"]:
+        by_ds = (ppm["rows"]["chorales"][row], ppm["rows"]["kinder"][row])
+        name = PPM_NAMES[row].format(tag)
+        check = ppm["reproduction"].get(row)
+        cells = []
+        for ds, r in zip(("chorales", "kinder"), by_ds):
+            if check:
+                c = check[ds]
+                verdict = "yes" if c["holds"] else "NO"
+                cells += [cell(r), f"{c['thesis']:.3f}", f"{verdict} ({c['ours'] - c['thesis']:+.3f})"]
+            else:
+                cells += [cell(r), "-", "-"]
+        lines.append(f"| PPM* {name} | {' | '.join(cells)} |")
+    return lines
+
+
+def paired_report(paired: dict[str, dict[str, dict | None]], tolerance: float) -> list[str]:
+    """Each row's paired difference from the reproduced combined and long-term models."""
+    def fig(d):
+        if d is None:
+            return f"reproduction off by more than {tolerance}"
+        return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+    lines = ["", "Paired over melodies: each row minus the reproduced PPM* model on the same melodies (bits per "
+             "note, mean over melodies of the per-melody difference; 95% paired BCa interval over melodies, "
+             "`musicgen.metrics.statistics.paired_difference`); negative: the row predicts better. The long-term "
+             "model is the reference of the rows trained on the training folds alone.", "",
+             "| model | chorales: minus combined | chorales: minus LTM | kinder: minus combined | kinder: minus LTM |",
+             "|---|---|---|---|---|"]
+    for name, by_ds in paired.items():
+        cells = [fig(by_ds[ds][ref]) if ref in by_ds[ds] else "-" for ds in ("chorales", "kinder")
+                 for ref in ("combined", "ltm")]
+        lines.append(f"| musicgen {name} | {' | '.join(cells)} |")
+    return lines
 
 
 @hydra_main("benchmark")

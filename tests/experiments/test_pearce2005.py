@@ -1,6 +1,7 @@
 """The Pearce (2005) benchmark: fold construction, the bits-per-note arithmetic against a hand
-computed case, the n-gram's and the networks' cross-validation (and its resume), melody
-extraction, and a pre-training corpus free of benchmark melodies and their duplicates."""
+computed case, the n-gram's and the networks' cross-validation (and its resume), the thesis's
+PPM* models reproduced on real kinder tunes (and their resume), the paired comparison with them,
+melody extraction, and a pre-training corpus free of benchmark melodies and their duplicates."""
 
 import math
 
@@ -134,6 +135,57 @@ def test_network_cross_validation_learns_and_resumes(tmp_path, monkeypatch):
         bm.neural_cross_validation(melodies, spec, {**train, "steps": 61}, store, "t", seed=0, k=3)
 
 
+PPM = {"escape": "c", "exclusion": True, "update_exclusion": False, "bias": 2, "tolerance": 0.03,
+       "extra_stm": {"escape": "x", "update_exclusion": True}}
+
+
+@pytest.fixture(scope="module")
+def kinder():
+    """The first 40 tunes of the Essen kinder collection, as the benchmark extracts them."""
+    return bm.essen_melodies(bm.ESSEN["kinder"], limit=40)
+
+
+def test_ppm_reproduction_on_real_tunes_orders_the_models_as_the_thesis_and_resumes(kinder, tmp_path,
+                                                                                     monkeypatch):
+    store = bm.Store(tmp_path)
+    rows = bm.ppm_rows(kinder, PPM, store, "kinder", k=5, n_boot=50)
+    assert list(rows) == ["stm", "ltm", "ltm_plus", "combined", "stm_extra", "combined_extra"]
+    assert all(r["melodies"] == 40 and len(r["melody_bits"]) == 40 for r in rows.values())
+    bits = {name: r["per_melody"] for name, r in rows.items()}
+    # Table 6.6's order on kinder: STM worst, the online long-term model better than the fixed
+    # one, the combination best; all far below uniform over the alphabet
+    alphabet = len({p for m in kinder for p in m})
+    assert bits["combined"] < bits["ltm_plus"] < bits["ltm"] < bits["stm"] < math.log2(alphabet) - 1
+    assert bits["ltm"] == pytest.approx(np.mean(rows["ltm"]["melody_bits"]))
+
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("the PPM rows were computed again")
+
+    monkeypatch.setattr(bm, "ppm_log_probs", no_rerun)
+    again = bm.ppm_rows(kinder, PPM, store, "kinder", k=5, n_boot=50)
+    assert {n: r["melody_bits"] for n, r in again.items()} == {n: r["melody_bits"] for n, r in rows.items()}
+    with pytest.raises(AssertionError, match="computed again"):  # a changed setting is not reused
+        bm.ppm_rows(kinder, {**PPM, "bias": 1}, store, "kinder", k=5)
+
+
+def test_paired_comparison_is_melody_by_melody_and_only_where_the_reproduction_holds(kinder):
+    ppm = {ds: bm.ppm_rows(kinder, {**PPM, "extra_stm": None}, None, ds, k=5, n_boot=20)
+           for ds in ("chorales", "kinder")}
+    ngram = {ds: ngram_cross_validation(kinder, order=3, k=5, n_boot=20) for ds in ("chorales", "kinder")}
+    holds = bm.reproduction(ppm, tolerance=10.0)  # 40 tunes are not the thesis's data: make everything hold
+    assert all(h[ds]["holds"] for h in holds.values() for ds in ("chorales", "kinder"))
+    holds["combined"]["kinder"]["holds"] = False
+    rows = {"3-gram": ngram, "x, pre-trained": {ds: ppm[ds]["combined"] for ds in ppm}}  # the reference itself
+    out = bm.paired_against_ppm(rows, ppm, holds, fold_only={"3-gram"}, n_boot=200)
+    diff = np.array(ngram["chorales"]["melody_bits"]) - np.array(ppm["chorales"]["ltm"]["melody_bits"])
+    d = out["3-gram"]["chorales"]["ltm"]
+    assert d["value"] == pytest.approx(diff.mean()) and d["low"] < d["value"] < d["high"]
+    assert d["value"] == pytest.approx(ngram["chorales"]["per_melody"] - ppm["chorales"]["ltm"]["per_melody"])
+    assert out["3-gram"]["kinder"]["combined"] is None and out["3-gram"]["kinder"]["ltm"] is not None
+    assert set(out["x, pre-trained"]["chorales"]) == {"combined"}  # not a fold-only row: no LTM reference
+    assert out["x, pre-trained"]["chorales"]["combined"]["value"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_the_report_is_written_and_published_when_asked(tmp_path, capsys):
     """No quick run of the whole benchmark exists (the melody extraction alone takes minutes): the
     report of a real n-gram cross-validation on small melodies goes through ``write_report``, the
@@ -143,14 +195,23 @@ def test_the_report_is_written_and_published_when_asked(tmp_path, capsys):
     rng = np.random.default_rng(0)
     data = {name: [list(rng.choice([60, 62, 64, 65, 67], size=12)) for _ in range(9)]
             for name in ("chorales", "kinder", "fink")}
-    result = {"datasets": bm.dataset_table(data), "order": 3, "order_scores_on_fink": {},
-              "ngram": {name: ngram_cross_validation(data[name], order=3, k=3, n_boot=20)
-                        for name in ("chorales", "kinder")}}
+    ngram = {name: ngram_cross_validation(data[name], order=3, k=3, n_boot=20) for name in ("chorales", "kinder")}
+    ppm = {name: bm.ppm_rows(data[name], PPM, None, name, k=3, n_boot=20) for name in ("chorales", "kinder")}
+    holds = bm.reproduction(ppm, PPM["tolerance"])
+    result = {"datasets": bm.dataset_table(data), "order": 3, "order_scores_on_fink": {}, "ngram": ngram,
+              "ppm": {"settings": PPM, "rows": ppm, "reproduction": holds},
+              "paired": bm.paired_against_ppm({bm.ngram_name(3): ngram}, ppm, holds, {bm.ngram_name(3)}, n_boot=20)}
     (tmp_path / "docs").mkdir()
     cfg = compose("benchmark", [f"output_dir={tmp_path / 'out'}", "publish=true", f"publish_dir={tmp_path / 'docs'}"])
     bm.write_report(cfg, result)
     own = (tmp_path / "out" / "pearce2005.md").read_text()
     assert own == bm.report_markdown(result) and own in capsys.readouterr().out
+    # each reproduced row beside the thesis, and a paired figure only where its reference holds
+    assert "| PPM* LTM C*I | " in own and "| PPM* LTM+ C*I with STM X*UI | " in own
+    verdicts = [h[ds]["holds"] for h in holds.values() for ds in ("chorales", "kinder")]
+    assert own.count("| yes (") == sum(verdicts) and own.count("| NO (") == len(verdicts) - sum(verdicts) > 0
+    off = sum(not holds[ref][ds]["holds"] for ref in ("combined", "ltm") for ds in ("chorales", "kinder"))
+    assert own.count("reproduction off by more than 0.03") == off
     page = (tmp_path / "docs" / "results" / "pearce2005.md").read_text()
     assert page.startswith("# Pearce (2005)") and "Written by" in page and own.split("\n", 1)[1] in page
     assert "- [Pearce (2005): pitch prediction in monophonic melodies](pearce2005.md)" in \
