@@ -30,11 +30,12 @@ from omegaconf import OmegaConf
 
 from musicgen.api import MusicModel
 from musicgen.constants import EOS_ID
+from musicgen.evaluation.leakage import leakage
 from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, sample_next
 from musicgen.metrics import NgramLM
 from musicgen.metrics.features import HISTOGRAMS
 from musicgen.metrics.likelihood import likelihood_metrics
-from musicgen.metrics.samples import body, piece_stats, sample_figures, training_reference
+from musicgen.metrics.samples import body, length_targets, piece_stats, sample_figures, training_reference
 
 # ----------------------------------------------------------------------------- sampling
 
@@ -73,6 +74,48 @@ def ngram_baseline(train_docs: Sequence[np.ndarray], vocab_size: int, order: int
 
 
 # ----------------------------------------------------------------------------- the report
+
+
+def quantiles(values: np.ndarray) -> dict[str, float]:
+    """The 10th, 25th, 50th, 75th and 90th percentiles and the mean of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return {}
+    return {**{f"p{q}": float(np.percentile(values, q)) for q in (10, 25, 50, 75, 90)}, "mean": float(values.mean())}
+
+
+@torch.no_grad()
+def eos_at_ends(m: MusicModel, docs: Sequence[np.ndarray], sampling: SamplingConfig, context: int) -> dict[str, Any]:
+    """Where real pieces end, how likely the model makes EOS: its probability of EOS at each
+    piece's last position (the piece's last ``context`` tokens as context, asked nothing, as the
+    samples are), as the model gives it and after the sampling filters (temperature, top-k, top-p),
+    the share of ends where the filters keep EOS at all, and where EOS is the model's top token.
+    A model that ends pieces where real ones end shows a high probability here; filters that cut
+    or shrink it make samples run long."""
+    dec = m.decoder(None, 1.0, context)
+    raw, filtered, top = [], [], []
+    for d in docs:
+        x = torch.as_tensor(np.asarray(d[:-1][-dec.context:], dtype=np.int64), device=m.device)[None]
+        logits = dec.net(x, last_only=True).float()  # (1, V)
+        raw.append(logits.softmax(-1)[0, EOS_ID].item())
+        filtered.append(filter_logits(logits, sampling, x).softmax(-1)[0, EOS_ID].item())
+        top.append(float(logits[0].argmax().item() == EOS_ID))
+    raw_a, filt_a = np.array(raw), np.array(filtered)
+    return {"pieces": len(docs), "p_eos": float(raw_a.mean()), "p_eos_filtered": float(filt_a.mean()),
+            "kept_by_filters": float((filt_a > 0).mean()), "eos_is_top": float(np.mean(top))}
+
+
+def tokens_per_note(train) -> dict[str, float]:
+    """Tokens per source note of the training split's untransposed pieces and of its transposed
+    copies: a BPE vocabulary learned on the untransposed pieces encodes the copies longer."""
+    originals = train.originals()
+    copies = np.setdiff1d(np.arange(train.n_docs), originals)
+    out = {}
+    for name, idx in (("originals", originals), ("copies", copies)):
+        n_notes = int(train.notes[idx].sum()) if len(idx) else 0
+        if n_notes:
+            out[name] = sum(len(train.doc(i)) - 2 for i in idx) / n_notes
+    return out
 
 
 def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[str, Any]:
@@ -126,11 +169,20 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
         "ngram": ([d[0] for d in drawn], [d[1] for d in drawn]),
         "real": ([body(docs[i]) for i in real], None),
     }
-    stats = {name: piece_stats(tok, ids, reference, ended) for name, (ids, ended) in rows.items()}
+    # length-matched material: each sample is read up to the length (in notes) of a real piece
+    # drawn at random, so rows whose samples run long pool no more music per piece than the real row
+    stats = {"real": piece_stats(tok, rows["real"][0], reference)}
+    targets = length_targets(stats["real"]["notes"][:, 0], n, seed)
+    for name in ("model", "ngram"):
+        stats[name] = piece_stats(tok, rows[name][0], reference, rows[name][1], cut_notes=targets)
     samples = {name: sample_figures(s, reference, n_boot, seed) for name, s in stats.items()}
     model_row.update(samples["model"])
     model_row["generation_tokens_per_second"] = sum(len(p) + e for p, e in zip(model_ids, model_ended)) / seconds
     ngram_row.update(samples["ngram"])
+    lengths = {"notes_per_piece": {name: quantiles(st["notes"][:, 0]) for name, st in stats.items()},
+               "tokens_per_piece": {name: quantiles(st["tokens"][:, 0]) for name, st in stats.items()},
+               "eos_at_real_ends": eos_at_ends(m, docs, sampling, context),
+               "training_tokens_per_note": tokens_per_note(train)}
 
     return {
         "ckpt_path": str(m.ckpt_path),
@@ -142,12 +194,15 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
             "sampling": OmegaConf.to_container(cfg.sampling), "ngram_order": cfg.ngram_order,
             "context": context_desc, "scoring": "seq2one (as trained)" if seq2one else "causal",
             "bootstrap": n_boot, "interval": "95% percentile bootstrap over pieces",
+            "length_matching": "model and n-gram samples read up to the note count of a real piece drawn at random",
             "reference_pieces": reference.pieces, "reference_pitch_range": list(reference.pitch_range),
         },
         "model": model_row,
         **({"conditioning": conditioning} if conditioning else {}),
         "ngram": ngram_row,
         "real": samples["real"],
+        "lengths": lengths,
+        "leakage": leakage(tok, train, split, originals, nll, tokens, notes, n_boot, seed),
         "histograms": {
             "reference": {h: v.tolist() for h, v in reference.histograms.items()},
             **{name: {h: s[h].sum(axis=0).tolist() for h in HISTOGRAMS} for name, s in stats.items()},

@@ -12,9 +12,9 @@ TONAL_KEYS = (
 )
 SAMPLE_KEYS = (
     "interval_overlap", "duration_overlap", "ioi_overlap", "notes_per_bar_overlap",
-    "pitch_overlap", "pitch_kl", "ngram_repetition_4", "syntax_error_rate", "notes_per_piece", "ended_at_eos",
-    "out_of_range_pitch_share",
+    "pitch_overlap", "pitch_kl", "ngram_repetition_4", "syntax_error_rate", "out_of_range_pitch_share",
 )
+LENGTH_KEYS = ("notes_per_piece", "tokens_per_piece", "ended_at_eos", "notes_read_share")
 COPY_KEYS = (
     "copied_8gram_share", "copied_16gram_share", "longest_copied_run",
     "copied_8gram_share_with_duration", "copied_16gram_share_with_duration", "longest_copied_run_with_duration",
@@ -80,6 +80,54 @@ def _conditioning_note(result: dict[str, Any]) -> list[str]:
             "Its samples are asked nothing.", ""]
 
 
+def _quantile_row(name: str, q: dict[str, float]) -> str:
+    cells = " | ".join(f"{q[k]:.0f}" for k in ("p10", "p25", "p50", "p75", "p90"))
+    return f"| {name} | {cells} | {q['mean']:.1f} |"
+
+
+def _length_section(result: dict[str, Any], names: dict[str, str]) -> list[str]:
+    lengths = result.get("lengths")
+    if not lengths:
+        return []
+    eos, tpn = lengths["eos_at_real_ends"], lengths["training_tokens_per_note"]
+    lines = ["## Length", "",
+             "Whole pieces (before the cut that matches lengths): notes per piece, percentiles and mean.", "",
+             "| | p10 | p25 | p50 | p75 | p90 | mean |", "|---|---|---|---|---|---|---|"]
+    lines += [_quantile_row(names[row], q) for row, q in lengths["notes_per_piece"].items() if q]
+    lines += ["", f"Where the {eos['pieces']} real pieces end, the model gives EOS a probability of "
+              f"{eos['p_eos']:.3f} on average (its top token at {eos['eos_is_top']:.0%} of the ends); after the "
+              f"sampling filters {eos['p_eos_filtered']:.3f}, and the filters keep EOS at all at "
+              f"{eos['kept_by_filters']:.0%} of the ends."]
+    if "copies" in tpn and "originals" in tpn:
+        lines += ["", f"Training material: {tpn['originals']:.3f} tokens per note in the untransposed pieces, "
+                  f"{tpn['copies']:.3f} in their transposed copies (a BPE vocabulary learned on the untransposed "
+                  "pieces encodes the copies longer)."]
+    return lines + [""]
+
+
+def _leakage_section(result: dict[str, Any]) -> list[str]:
+    leak = result.get("leakage")
+    if not leak:
+        return []
+    like, copy = leak["likelihood"], leak["copying"]
+    share = leak["leaked_share"]
+    lines = ["## Leakage", "",
+             f"{leak['leaked']} of {leak['pieces']} {result['split']} pieces ({fmt(share)}, Wilson) have a "
+             f"variant among the untransposed training pieces at interval-figure similarity >= {leak['threshold']} "
+             "(looser than the split's own threshold, so this is not zero by construction; "
+             "`musicgen.metrics.similarity`). The model's NLL per note and the real pieces' interval copying, on "
+             "every piece and on the clean ones (no such variant):", "",
+             "| pieces | n | model NLL per note | copied 8-grams (intervals) | copied 16-grams (intervals) |",
+             "|---|---|---|---|---|"]
+    for part, n in (("all", leak["pieces"]), ("clean", leak["clean_pieces"])):
+        if like.get(part) is None:
+            continue
+        c = copy[part]
+        lines.append(f"| {part} | {n} | {fmt(like[part]['nll_per_note'])} | "
+                     f"{fmt(c['copied_8gram_share_interval'])} | {fmt(c['copied_16gram_share_interval'])} |")
+    return lines + [""]
+
+
 def report_markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     model, ngram, real = result["model"], result["ngram"], result["real"]
@@ -112,7 +160,11 @@ def report_markdown(result: dict[str, Any]) -> str:
         f"{s['max_new_tokens']} tokens), both decoded with {describe_sampling(s['sampling'])}; the real row is "
         f"{s['num_samples']} pieces drawn from the {result['split']} split. Overlaps (1 = identical) and KL are "
         f"against the {s['reference_pieces']} untransposed training pieces, computed on the decoded notes, so "
-        "they compare across tokenisers; repetition is over the melody's pitches.",
+        "they compare across tokenisers; repetition is over the melody's pitches. "
+        + ("Every row pools the same number of pieces, and the same amount of music per piece: each model and "
+           "n-gram sample is read up to the note count of a real piece drawn at random (`notes_read_share`: the "
+           "share of the samples' notes that was read); length figures describe the whole pieces."
+           if s.get("length_matching") else "Samples are read whole (this report predates length matching)."),
         "",
         "Tonality, per piece (so transposing a piece changes none of it): the tonic-relative pitch-class "
         "overlap (each piece's notes rotated to its estimated key's tonic, against the training pieces rotated "
@@ -126,6 +178,9 @@ def report_markdown(result: dict[str, Any]) -> str:
         "",
         *_table(SAMPLE_KEYS, rows),
         "",
+        *_table(LENGTH_KEYS, rows),
+        "",
+        *_length_section(result, {"model": "model", "ngram": ngram_name, "real": f"real {result['split']} pieces"}),
         "## Copying",
         "",
         "Share of each piece's 8- and 16-note melodic n-grams (pitch, and pitch with duration) found in the "
@@ -139,6 +194,7 @@ def report_markdown(result: dict[str, Any]) -> str:
         "",
         *_table(COPY_INTERVAL_KEYS, rows),
         "",
+        *_leakage_section(result),
         "![metrics](metrics.png)",
         "",
         "![distributions](distributions.png)",

@@ -99,15 +99,51 @@ def training_reference(tokenizer: MusicTokenizer, train, max_pieces: int | None 
     pitch_range = (int(played.min()), int(played.max())) if len(played) else (0, 127)
     return Reference(hist, pitch_range, {k: CopyIndex(v) for k, v in symbols.items()}, used)
 
+def note_count(score) -> int:
+    return sum(len(t.notes) for t in score.tracks)
+
+
+def first_notes(score, k: int):
+    """``score`` cut after the onset of its ``k``-th note (in onset order, over all tracks; notes
+    sounding at that onset stay, so a chord is never split); the score itself if it has at most
+    ``k`` notes."""
+    onsets = np.sort(np.concatenate([t.notes.numpy()["time"] for t in score.tracks] or [np.zeros(0)]))
+    if k <= 0 or len(onsets) <= k:
+        return score
+    cut = score.copy()
+    last = int(onsets[k - 1])
+    for track in cut.tracks:
+        track.notes.filter(lambda n: n.time <= last, inplace=True)
+    return cut
+
+
+def length_targets(real_notes: Sequence[int] | np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` note counts drawn (with replacement) from the real pieces' ``real_notes``: the length
+    each sample of a row is cut to (``piece_stats(cut_notes=...)``), so every row's material
+    figures pool as much music per piece as the real row does."""
+    real_notes = np.asarray(real_notes, dtype=np.int64)
+    if len(real_notes) == 0:
+        return np.zeros(n, dtype=np.int64)
+    return np.random.default_rng(seed).choice(real_notes, size=n, replace=True)
+
+
 def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], reference: Reference,
-                ended: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
-    """Per-piece statistics blocks ``(P, K)`` of whole pieces (ids without BOS/EOS): the feature
+                ended: Sequence[bool] | None = None,
+                cut_notes: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-piece statistics blocks ``(P, K)`` of pieces (ids without BOS/EOS): the feature
     histograms, note and token counts, melodic n-gram repetition, syntax errors per base token,
-    copying, and whether the piece ended at its EOS (``ended``; real pieces always do)."""
+    copying, and whether the piece ended at its EOS (``ended``; real pieces always do).
+
+    ``cut_notes`` (one count per piece, ``length_targets``): the material figures (histograms,
+    tonality, repetition, copying) read only each piece's first ``cut_notes[k]`` notes
+    (``first_notes``), so that rows whose pieces run longer pool no more music per piece than
+    the real row; ``notes``, ``tokens``, ``syntax`` and ``ended`` describe the whole piece, and
+    ``matched`` is ``[notes read, notes in the piece]``."""
     rows: dict[str, list] = defaultdict(list)
     for k, ids in enumerate(pieces):
         ids = [int(t) for t in ids]
-        score = tokenizer.decode(ids)
+        whole = tokenizer.decode(ids)
+        score = whole if cut_notes is None else first_notes(whole, int(cut_notes[k]))
         feats = piece_features(score)
         for h in HISTOGRAMS:
             rows[h].append(feats[h])
@@ -115,7 +151,8 @@ def piece_stats(tokenizer: MusicTokenizer, pieces: Sequence[Sequence[int]], refe
         for n in REPETITION_NS:
             unique, total = ngram_stats(torch.as_tensor(melody), n)
             rows[f"repetition_{n}"].append([total - unique, total])
-        rows["notes"].append([int(feats["notes"][0])])
+        rows["notes"].append([note_count(whole)])
+        rows["matched"].append([note_count(score), note_count(whole)])
         rows["tokens"].append([len(ids)])
         rows["syntax"].append([tokenizer.syntax_errors(ids), tokenizer.base_length(ids)])
         rows["ended"].append([1.0 if ended is None else float(ended[k])])
@@ -154,6 +191,8 @@ def sample_figures(stats: dict[str, np.ndarray], reference: Reference, n_boot: i
         out[f"longest_copied_run{suffix}"] = figure(block, mean_of(4), n_boot, seed)
     out["syntax_error_rate"] = figure(stats["syntax"], ratio(0, 1), n_boot, seed)
     out["notes_per_piece"] = figure(stats["notes"], mean_of(0), n_boot, seed)
+    if "matched" in stats:  # the share of the pieces' notes the material figures read
+        out["notes_read_share"] = figure(stats["matched"], ratio(0, 1), n_boot, seed)
     out["tokens_per_piece"] = figure(stats["tokens"], mean_of(0), n_boot, seed)
     out["ended_at_eos"] = figure(stats["ended"], mean_of(0), n_boot, seed)
     for name in TONAL_FIGURES:  # absent from per-piece statistics saved before they existed
