@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo generate evaluate control infilling leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
+.PHONY: help install lint test test-all data train sweep demo demo-seeds generate evaluate control infilling leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -99,6 +99,10 @@ demo: $(STAMP) ## Train V7 (cpu preset) on 2,000 folk tunes (exported on first u
 	@echo "MIDI files and piano rolls: $(DEMO_DIR)/samples/ (generation.json lists them)"
 	@echo "evaluation report:          $(DEMO_DIR)/evaluation.md (+ evaluation.json, *.png)"
 	@echo "checkpoints and metrics:    $(DEMO_DIR)/checkpoints/, $(DEMO_DIR)/metrics.json"
+
+demo-seeds: $(STAMP) ## The demo's setup over 3 training seeds (resumable; about 45 min here) -> outputs/demo_seeds/seeds.md
+	$(SOUNDFONT_DEPS)
+	$(PY) -m musicgen seeds "train.overrides=['+version=v7','preset=cpu']" train.seeds=[0,1,2] dir=outputs/demo_seeds $(ARGS)
 
 generate: $(STAMP) ## Generate from a run: make generate RUN=outputs/train/v7/<run> ARGS='num_samples=8'
 	$(PY) -m musicgen.generate ckpt_path=$(RUN) $(ARGS)

@@ -22,6 +22,7 @@ VERBS = {
     "scale": ("musicgen.experiments.speed.scale", "data pipeline cost at 1x, 4x, 16x the corpus"),
     "control": ("musicgen.experiments.control", "attribute adherence of a conditioned run"),
     "infilling": ("musicgen.experiments.infilling", "infilling NLL of an infilling run"),
+    "seeds": ("musicgen.experiments.seeds", "one setup over training seeds, figures with seed intervals"),
 }
 
 

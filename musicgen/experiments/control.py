@@ -11,8 +11,6 @@ import dataclasses
 import functools
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +25,8 @@ from musicgen.api import MusicModel, sampling_of
 from musicgen.checkpoint import load_run_cache
 from musicgen.control.attributes import density_of, estimate_key, metre_of, tempo_of
 from musicgen.control.readers import METRE_LEVELS, key_of, metre_from_notes
-from musicgen.errors import ConfigError, UserError
+from musicgen.errors import ConfigError
+from musicgen.experiments.seeds import train_seeds
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.statistics import seed_piece_interval, wilson
 from musicgen.runtime import hydra_main, pick_device
@@ -274,27 +273,6 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
                      f"asked nothing {row['unconditioned']['share']:.1%} {row['unconditioned']['ci95']}  "
                      f"reader on real {real:.1%}  real, first {result['max_new_tokens']} tokens {excerpt:.1%}")
     return lines
-
-
-def train_seeds(overrides: Sequence[str], seeds: Sequence[int], runs_dir: str | Path) -> list[Path]:
-    """The runs ``musicgen train <overrides> seed=<s>`` in ``<runs_dir>/seed_<s>``, one per seed,
-    trained in turn where missing: a run with ``metrics.json`` is finished and reused, one with a
-    ``last.ckpt`` only continues (``resume=true``), any other starts. Run again after a failure:
-    nothing finished is redone. The run directories, in seed order."""
-    dirs = []
-    for s in seeds:
-        d = Path(runs_dir) / f"seed_{s}"
-        dirs.append(d)
-        if (d / "metrics.json").is_file():
-            log.info("seed %s: %s is finished, reused", s, d)
-            continue
-        resume = ["resume=true"] if (d / "checkpoints" / "last.ckpt").is_file() else []
-        cmd = [sys.executable, "-m", "musicgen.train", *overrides, f"seed={s}", *resume, f"hydra.run.dir={d}"]
-        log.info("seed %s: %s", s, " ".join(cmd[1:]))
-        if subprocess.run(cmd).returncode != 0:
-            raise UserError(f"training seed {s} failed; see {d}/train.log, then run the same command again "
-                            "(finished seeds are kept, an interrupted one continues)")
-    return dirs
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -433,7 +433,8 @@ def test_over_seeds_is_the_t_interval_over_per_seed_shares():
 def test_musicgen_control_over_seed_runs_and_the_seed_driver(full_run, tmp_path):
     import shutil
 
-    from musicgen.experiments.control import run, summary_lines, train_seeds
+    from musicgen.experiments.control import run, summary_lines
+    from musicgen.experiments.seeds import train_seeds
 
     # two "seeds": the same smoke run under two names (the driver's layout); a finished run is reused
     for s in (0, 1):

@@ -1,0 +1,176 @@
+"""One setup over several training seeds: ``musicgen seeds`` (``make demo-seeds``).
+
+Trains ``train.overrides`` once per seed into ``<dir>/seed_<s>`` (``train_seeds``: a finished run is
+reused, an interrupted one resumes), evaluates each run on its test split (``musicgen evaluate``
+with ``evaluate`` overrides; an evaluation made with the same overrides is reused), and writes
+``<dir>/seeds.json`` and ``<dir>/seeds.md``: every figure of the model row per seed, and its mean
+over seeds with a 95% interval that covers what another training seed would give
+(``musicgen.metrics.statistics``):
+
+- NLL per note, and the model minus the n-gram, over seeds and pieces at once
+  (``seed_piece_interval``: every seed is scored on the same test pieces, so the difference is
+  paired piece by piece; the seeds' spread and the pieces' spread both enter the interval);
+- every sample figure: the t interval over the seeds' values (each seed draws its own samples, so
+  the spread over seeds holds both the training seed's and the samples' variation).
+
+The n-gram and real rows do not depend on the training seed (the same training pieces, the same
+sampling seed): they are shown once, from the first seed. ``publish=true`` writes the page into
+the docs site (``musicgen.publish``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from scipy import stats
+
+from musicgen.config import compose
+from musicgen.errors import ConfigError, UserError
+from musicgen.evaluation.run import evaluate
+from musicgen.fs import atomic_write_text
+from musicgen.metrics.report import COPY_INTERVAL_KEYS, LENGTH_KEYS, SAMPLE_KEYS, TONAL_KEYS, fmt
+from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.publish import publish
+from musicgen.runtime import hydra_main
+
+log = logging.getLogger(__name__)
+
+#: The model row's figures the page shows, beside NLL per note.
+FIGURES = TONAL_KEYS + SAMPLE_KEYS + LENGTH_KEYS + COPY_INTERVAL_KEYS[:3]
+
+
+def train_seeds(overrides: Sequence[str], seeds: Sequence[int], runs_dir: str | Path) -> list[Path]:
+    """The runs ``musicgen train <overrides> seed=<s>`` in ``<runs_dir>/seed_<s>``, one per seed,
+    all on one data split (``data.seed=0`` unless ``overrides`` set it: ``data.seed`` follows
+    ``seed`` by default, and seeds compared piece by piece must be scored on the same pieces),
+    trained in turn where missing: a run with ``metrics.json`` is finished and reused, one with a
+    ``last.ckpt`` only continues (``resume=true``), any other starts. Run again after a failure:
+    nothing finished is redone. The run directories, in seed order."""
+    dirs = []
+    split = [] if any(o.lstrip("+").startswith("data.seed=") for o in overrides) else ["data.seed=0"]
+    for s in seeds:
+        d = Path(runs_dir) / f"seed_{s}"
+        dirs.append(d)
+        if (d / "metrics.json").is_file():
+            log.info("seed %s: %s is finished, reused", s, d)
+            continue
+        resume = ["resume=true"] if (d / "checkpoints" / "last.ckpt").is_file() else []
+        cmd = [sys.executable, "-m", "musicgen.train", *overrides, *split, f"seed={s}", *resume, f"hydra.run.dir={d}"]
+        log.info("seed %s: %s", s, " ".join(cmd[1:]))
+        if subprocess.run(cmd).returncode != 0:
+            raise UserError(f"training seed {s} failed; see {d}/train.log, then run the same command again "
+                            "(finished seeds are kept, an interrupted one continues)")
+    return dirs
+
+
+def evaluate_seeds(dirs: Sequence[Path], overrides: Sequence[str]) -> None:
+    """``musicgen evaluate ckpt_path=<d> <overrides>`` for each run directory, skipped where the
+    run's ``evaluation.json`` was written with the same overrides (``seeds_evaluate.json``)."""
+    for d in dirs:
+        marker = d / "seeds_evaluate.json"
+        if (d / "evaluation.json").is_file() and marker.is_file() and json.loads(marker.read_text()) == list(overrides):
+            log.info("%s: evaluated with the same settings, reused", d)
+            continue
+        evaluate(compose("evaluate", [f"ckpt_path={d}", *overrides]))
+        atomic_write_text(marker, json.dumps(list(overrides)))
+
+
+def t_over_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """The mean of per-seed values with its Student t interval over seeds (NaN with one seed)."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"value": mean, "low": float("nan"), "high": float("nan")}
+    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return {"value": mean, "low": mean - half, "high": mean + half}
+
+
+def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
+    """The seeds' evaluations (``evaluation.json`` and ``evaluation_pieces.npz`` of each run) pooled."""
+    evals, nll, ngram_nll, notes = [], [], None, None
+    for d in dirs:
+        evals.append(json.loads((d / "evaluation.json").read_text()))
+        with np.load(d / "evaluation_pieces.npz") as z:
+            nll.append(z["likelihood/model_nll"])
+            if notes is None:
+                ngram_nll, notes = z["likelihood/ngram_nll"], z["likelihood/notes"]
+            elif not np.array_equal(z["likelihood/notes"], notes):
+                raise ConfigError(f"{d} was scored on other test pieces than {dirs[0]}: the seeds must share "
+                                  "the data split (vary seed=, not data.seed=)")
+    nll_arr = np.stack(nll)
+    model = {"nll_per_note": seed_piece_interval(nll_arr, notes),
+             "model_minus_ngram_nll_per_note": seed_piece_interval(nll_arr - ngram_nll[None, :], notes)}
+    per_seed = {"nll_per_note": [e["model"]["nll_per_note"]["value"] for e in evals]}
+    for key in FIGURES:
+        vals = [e["model"][key]["value"] for e in evals if key in e["model"]]
+        if len(vals) == len(evals):
+            per_seed[key] = vals
+            model[key] = t_over_seeds(vals)
+    steps = [json.loads((d / "metrics.json").read_text()).get("global_step") for d in dirs]
+    first = evals[0]
+    return {"runs": [str(d) for d in dirs], "steps": steps, "version": first["version"], "split": first["split"],
+            "settings": first["settings"], "pieces": int(len(notes)), "notes": int(notes.sum()),
+            "model": model, "per_seed": per_seed, "ngram": first["ngram"], "real": first["real"],
+            "interval": "95%: NLL over seeds and pieces (two-way t, seed_piece_interval); "
+                        "sample figures: t over the seeds' values"}
+
+
+def seeds_markdown(result: dict[str, Any]) -> str:
+    s, model, per_seed = result["settings"], result["model"], result["per_seed"]
+    n_seeds = len(result["runs"])
+    head = "| figure | model, mean over seeds | " + " | ".join(f"seed {i}" for i in range(n_seeds)) + \
+        f" | n-gram (order {s['ngram_order']}) | real {result['split']} pieces |"
+    lines = [
+        f"# {result['version']} over {n_seeds} training seeds",
+        "",
+        f"{n_seeds} runs of the same setup, differing only in the training seed (steps: "
+        f"{', '.join(str(x) for x in result['steps'])}), each evaluated on the same {result['pieces']} "
+        f"{result['split']} pieces ({result['notes']} notes) and with {s['num_samples']} samples per row. "
+        f"Intervals: {result['interval']}. The n-gram and real rows do not depend on the training seed.",
+        "",
+        f"- NLL per note: {fmt(model['nll_per_note'])} nats",
+        f"- model minus n-gram, paired piece by piece: {fmt(model['model_minus_ngram_nll_per_note'])} nats per note",
+        "",
+        head,
+        "|---|---|" + "---|" * (n_seeds + 2),
+    ]
+    for key, vals in per_seed.items():
+        cells = " | ".join(f"{v:.3f}" for v in vals)
+        lines.append(f"| {key} | {fmt(model[key])} | {cells} | {fmt(result['ngram'].get(key))} | "
+                     f"{fmt(result['real'].get(key))} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    if not cfg.train.seeds or not cfg.train.overrides:
+        raise ConfigError("give train.seeds (e.g. [0,1,2]) and train.overrides (e.g. \"train.overrides="
+                          "['+version=v7','preset=cpu']\")")
+    out_dir = Path(cfg.dir)
+    dirs = train_seeds(list(cfg.train.overrides), list(cfg.train.seeds), out_dir)
+    evaluate_seeds(dirs, list(cfg.evaluate))
+    result = pool_seeds(dirs)
+    md = seeds_markdown(result)
+    atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=1))
+    atomic_write_text(out_dir / "seeds.md", md)
+    if cfg.publish:
+        result["published"] = str(publish(cfg.publish_name, md, [], docs_dir=cfg.publish_dir or None))
+    return result
+
+
+@hydra_main("seeds")
+def main(cfg: DictConfig) -> None:
+    result = run(cfg)
+    log.info("\n%s", OmegaConf.to_yaml({"nll_per_note": result["model"]["nll_per_note"]}))
+    print(f"written to {Path(cfg.dir) / 'seeds.md'}")
+
+
+if __name__ == "__main__":
+    main()

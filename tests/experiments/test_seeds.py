@@ -1,0 +1,51 @@
+"""musicgen seeds: one setup trained over seeds, each evaluated on the same test pieces, pooled
+with intervals that cover another seed; finished runs and evaluations are reused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import cli_overrides, smoke_override_list
+from musicgen.config import compose
+from musicgen.errors import ConfigError
+from musicgen.experiments.seeds import run, t_over_seeds
+
+
+def test_t_over_seeds_covers_the_true_mean_at_three_seeds():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        iv = t_over_seeds(rng.normal(2.0, 0.3, size=3))
+        hits += iv["low"] <= 2.0 <= iv["high"]
+    assert 0.925 <= hits / 400 <= 0.975
+    assert np.isnan(t_over_seeds([1.0])["low"])
+
+
+def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
+    train = cli_overrides(smoke_override_list(tmp_path, prepared_data_dir))
+    quoted = ",".join(f"'{o}'" for o in ["+version=v7", *train])
+    cfg = compose("seeds", [f"train.overrides=[{quoted}]", "train.seeds=[0,1]",
+                            f"dir={tmp_path}/seeds", "evaluate=['num_samples=2','max_new_tokens=32','bootstrap=20','split=train']"])
+    result = run(cfg)
+    dirs = [tmp_path / "seeds" / f"seed_{s}" for s in (0, 1)]
+    per_seed = result["per_seed"]["nll_per_note"]
+    assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # the training seed matters
+    pieces = [np.load(d / "evaluation_pieces.npz") for d in dirs]
+    nll = np.stack([p["likelihood/model_nll"] for p in pieces])
+    notes = pieces[0]["likelihood/notes"]
+    pooled = result["model"]["nll_per_note"]
+    assert pooled["value"] == pytest.approx(nll.sum() / (2 * notes.sum()))  # over seeds and pieces
+    assert pooled["low"] < pooled["value"] < pooled["high"]
+    assert "model_minus_ngram_nll_per_note" in result["model"]
+    md = (tmp_path / "seeds" / "seeds.md").read_text()
+    assert "seed 0 | seed 1" in md and "nll_per_note" in md
+    assert json.loads((tmp_path / "seeds" / "seeds.json").read_text())["steps"]
+    stamps = [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
+    run(cfg)  # again: nothing is retrained or re-evaluated
+    assert stamps == [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
+
+
+def test_seeds_needs_a_setup(tmp_path):
+    with pytest.raises(ConfigError, match="train.seeds"):
+        run(compose("seeds", [f"dir={tmp_path}"]))
