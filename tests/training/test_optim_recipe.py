@@ -135,3 +135,22 @@ def test_hf_export_of_a_document_mask_run_matches_llama(tmp_path, prepared_data_
     meta = json.loads((out / "musicgen.json").read_text())
     assert meta["model"]["document_mask"] is False
     assert meta["export"]["max_abs_logit_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true", "fp16-scaler", "compiled"])
+def test_recipe_clips_in_every_precision_and_compiles(precision, smoke_overrides, tmp_path):
+    """Muon and AdamW as one optimizer see clipped (and, under an fp16 scaler, unscaled)
+    gradients, as AdamW alone does on the default path; the masked, normed model compiles."""
+    from probes import probe
+    from test_default_path import FP16_ON_CPU
+
+    extra = {"bf16-mixed": ["trainer.precision=bf16-mixed"], "32-true": ["trainer.precision=32-true"],
+             "fp16-scaler": FP16_ON_CPU, "compiled": ["objective.module.compile=true"]}[precision]
+    overrides = ["+version=v7", *RECIPE, *smoke_overrides, *probe(tmp_path / "probe.json"), *extra,
+                 "trainer.gradient_clip_val=0.05"]
+    metrics = train(compose("train", overrides))
+    seen = json.loads((tmp_path / "probe.json").read_text())
+    assert seen["optimizer"] == "MuonAdamW" and metrics["global_step"] == 4
+    assert torch.isfinite(torch.tensor(metrics["val_loss"]))
+    assert len(seen["at_step"]) == 4 and max(seen["before"]) > 0.05
+    assert max(seen["at_step"]) <= 0.05 * 1.001
