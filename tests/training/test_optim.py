@@ -10,8 +10,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from musicgen.constants import IGNORE_INDEX
 from musicgen.errors import ConfigError
 from musicgen.models import MelodyLSTM, MusicTransformer
+from musicgen.training import CausalLM
 from musicgen.training.callbacks import Budget
 from musicgen.training.optim import (
     MuonAdamW,
@@ -291,3 +293,30 @@ def test_optimizer_and_schedule_names_are_checked():
         build_optimizer(net, TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, schedule="linear")
     with pytest.raises(ConfigError, match="optim.name=muon needs a network with transformer blocks"):
         build_optimizer(tiny_lstm("embedding"), TOTAL, 1e-3, 0.1, (0.9, 0.95), WARMUP, FLOOR, name="muon")
+
+
+# z-loss
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("z_loss", [0.0, 0.5])
+def test_z_loss_adds_log_z_squared_per_target_in_training_only(z_loss):
+    torch.manual_seed(0)
+    net = MusicTransformer(vocab_size=64, n_layers=2, n_heads=2, d_model=32, d_ff=64, max_seq_len=64, dropout=0.0)
+    module = CausalLM(net, z_loss=z_loss)  # no dropout: the same logits in training and here
+    x = torch.randint(0, 64, (2, 8))
+    y = torch.randint(0, 64, (2, 8))
+    y[0, :3] = IGNORE_INDEX  # padded targets count for neither loss
+    logits = module.net(x).float()
+    keep = y != IGNORE_INDEX
+    ce = torch.nn.functional.cross_entropy(logits[keep], y[keep])
+    z = logits[keep].logsumexp(-1).square().mean()
+    assert z > 1.0  # large enough for the comparison below to tell the two apart
+    module.train()
+    torch.testing.assert_close(module.training_step((x, y), 0), ce + z_loss * z)
+    module.eval()  # validation: the cross-entropy alone, whatever z_loss
+    loss, n = module._step((x, y))
+    torch.testing.assert_close(loss, ce)
+    assert int(n) == int(keep.sum())
+    with pytest.raises(ConfigError, match="optim.z_loss=-1 must be >= 0"):
+        CausalLM(tiny_transformer(), z_loss=-1)
