@@ -21,7 +21,7 @@ PRESET   ?=
 ARGS     ?=
 PRESET_ARG := $(if $(PRESET),preset=$(PRESET),)
 
-.PHONY: help install lint test test-all data train sweep demo demo-seeds generate evaluate control infilling leaderboard benchmark bench ttq scale gpu-check export gallery gallery-check app app-check docs clean
+.PHONY: help install lint test test-all data train sweep demo demo-seeds generate evaluate control infilling leaderboard benchmark bench ttq ttq-ablation scale gpu-check export gallery gallery-check app app-check docs clean
 
 help: ## Show this help (targets and common variables)
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -130,9 +130,12 @@ bench: $(STAMP) ## Benchmark against HF Llama of the same shape -> outputs/bench
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen bench $(ARGS)
 
-ttq: $(STAMP) ## Time to quality: musicgen.train vs MidiTok + HF Trainer, same files and wall time -> outputs/bench/ttq/
+ttq: $(STAMP) ## Time to quality, 3 seeds: musicgen.train vs the tuned MidiTok + HF Trainer, same files and wall time (~70 min) -> outputs/bench/ttq/
 	$(PIP) install -q -e '.[bench]'
 	$(PY) -m musicgen ttq $(ARGS)
+
+ttq-ablation: $(STAMP) ## Recipe candidates vs the default recipe, 3 seeds each, winner confirmed on 3 fresh seeds (hours; resumable) -> outputs/bench/ttq_ablation/
+	$(PY) -m musicgen.experiments.speed.ablation $(ARGS)
 
 scale: $(STAMP) ## Data pipeline cost at 1x, 4x and 16x the folk corpus -> outputs/bench/scale/
 	$(PY) -m musicgen scale $(ARGS)

@@ -12,21 +12,30 @@ chunks every ``eval_steps`` and stopped by a ``TrainerCallback`` at the wall-tim
 the same files: the train / val / test split ``MidiDataModule.source_files()`` makes for the train
 config (the peer never sees test), and run one after the other, each with the whole machine.
 
-What is reported for each (``ttq.json``, ``ttq.md``, ``curves.png``):
+The race runs once per seed (``seeds``, 3 by default; ours with seed s against the peer with seed
+s, every seed on one data split, ``data.seed``), each seed's record in ``seed_<s>/race.json``: a
+finished seed is reused when the command runs again with the same settings. What is reported
+(``ttq.json``, ``ttq.md``, ``curves.png``; ``publish=true``: the docs page):
 
-- padding share: pad tokens / all tokens of the training batches (ours: the DataModule's exact
-  ``train_target_pad_share``, 0 for packed windows, read with ``data.pack`` from the run's config);
-- music tokens/s: the non-pad tokens of the training batches over the training wall time
-  (validation and checkpoints included, as the budget counts them), and over the steps alone;
-- final test NLL per note with 95% bootstrap intervals over pieces, both models scored by our
-  harness (``musicgen.metrics.likelihood.doc_nll``: every token after BOS once, within the trained window) on
-  the same test pieces, each tokenised by its own tokeniser (whole pieces, ``BOS ... EOS``), each
-  piece's NLL divided by its source notes; and the paired difference;
-- validation curves in nats per note against wall time: ours ``val/loss`` x the validation
-  split's tokens per note; the peer's whole validation pieces scored by the same harness at each
-  of its evaluations (clock paused), and Hugging Face's own ``eval_loss`` on the chunks x the
-  tokens per note of the whole pieces, for reference; from them, the first wall time each reaches
-  the other's final value.
+- validation curves in nats per note against wall time (each side's own validation inside its
+  clock, as ``trainer.max_time`` counts ours; the harness's scoring of the peer outside it): ours
+  ``val/loss`` x the validation split's tokens per note; the peer's whole validation pieces
+  scored by our harness at each of its evaluations, and Hugging Face's own ``eval_loss`` on the
+  chunks x the tokens per note of the whole pieces, for reference;
+- per seed, the time (interpolated between validations) for ours to reach the peer's final
+  validation NLL/note, over the peer's own time to it; over seeds, the geometric mean of that
+  ratio with a t interval on its logarithm (``ratio_interval``), and whether it is at most
+  ``goal_ratio`` interval included (``goal_verdict``);
+- final test NLL per note at equal time, both models scored by our harness
+  (``musicgen.metrics.likelihood.doc_nll``: every token after BOS once, within the trained window)
+  on the same test pieces, each tokenised by its own tokeniser (whole pieces, ``BOS ... EOS``),
+  over the pieces' source notes; each side and the difference peer - ours with intervals over
+  seeds and pieces, paired by piece (``seed_piece_interval``);
+- padding share and music tokens/s of each side (as before: the non-pad tokens of the training
+  batches over the training wall time, and over the steps alone).
+
+``musicgen/experiments/speed/ablation.py`` (``make ttq-ablation``) reuses the pieces here to race
+the recipe candidates of issue 32 against the default recipe.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from musicgen.experiments.speed.env import OMP_WAIT_POLICY
 # isort: split
 import copy
 import csv
+import itertools
 import json
 import logging
 import math
@@ -54,15 +64,18 @@ from torch import nn
 from musicgen.checkpoint.hf import build_llama, llama_missing
 from musicgen.config import build, version_as_choice
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
+from musicgen.errors import ConfigError, UserError
+from musicgen.experiments.seeds import t_over_seeds
 from musicgen.experiments.speed import with_quick
 from musicgen.experiments.speed.harness import machine_info
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.likelihood import doc_nll, likelihood_metrics
-from musicgen.metrics.statistics import paired_difference
+from musicgen.metrics.likelihood import doc_nll
+from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main, pick_device
 from musicgen.tokenizers.base import BadMidiError
 
-__all__ = ["OMP_WAIT_POLICY", "peer_missing", "run", "time_to_reach"]
+__all__ = ["OMP_WAIT_POLICY", "peer_missing", "race_summary", "ratio_interval", "run", "time_to_reach"]
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +97,10 @@ def peer_missing() -> str | None:
     return None
 
 
-def train_overrides(cfg: DictConfig) -> list[str]:
-    """The overrides of our run (and of the config the peer is cut from), budget aside."""
-    out = [*cfg.train.overrides, *cfg.train.extra, f"seed={cfg.seed}"]
+def train_overrides(cfg: DictConfig, seed: int) -> list[str]:
+    """The overrides of our run of ``seed`` (and of the config the peer is cut from), budget aside.
+    ``data.seed`` is fixed (``cfg.data.seed``), so every seed trains and is scored on one split."""
+    out = [*cfg.train.overrides, *cfg.train.extra, f"data.seed={cfg.data.seed}", f"seed={seed}"]
     if cfg.data.root is not None:
         out.append(f"data.root={cfg.data.root}")
     if cfg.data.max_files is not None:
@@ -172,24 +186,32 @@ def tokens_per_note(docs: list[np.ndarray], notes: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- ours
 
 
-def run_ours(cfg: DictConfig, overrides: list[str], out: Path) -> dict[str, Any]:
-    """``musicgen.train`` in a subprocess for ``budget_s`` (its log in ``out/ours.log``); its
-    validation curve, throughput and padding from the run's csv, metrics.json and config."""
-    run_dir = out / "ours"
+def train_ours(overrides: list[str], budget_s: float, run_dir: Path) -> str:
+    """``musicgen.train <overrides>`` in a subprocess for ``budget_s`` into ``run_dir`` (emptied
+    first: a race cannot resume mid-run, its clock would restart), its log in ``run_dir.log``;
+    returns the command."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "musicgen.train", *overrides, f"trainer.max_time={max_time(cfg.budget_s)}",
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.with_suffix(".log")
+    cmd = [sys.executable, "-m", "musicgen.train", *overrides, f"trainer.max_time={max_time(budget_s)}",
            f"hydra.run.dir={run_dir}"]
     log.info("ours: %s", " ".join(cmd))
-    t0 = time.perf_counter()
-    with open(out / "ours.log", "w") as logf:
+    with open(log_path, "w") as logf:
         proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, check=False)
-    total = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = "".join((out / "ours.log").read_text(errors="replace").splitlines(True)[-30:])
-        raise RuntimeError(f"musicgen.train exited with {proc.returncode}; last lines of {out / 'ours.log'}:\n{tail}")
+        tail = "".join(log_path.read_text(errors="replace").splitlines(True)[-30:])
+        raise RuntimeError(f"musicgen.train exited with {proc.returncode}; last lines of {log_path}:\n{tail}")
+    return " ".join(cmd[1:]).replace("-m musicgen.train", "python -m musicgen.train", 1)
+
+
+def read_ours(run_dir: Path) -> dict[str, Any]:
+    """A finished run's validation curve (``nats_per_note``: ``val/loss`` x the validation split's
+    tokens per note, its own tokeniser), throughput and padding, from its csv, metrics.json, config
+    and token cache."""
+    from musicgen.checkpoint import load_run, load_run_cache
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
-
     curve, step_rates = [], []
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -199,6 +221,10 @@ def run_ours(cfg: DictConfig, overrides: list[str], out: Path) -> dict[str, Any]
             if row.get("train/tokens_per_second"):
                 step_rates.append(float(row["train/tokens_per_second"]))
     curve.sort(key=lambda p: p["wall_s"])
+    val = load_run_cache(load_run(run_dir)).splits["val"]
+    tpn = tokens_per_note([val.doc(i) for i in range(val.n_docs)], val.notes)
+    for point in curve:
+        point["nats_per_note"] = point["val_loss"] * tpn
     pad_share = float(metrics["train_target_pad_share"])
     packed = bool(run_cfg.data.pack)
     if packed and run_cfg.data.mode == "causal" and pad_share != 0.0:
@@ -206,28 +232,49 @@ def run_ours(cfg: DictConfig, overrides: list[str], out: Path) -> dict[str, Any]
     train_s = curve[-1]["wall_s"] if curve else float("nan")
     real = float(metrics["train_target_tokens"]) * (1.0 - pad_share)
     return {
-        "command": " ".join(cmd[1:]).replace("-m musicgen.train", "python -m musicgen.train", 1),
         "run_dir": str(run_dir),
         "steps": int(metrics["global_step"]),
         "epochs": int(metrics["epoch"]),
         "wall_s": train_s,
-        "process_s": total,
-        "setup_s": total - train_s if curve else None,  # imports, split, token cache (BPE), loading, the end
         "precision": str(run_cfg.trainer.precision),
         "batch_size": int(run_cfg.data.batch_size),
         "seq_len": int(run_cfg.data.seq_len),
         "packed": packed,
         "padding_share": pad_share,
-        "padding_share_source": "metrics.json train_target_pad_share (exact, from the training windows; "
-                                f"data.pack={packed})",
         "train_windows": int(metrics["train_windows"]),
         "music_tokens": real,
         "music_tokens_per_s": real / train_s if curve and train_s > 0 else None,
         # Throughput callback: window tokens per second over the steps alone (median of its logged values)
         "music_tokens_per_s_steps": float(np.median(step_rates)) * (1.0 - pad_share) if step_rates else None,
         "val_loss_final": metrics.get("val_loss"),
+        "val_tokens_per_note": tpn,
         "curve": curve,
     }
+
+
+def run_ours(overrides: list[str], budget_s: float, run_dir: Path) -> dict[str, Any]:
+    """Train (``train_ours``) and read (``read_ours``) one of our runs; the setup time outside the
+    budget (imports, split, token cache, loading, the end) is the process's time less the curve's."""
+    t0 = time.perf_counter()
+    command = train_ours(overrides, budget_s, run_dir)
+    total = time.perf_counter() - t0
+    out = read_ours(run_dir)
+    out.update(command=command, process_s=total, setup_s=total - out["wall_s"] if out["curve"] else None)
+    return out
+
+
+def score_ours(run_dir: Path | str, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """Our run's best checkpoint on its test split's pieces (originals): each piece's total NLL
+    (nats, within the trained window, as the harness scores), scored tokens and source notes."""
+    from musicgen.api import MusicModel
+
+    m = MusicModel.load(run_dir, device)
+    test = m.pieces_of("test")
+    idx = list(test.originals())
+    docs = [np.asarray(test.doc(i)) for i in idx]
+    return {"names": [test.names[i] for i in idx], "notes": [int(test.notes[i]) for i in idx],
+            "tokens": [len(d) - 1 for d in docs], "nll": m.nll(docs, batch_size=batch_size).tolist(),
+            "checkpoint": str(m.ckpt_path), "context": m.trained_context}
 
 
 # ----------------------------------------------------------------------------- the peer
@@ -332,8 +379,9 @@ def _peer_classes():
     return CountingTrainer, BudgetClock
 
 
-def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out: Path) -> dict[str, Any]:
-    """MidiTok's recipe + HF Trainer for ``budget_s``; returns its record and the trained model."""
+def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out: Path, seed: int) -> dict[str, Any]:
+    """MidiTok's recipe + HF Trainer for ``budget_s`` in ``out/peer``, seeded with ``seed``;
+    returns its record and the trained model."""
     import miditok
     from miditok.pytorch_data import DataCollator, DatasetMIDI
     from miditok.utils import split_files_for_training
@@ -342,7 +390,7 @@ def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out:
     CountingTrainer, BudgetClock = _peer_classes()
     p = cfg.peer
     peer_dir = out / "peer"
-    shutil.rmtree(peer_dir, ignore_errors=True)
+    shutil.rmtree(peer_dir, ignore_errors=True)  # a race cannot resume mid-run
     peer_dir.mkdir(parents=True)
     seq_len, batch_size = int(train_cfg.data.seq_len), int(train_cfg.data.batch_size)
     timings: dict[str, float] = {}
@@ -380,7 +428,7 @@ def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out:
     timings["chunks_s"] = time.perf_counter() - t
 
     # 3. the model: LlamaForCausalLM of our Transformer's shape
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(int(seed))
     model_cfg = OmegaConf.to_container(train_cfg.model, resolve=True)
     model_cfg["vocab_size"] = len(tokenizer)
     with torch.device("meta"):
@@ -411,7 +459,7 @@ def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out:
             logging_strategy="steps",
             logging_steps=int(p.logging_steps), eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
             save_steps=eval_steps, save_total_limit=int(p.save_total_limit),
-            load_best_model_at_end=bool(p.load_best_model_at_end), bf16=bf16, seed=int(cfg.seed), report_to="none",
+            load_best_model_at_end=bool(p.load_best_model_at_end), bf16=bf16, seed=int(seed), report_to="none",
         )
         if p.gradient_checkpointing:  # transformers 5 renamed it (the old name still works, with a warning)
             new = "activation_checkpointing" in getattr(TrainingArguments, "__dataclass_fields__", {})
@@ -503,53 +551,163 @@ def run_peer(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], out:
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_test(ours: dict[str, Any], peer: dict[str, Any], files: dict[str, Any], cfg: DictConfig,
-               device: torch.device) -> dict[str, Any]:
-    """Both final models on the same test pieces, each piece tokenised by each model's tokeniser:
-    NLL per note with intervals, and the paired difference (peer - ours)."""
-    from musicgen.api import MusicModel
-    from musicgen.checkpoint import load_run_cache
+def score_peer(peer: dict[str, Any], paths: dict[str, Path], device: torch.device, batch_size: int) -> dict[str, Any]:
+    """The peer's final model on whole pieces (``BOS ... EOS`` by its tokeniser), scored by our
+    harness within its window: each piece's total NLL and scored tokens."""
+    docs = _peer_docs(peer["tokenizer"], paths)
+    names = list(docs)
+    model = peer["model"].to(device)
+    nll = doc_nll(LogitsOnly(model), [docs[n] for n in names], peer["record"]["seq_len"], batch_size=batch_size)
+    return {"names": names, "tokens": [len(docs[n]) - 1 for n in names], "nll": np.asarray(nll).tolist()}
 
-    m = MusicModel.load(ours["run_dir"], device)
-    cache = load_run_cache(m.run)
-    test = cache.splits["test"]
-    ours_docs = {test.names[i]: test.doc(i) for i in test.originals()}
-    ours_notes = {test.names[i]: int(test.notes[i]) for i in test.originals()}
-    peer_docs = _peer_docs(peer["tokenizer"], {n: p for n, p in files["paths"]["test"].items() if n in ours_docs})
-    names = [n for n in ours_docs if n in peer_docs]
-    if cfg.scoring.max_pieces:
-        names = names[: int(cfg.scoring.max_pieces)]
-    mismatch = [n for n in names if ours_notes[n] != files["notes"][n]]
+
+def race_key(cfg: DictConfig, seed: int) -> dict[str, Any]:
+    """What a seed's race depends on: a finished race with the same key is reused."""
+    key = {"budget_s": float(cfg.budget_s), "order": list(cfg.order), "train_overrides": train_overrides(cfg, seed),
+           "peer": OmegaConf.to_container(cfg.peer, resolve=True)}
+    return json.loads(json.dumps(key))
+
+
+def race_seed(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], seed: int, seed_dir: Path,
+              device: torch.device) -> dict[str, Any]:
+    """One seed of the race: ours and the peer for ``budget_s`` each, one after the other, then both
+    final models on the same test pieces. The record (curves, per-piece test NLL) is JSON."""
+    t0 = time.perf_counter()
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    got: dict[str, Any] = {}
+    for name in cfg.order:
+        t = time.perf_counter()
+        if name == "ours":
+            got["ours"] = run_ours(train_overrides(cfg, seed), float(cfg.budget_s), seed_dir / "ours")
+        else:
+            got["peer"] = run_peer(cfg, train_cfg, files, seed_dir, seed)
+        log.info("seed %d, %s: done in %.0f s", seed, name, time.perf_counter() - t)
+    bs = int(cfg.scoring.batch_size)
+    ours_test = score_ours(got["ours"]["run_dir"], device, bs)
+    mismatch = [n for n, k in zip(ours_test["names"], ours_test["notes"], strict=True)
+                if n in files["notes"] and k != files["notes"][n]]
     if mismatch:
         raise RuntimeError(f"note counts differ between our cache and the source files: {mismatch[:3]}")
-    notes = np.array([ours_notes[n] for n in names])
-    n_boot, seed = int(cfg.scoring.bootstrap), int(cfg.seed)
-    bs = int(cfg.scoring.batch_size)
+    test_paths = {n: files["paths"]["test"][n] for n in ours_test["names"] if n in files["paths"]["test"]}
+    peer_test = score_peer(got["peer"], test_paths, device, bs)
+    return {"seed": int(seed), "ours": got["ours"], "peer": got["peer"]["record"],
+            "test": {"ours": ours_test, "peer": peer_test}, "seconds": time.perf_counter() - t0}
 
-    ours_seq = [np.asarray(ours_docs[n]) for n in names]
-    ours_nll = m.nll(ours_seq, batch_size=bs)  # within the trained window, as the harness scores
-    peer_model = peer["model"].to(device)
-    peer_seq = [peer_docs[n] for n in names]
-    peer_nll = doc_nll(LogitsOnly(peer_model), peer_seq, peer["record"]["seq_len"], batch_size=bs)
-    rows = {
-        "ours": likelihood_metrics(ours_nll, [len(d) - 1 for d in ours_seq], notes, n_boot, seed),
-        "peer": likelihood_metrics(peer_nll, [len(d) - 1 for d in peer_seq], notes, n_boot, seed),
-    }
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def ratio_interval(ratios: list[float | None], level: float = 0.95) -> dict[str, Any]:
+    """The geometric mean of per-seed time ratios with the Student t interval over seeds on their
+    logarithms, exponentiated (a ratio of times is skewed; its log is not). A seed that never
+    reached the target (None) leaves the ratio unknown: value, low and high are None."""
+    missing = sum(r is None for r in ratios)
+    if missing or not ratios:
+        return {"value": None, "low": None, "high": None, "seeds": len(ratios), "not_reached": missing}
+    if any(r <= 0 for r in ratios):
+        raise ValueError(f"time ratios must be positive, got {ratios}")
+    iv = t_over_seeds(np.log(ratios), level)
+    return {k: float(np.exp(v)) for k, v in iv.items()} | {"seeds": len(ratios), "not_reached": 0}
+
+
+def goal_verdict(ratio: dict[str, Any], goal: float) -> str:
+    """``met`` (the whole interval at or below ``goal``), ``missed`` (the whole interval above, or
+    the target not reached on some seed) or ``inconclusive`` (the interval straddles it, or one seed)."""
+    if ratio["value"] is None:
+        return "missed"
+    if ratio["high"] is not None and math.isfinite(ratio["high"]) and ratio["high"] <= goal:
+        return "met"
+    if ratio["low"] is not None and math.isfinite(ratio["low"]) and ratio["low"] > goal:
+        return "missed"
+    return "inconclusive"
+
+
+def max_gap(curve: list[dict[str, Any]]) -> float | None:
+    """The longest wall time between validations (from the start to the first, and between each)."""
+    walls = [0.0] + [p["wall_s"] for p in curve]
+    return max(b - a for a, b in itertools.pairwise(walls)) if curve else None
+
+
+def pieces_by_seed(runs: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+    """``(seeds, pieces)``: each run's total NLL of each of ``names``."""
+    return np.array([[dict(zip(r["names"], r["nll"], strict=True))[n] for n in names] for r in runs])
+
+
+def common_pieces(runs: list[dict[str, Any]], max_pieces: int | None = None) -> tuple[list[str], np.ndarray]:
+    """The test pieces every run scored (in the first run's order, at most ``max_pieces``) and
+    their notes (the runs carrying notes must agree: one split)."""
+    names = [n for n in runs[0]["names"] if all(n in set(r["names"]) for r in runs[1:])]
+    names = names[: int(max_pieces)] if max_pieces else names
+    notes = None
+    for r in runs:
+        if "notes" in r:
+            by = dict(zip(r["names"], r["notes"], strict=True))
+            these = np.array([by[n] for n in names], dtype=np.float64)
+            if notes is not None and not np.array_equal(these, notes):
+                raise ConfigError("the runs were scored on pieces with other note counts: they must share one "
+                                  "data split (data.seed)")
+            notes = these
+    if notes is None:
+        raise ValueError("no run carries the pieces' notes")
+    return names, notes
+
+
+def race_summary(records: list[dict[str, Any]], goal: float, budget_s: float, resolution: float,
+                 max_pieces: int | None = None) -> dict[str, Any]:
+    """The race over seeds from each seed's record: per seed, the target (the peer's final
+    validation NLL/note), the interpolated wall time at which ours first reaches it and at which
+    the peer first does (its own curve, so at most its final validation), their ratio; over seeds,
+    the ratio's interval (``ratio_interval``) and the goal's verdict; each side's final validation
+    NLL/note (t over seeds); the test NLL/note of each side and the paired difference peer - ours
+    over seeds and the shared pieces (``seed_piece_interval``); the validation resolution."""
+    per_seed = []
+    for r in records:
+        ours, key = r["ours"]["curve"], r["peer"]["curve_key"]
+        peer = [{"wall_s": q["wall_s"], "step": q.get("step"), "nats_per_note": q.get(key)} for q in r["peer"]["curve"]]
+        target = peer[-1]["nats_per_note"] if peer else None
+        ours_final = ours[-1]["nats_per_note"] if ours else None
+        ours_hit = time_to_reach(ours, target) if target is not None else None
+        peer_hit = time_to_reach(peer, target) if target is not None else None
+        ratio = None
+        if ours_hit and peer_hit and peer_hit["interpolated_wall_s"] > 0:
+            ratio = ours_hit["interpolated_wall_s"] / peer_hit["interpolated_wall_s"]
+        per_seed.append({
+            "seed": r["seed"], "target": target, "ours_final_val": ours_final,
+            "ours_reach": ours_hit, "peer_reach": peer_hit, "ratio": ratio,
+            "peer_reach_ours_final": time_to_reach(peer, ours_final) if ours_final is not None else None,
+            "ours_max_gap_s": max_gap(ours), "peer_max_gap_s": max_gap(peer),
+        })
+    ratio = ratio_interval([s["ratio"] for s in per_seed])
+    ours_runs = [r["test"]["ours"] for r in records]
+    peer_runs = [r["test"]["peer"] for r in records]
+    names, notes = common_pieces(ours_runs + peer_runs, max_pieces)
+    ours_nll, peer_nll = pieces_by_seed(ours_runs, names), pieces_by_seed(peer_runs, names)
+    for s, o, q in zip(per_seed, ours_nll, peer_nll, strict=True):
+        s["ours_test"], s["peer_test"] = float(o.sum() / notes.sum()), float(q.sum() / notes.sum())
+    gaps = [s["ours_max_gap_s"] for s in per_seed if s["ours_max_gap_s"] is not None]
     return {
-        "pieces": len(names),
-        "left_out": sorted(set(files["paths"]["test"]) - set(names)),
-        "ours": rows["ours"],
-        "peer": rows["peer"],
-        "paired_difference_peer_minus_ours": paired_difference(peer_nll, ours_nll, notes, n_boot, seed),
-        "checkpoint": str(m.ckpt_path),
-        "ours_context": m.trained_context,
+        "per_seed": per_seed,
+        "ratio": ratio,
+        "goal": {"ratio": goal, "verdict": goal_verdict(ratio, goal),
+                 "what": "ours' first wall time at or below the peer's final validation NLL/note over the peer's "
+                         "first wall time at it, geometric mean over seeds, 95% t interval on the log ratio"},
+        "final_val": {
+            "ours": t_over_seeds([s["ours_final_val"] for s in per_seed if s["ours_final_val"] is not None]),
+            "peer": t_over_seeds([s["target"] for s in per_seed if s["target"] is not None]),
+        },
+        "test": {"pieces": len(names), "notes": int(notes.sum()),
+                 "ours": seed_piece_interval(ours_nll, notes), "peer": seed_piece_interval(peer_nll, notes),
+                 "peer_minus_ours": seed_piece_interval(peer_nll - ours_nll, notes)},
+        "resolution": {"goal_share": resolution, "ours_max_gap_s": max(gaps) if gaps else None,
+                       "ours_max_gap_share": max(gaps) / budget_s if gaps else None,
+                       "met": bool(gaps) and max(gaps) <= resolution * budget_s},
     }
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def fmt_value(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, float):
@@ -557,60 +715,78 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
-def _interval(f: dict[str, float]) -> str:
-    return f"{_fmt(f['value'])} [{_fmt(f['low'])}, {_fmt(f['high'])}]"
+def fmt_interval(f: dict[str, Any], digits: int = 3) -> str:
+    return f"{fmt_value(f['value'], digits)} [{fmt_value(f['low'], digits)}, {fmt_value(f['high'], digits)}]"
 
 
 def _reach(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "not reached"
-    return f"{r['wall_s']:.0f} s (step {r['step']}; interpolated {r['interpolated_wall_s']:.0f} s)"
+    return "not reached" if r is None else f"{r['interpolated_wall_s']:.0f} s (step {r['step']})"
 
 
 def render_markdown(res: dict[str, Any]) -> str:
-    o, p, t = res["ours"], res["peer"], res["test"]
+    sm, recs = res["summary"], res["records"]
+    o0, p0 = recs[0]["ours"], recs[0]["peer"]
+    ratio, goal = sm["ratio"], sm["goal"]
+    n = len(recs)
+    unreached = "" if ratio["value"] is not None else f"; not reached on {ratio['not_reached']} seed(s)"
     lines = [
-        "# Time to quality: musicgen.train vs MidiTok's recipe + HF Trainer",
+        "# Time to quality: musicgen.train vs the tuned MidiTok + HF Trainer recipe",
         "",
-        f"Budget {res['budget_s']:.0f} s of training wall time each, one after the other; the same "
-        f"{res['files']['train']} training files ({res['files']['val']} validation, {res['files']['test']} test); "
-        f"both scored by our harness on the same {t['pieces']} test pieces (each with its own tokeniser). "
+        f"{n} seed{'s' if n > 1 else ''} per side ({', '.join(str(r['seed']) for r in recs)}; seed s of ours raced "
+        f"against seed s of the peer), each trained for {res['budget_s']:.0f} s of wall time (its own validation "
+        f"included, as `trainer.max_time` counts ours; the peer's scoring by our harness is outside its clock), one "
+        f"after the other on the same split: {res['files']['train']} training files, {res['files']['val']} "
+        f"validation, {res['files']['test']} test, all seeds on one split (`data.seed={res['data_seed']}`). "
         f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, device {res['machine']['device']}"
-        f"{', ' + res['machine']['gpu'] if res['machine'].get('gpu') else ''}.",
+        f"{', ' + res['machine']['gpu'] if res['machine'].get('gpu') else ''}. The races took "
+        f"{sum(r['seconds'] for r in recs) / 60:.0f} minutes.",
         "",
-        "| pipeline | steps | wall s | padding share | music tokens/s (all / steps only) | final test NLL/note [95%] | "
-        "time to reach the other's final |",
-        "|---|---:|---:|---:|---:|---|---|",
+        f"**Time to the peer's final validation NLL/note, ours over the peer's: {fmt_interval(ratio)}** "
+        f"(geometric mean over seeds, 95% t interval over seeds on the log ratio"
+        f"{unreached}). "
+        f"The goal, at most {goal['ratio']:g} with the interval included: **{goal['verdict']}**.",
+        "",
+        "| seed | target: peer's final val NLL/note | ours reaches it | the peer reaches it | ratio | "
+        "ours' final val | test NLL/note ours | test NLL/note peer |",
+        "|---:|---:|---|---|---:|---:|---:|---:|",
     ]
-    for name, r, label in (("ours", o, "musicgen.train"), ("peer", p, "MidiTok + HF Trainer")):
-        lines.append(
-            f"| {label} | {r['steps']:,} | {_fmt(r['wall_s'], 0)} | {_fmt(r['padding_share'])} | "
-            f"{_fmt(r['music_tokens_per_s'], 0)} / {_fmt(r['music_tokens_per_s_steps'], 0)} | "
-            f"{_interval(t[name]['nll_per_note'])} | {_reach(res['time_to_reach'][name])} |")
-    d = t["paired_difference_peer_minus_ours"]
-    goal = res["goal"]
+    for s in sm["per_seed"]:
+        lines.append(f"| {s['seed']} | {fmt_value(s['target'])} | {_reach(s['ours_reach'])} | "
+                     f"{_reach(s['peer_reach'])} | "
+                     f"{fmt_value(s['ratio'])} | {fmt_value(s['ours_final_val'])} | {fmt_value(s['ours_test'])} | "
+                     f"{fmt_value(s['peer_test'])} |")
+    t = sm["test"]
     lines += [
         "",
-        f"Paired difference peer - ours, NLL/note: {_interval(d)} (positive: ours is better).",
+        "| over seeds [95%] | ours | peer | peer - ours |",
+        "|---|---|---|---|",
+        f"| final validation NLL/note (t over seeds) | {fmt_interval(sm['final_val']['ours'])} | "
+        f"{fmt_interval(sm['final_val']['peer'])} | |",
+        f"| test NLL/note at equal time ({t['pieces']} pieces, seeds and pieces) | {fmt_interval(t['ours'])} | "
+        f"{fmt_interval(t['peer'])} | {fmt_interval(t['peer_minus_ours'])} |",
         "",
-        f"Final validation NLL/note: ours {_fmt(res['final_val']['ours'])}, peer {_fmt(res['final_val']['peer'])} "
-        f"(curves.png; the peer's whole validation pieces scored by our harness, as ours are). Goal: ours reaches "
-        f"the peer's final value in at most a third of the peer's time: ratio {_fmt(goal['ratio'])}, "
-        f"{'met' if goal['met'] else 'not met'}.",
+        "Test NLL/note: both final models scored by our harness on the same test pieces (whole pieces, each with its "
+        "own tokeniser, every token after BOS within the trained window, over the piece's source notes); the "
+        "difference is paired by piece within each seed and its interval covers seeds and pieces "
+        "(`seed_piece_interval`). Times are interpolated linearly between validations; "
+        f"ours validated at most every {fmt_value(sm['resolution']['ours_max_gap_s'], 0)} s "
+        f"({fmt_value(100 * (sm['resolution']['ours_max_gap_share'] or math.nan), 1)}% of the budget, goal at most "
+        f"{100 * sm['resolution']['goal_share']:g}%).",
+        "",
+        "![validation curves](curves.png)",
         "",
         "## Settings",
         "",
-        f"- ours: `{o['command']}`; precision {o['precision']}; batch {o['batch_size']} x {o['seq_len']} "
-        f"packed={o['packed']}; {o['epochs']} epochs; setup outside the budget {_fmt(o['setup_s'], 0)} s.",
-        f"- peer: MidiTok REMI (our TokenizerConfig) + BPE to {p['vocab_size']}, split_files_for_training "
-        f"({p['chunks']['train']:,} train / {p['chunks']['val']:,} val chunks), DatasetMIDI, DataCollator; "
-        f"LlamaForCausalLM ({p['params']:,} parameters); precision {p['precision']}; {p['epochs']:.2f} epochs; "
-        f"max_steps {p['max_steps']}; setup outside the budget {_fmt(p['setup_s'], 0)} s.",
-        f"- peer TrainingArguments: `{json.dumps(p['training_arguments'], sort_keys=True)}`",
-        "- music tokens/s: the non-pad tokens of the training batches over the training wall time (validation and "
-        "checkpoints included); steps only: ours the Throughput callback's median, the peer's median step.",
-        "- the peer's Hugging Face eval_loss on its validation chunks, in nats/note (x tokens per note of the whole "
-        f"pieces, {_fmt(p['val_tokens_per_note'])}): final {_fmt(res['final_val']['peer_hf'])}.",
+        f"- ours (seed {recs[0]['seed']}): `{o0['command']}`; precision {o0['precision']}; batch {o0['batch_size']} x "
+        f"{o0['seq_len']} packed={o0['packed']}.",
+        f"- peer: MidiTok REMI (our TokenizerConfig) + BPE to {p0['vocab_size']}, split_files_for_training, "
+        f"DatasetMIDI, DataCollator; LlamaForCausalLM ({p0['params']:,} parameters); precision {p0['precision']}; "
+        f"evaluated every {p0['eval_steps']} steps.",
+        f"- peer TrainingArguments: `{json.dumps(p0['training_arguments'], sort_keys=True)}`",
+        "- music tokens/s (non-pad tokens over training wall time, mean over seeds): ours "
+        f"{fmt_value(float(np.mean([r['ours']['music_tokens_per_s'] or math.nan for r in recs])), 0)}, peer "
+        f"{fmt_value(float(np.mean([r['peer']['music_tokens_per_s'] or math.nan for r in recs])), 0)}; padding share: "
+        f"ours {fmt_value(o0['padding_share'])}, peer {fmt_value(p0['padding_share'])}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -623,20 +799,17 @@ def plot_curves(res: dict[str, Any], path: Path) -> None:
 
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot()
-    o, p = res["ours"]["curve"], res["peer"]["curve"]
-    ax.plot([q["wall_s"] for q in o], [q["nats_per_note"] for q in o], "o-", ms=3, color="C0", label="musicgen.train")
-    if any("nats_per_note" in q for q in p):
-        ax.plot([q["wall_s"] for q in p], [q.get("nats_per_note", math.nan) for q in p], "s-", ms=3, color="C1",
-                label="MidiTok + HF Trainer (our harness)")
-    ax.plot([q["wall_s"] for q in p], [q["hf_nats_per_note"] for q in p], "s--", ms=2, alpha=0.5, color="C1",
-            label="MidiTok + HF Trainer (HF eval_loss on chunks)")
-    for name, color in (("ours", "C0"), ("peer", "C1")):
-        v = res["final_val"][name]
-        if v is not None and math.isfinite(v):
-            ax.axhline(v, color=color, ls=":", lw=1)
+    for i, r in enumerate(res["records"]):
+        o, p, key = r["ours"]["curve"], r["peer"]["curve"], r["peer"]["curve_key"]
+        ax.plot([q["wall_s"] for q in o], [q["nats_per_note"] for q in o], "o-", ms=2, lw=1, color="C0",
+                label="musicgen.train" if i == 0 else None)
+        ax.plot([q["wall_s"] for q in p], [q.get(key, math.nan) for q in p], "s-", ms=2, lw=1, color="C1",
+                label="MidiTok + HF Trainer, tuned (our harness)" if i == 0 else None)
+        if p:
+            ax.axhline(p[-1].get(key, math.nan), color="C1", ls=":", lw=0.8)
     ax.set_xlabel("training wall time (s)")
     ax.set_ylabel("validation NLL (nats per note)")
-    ax.set_title("Validation NLL per note against wall time")
+    ax.set_title("Validation NLL per note against wall time, one line per seed (dotted: the targets)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -646,87 +819,85 @@ def plot_curves(res: dict[str, Any], path: Path) -> None:
 # ----------------------------------------------------------------------------- run
 
 
+def check_seeds(seeds: Any, key: str = "seeds") -> list[int]:
+    """A non-empty list of distinct integer seeds, or a one-line ConfigError."""
+    try:
+        out = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={seeds}: a list of integer seeds, e.g. [0,1,2]") from None
+    if not out or len(set(out)) != len(out):
+        raise ConfigError(f"{key}={out}: at least one seed, each once")
+    return out
+
+
 def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Both pipelines for ``budget_s`` each; writes ttq.json, ttq.md and curves.png to ``out_dir``."""
+    """The race for each of ``seeds`` (a seed whose ``seed_<s>/race.json`` was written with the same
+    settings is reused), pooled; writes ttq.json, ttq.md and curves.png to ``out_dir`` and, with
+    ``publish=true``, the page into the docs site."""
     cfg = with_quick(cfg, overrides)
+    seeds = check_seeds(cfg.seeds)
+    if sorted(cfg.order) != sorted(PIPELINES):
+        raise ConfigError(f"order={list(cfg.order)} must name each of {list(PIPELINES)} once")
     why = peer_missing()
     if why:
-        raise RuntimeError(f"musicgen ttq needs the peer's packages: {why}")
-    if sorted(cfg.order) != sorted(PIPELINES):
-        raise ValueError(f"order={list(cfg.order)} must name each of {list(PIPELINES)} once")
+        raise UserError(f"musicgen ttq needs the peer's packages: {why}")
+    if cfg.publish:
+        results_dir(cfg.publish_dir)  # a missing docs directory fails before the work
     start = time.perf_counter()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    machine = machine_info(device)
 
-    overrides_train = train_overrides(cfg)
-    train_cfg = compose_train(overrides_train)
+    train_cfg = compose_train(train_overrides(cfg, seeds[0]))  # the split and shapes: the same for every seed
     files = run_split_files(train_cfg)
     log.info("split: %s", {s: len(v) for s, v in files["paths"].items()})
     empty = [s for s in ("train", "val", "test") if not files["paths"][s]]
     if empty:
-        raise ValueError(f"the split has no usable {' or '.join(empty)} files: both pipelines need all three "
-                         "(more files, or other data.val_frac / data.test_frac in train.extra)")
+        raise ConfigError(f"the split has no usable {' or '.join(empty)} files: both pipelines need all three "
+                          "(more files, or other data.val_frac / data.test_frac in train.extra)")
 
-    results: dict[str, Any] = {}
-    for name in cfg.order:
-        t = time.perf_counter()
-        if name == "ours":
-            results["ours"] = run_ours(cfg, overrides_train, out)
+    records = []
+    for seed in seeds:
+        path = out / f"seed_{seed}" / "race.json"
+        key = race_key(cfg, seed)
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            if rec.get("key") != key:
+                raise ConfigError(f"{path} holds a race run with other settings; use another out_dir, or delete "
+                                  f"{path.parent} to run seed {seed} again")
+            log.info("seed %d: finished race in %s, reused", seed, path)
         else:
-            results["peer"] = run_peer(cfg, train_cfg, files, out)
-        log.info("%s: done in %.0f s", name, time.perf_counter() - t)
-    ours, peer = results["ours"], results["peer"]
+            rec = race_seed(cfg, train_cfg, files, seed, path.parent, device) | {"key": key}
+            atomic_write_text(path, json.dumps(rec, indent=1, default=str) + "\n")
+        records.append(rec)
 
-    # ours' curve in nats per note: val/loss x the validation split's tokens per note (its tokeniser)
-    from musicgen.checkpoint import load_run, load_run_cache
-
-    cache = load_run_cache(load_run(ours["run_dir"]))
-    val = cache.splits["val"]
-    ours_tpn = tokens_per_note([val.doc(i) for i in range(val.n_docs)], val.notes)
-    ours["val_tokens_per_note"] = ours_tpn
-    for point in ours["curve"]:
-        point["nats_per_note"] = point["val_loss"] * ours_tpn
-
-    test = score_test(ours, peer, files, cfg, device)
-    rec = peer["record"]
-    key = rec["curve_key"]
-    final = {
-        "ours": ours["curve"][-1]["nats_per_note"] if ours["curve"] else None,
-        "peer": rec["curve"][-1].get(key) if rec["curve"] else None,
-        "peer_hf": rec["curve"][-1]["hf_nats_per_note"] if rec["curve"] else None,
-    }
-    reach = {
-        "ours": time_to_reach(ours["curve"], final["peer"]) if final["peer"] is not None else None,
-        "peer": time_to_reach(rec["curve"], final["ours"], key) if final["ours"] is not None else None,
-    }
-    peer_time = rec["curve"][-1]["wall_s"] if rec["curve"] else None
-    ratio = reach["ours"]["wall_s"] / peer_time if reach["ours"] and peer_time else None
+    summary = race_summary(records, float(cfg.goal_ratio), float(cfg.budget_s), float(cfg.resolution),
+                           cfg.scoring.max_pieces)
     res = {
         "budget_s": float(cfg.budget_s),
+        "seeds": seeds,
+        "data_seed": int(cfg.data.seed),
         "order": list(cfg.order),
         "quick": bool(cfg.quick),
-        "machine": machine,
+        "machine": machine_info(device),
         "files": {s: len(v) for s, v in files["paths"].items()},
         "skipped_files": files["skipped"],
-        "train_overrides": overrides_train,
-        "ours": ours,
-        "peer": rec,
-        "test": test,
-        "final_val": final,
-        "time_to_reach": reach,
-        "goal": {"target_ratio": 1 / 3, "ratio": ratio, "met": ratio is not None and ratio <= 1 / 3,
-                 "what": "ours' first wall time at or below the peer's final validation NLL/note, over the "
-                         "peer's wall time at its final validation"},
+        "summary": summary,
+        "records": records,
         "seconds": time.perf_counter() - start,
         "settings": {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                      for k, v in cfg.items() if k not in ("paths", "quick_overrides", "hydra")},
     }
+    md = render_markdown(res)
     atomic_write_text(out / "ttq.json", json.dumps(res, indent=1, default=str) + "\n")
-    atomic_write_text(out / "ttq.md", render_markdown(res))
+    atomic_write_text(out / "ttq.md", md)
     plot_curves(res, out / "curves.png")
     log.info("wrote %s, %s, %s", out / "ttq.json", out / "ttq.md", out / "curves.png")
+    if cfg.publish:
+        log.info("published to %s", publish(cfg.publish_name, md, {"curves.png": out / "curves.png"},
+                                            docs_dir=cfg.publish_dir))
+    r = summary["ratio"]
+    log.info("time ratio ours/peer %s: goal %s", fmt_interval(r), summary["goal"]["verdict"])
     return res
 
 
