@@ -1,0 +1,72 @@
+"""The leaderboard: ``musicgen leaderboard`` (``make leaderboard``; config ``conf/leaderboard.yaml``).
+
+It answers the original design's claims, each fixed in the config before the run as a hypothesis:
+a contrast of entries (versions, or a version with one thing changed: the claim's one control), a
+metric, the smallest effect that matters and an equivalence margin. Every entry trains at the
+board's ``size`` (``small``: every version shrunk by one rule; ``full``: their own sizes) on one
+dataset and split, for the same notes of training music (``musicgen.training.callbacks.NotesBudget``:
+not wall time), once per seed, through one Hydra multirun per entry (``launcher=[hydra/launcher=slurm]``
+sends them to a cluster). Each run is evaluated on the test split by ``musicgen.evaluate`` and judged
+converged or not from its validation curve; each claim gets its seed-aware, piece-paired interval
+and a verdict with Holm's correction over the family (``verdicts``).
+
+It writes ``leaderboard.json``, ``leaderboard.md``, ``curves.png`` and ``metrics.png`` into
+``output_dir``; ``publish=true`` also writes the page and figures into the docs site
+(``docs/results/leaderboard.md``). Finished runs and evaluations of the same settings are reused,
+an unfinished run starts over: an interrupted board resumes where it stopped. ``quick=true``
+shrinks everything to smoke size (the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from musicgen.experiments.leaderboard.board import aggregate, markdown, plot
+from musicgen.experiments.leaderboard.runs import entry_names, evaluate_entries, load_run, run_dir, train_entries
+from musicgen.fs import atomic_write_text
+from musicgen.publish import publish, results_dir
+from musicgen.runtime import hydra_main
+
+log = logging.getLogger(__name__)
+
+
+def settings(cfg: DictConfig) -> DictConfig:
+    """The board's config with ``quick``'s smoke-sized settings merged in when ``quick=true``."""
+    if not cfg.quick:
+        return cfg
+    return OmegaConf.merge(cfg, cfg.quick_settings)
+
+
+def leaderboard(cfg: DictConfig) -> dict[str, Any]:
+    cfg = settings(cfg)
+    out = Path(cfg.output_dir)
+    names = entry_names(cfg)
+    if cfg.publish:
+        results_dir(cfg.publish_dir)  # a missing docs directory fails before the training
+    run_settings = train_entries(cfg, names)
+    evaluate_entries(cfg, names)
+    runs = {name: [load_run(run_dir(cfg, name, s)) for s in range(cfg.seeds)] for name in names}
+    board = aggregate(cfg, runs, run_settings)
+    atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=1))
+    figures = plot(board, runs, out)
+    page = markdown(board)
+    atomic_write_text(out / "leaderboard.md", page)
+    log.info("leaderboard written to %s", out / "leaderboard.md")
+    if cfg.publish:
+        log.info("published to %s", publish("leaderboard", page, figures, docs_dir=cfg.publish_dir))
+    return board
+
+
+@hydra_main("leaderboard")
+def main(cfg: DictConfig) -> None:
+    board = leaderboard(cfg)
+    print(markdown(board))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from musicgen.experiments.leaderboard import main
+
+main()

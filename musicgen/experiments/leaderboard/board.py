@@ -1,0 +1,229 @@
+"""The board from the finished runs: one row per entry (seeds pooled), each run's convergence,
+and the claims' verdicts; its markdown page and its figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from musicgen.errors import ConfigError
+from musicgen.experiments.leaderboard.protocol import converged
+from musicgen.experiments.leaderboard.verdicts import contrast, judge
+from musicgen.metrics.features import overlap
+from musicgen.metrics.report import fmt
+from musicgen.metrics.samples import TONAL_FIGURES, Reference, sample_figures
+from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.plots import save_figure
+
+#: Sample figures in the board beside the NLL per note: tokeniser-independent, fair to transposition
+#: first (tonic-relative pitch classes, intervals, rhythm, scale consistency), then repetition and copying.
+SAMPLE_COLUMNS = ("tonic_pitch_class_overlap", "interval_overlap", "duration_overlap", "ioi_overlap",
+                  "scale_consistency", "ngram_repetition_4", "copied_8gram_share_interval", "syntax_error_rate")
+
+
+def tokenizer_label(run: dict[str, Any]) -> str:
+    if run["evaluation"]["tokenizer"] == "PitchTokenizer":
+        return "pitch strings"
+    vocab = run["metrics"]["vocab_size"]
+    return "REMI" if vocab == 362 else f"REMI+BPE-{vocab}"
+
+
+# ----------------------------------------------------------------------------- per-piece values
+
+
+def piece_values(run: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, denominators)`` per piece of one run for ``metric``: the NLL per note as each
+    test piece's total nats over its notes; a histogram overlap (``<h>_overlap``) as each model
+    sample's overlap with the run's training reference; a tonal figure as each sample's ratio
+    (denominator 1: the figure is the mean over samples)."""
+    pieces = run["pieces"]
+    if metric == "nll_per_note":
+        return pieces["likelihood/model_nll"], pieces["likelihood/notes"].astype(np.float64)
+    if metric.endswith("_overlap"):
+        h = metric[: -len("_overlap")]
+        ref = np.asarray(run["evaluation"]["histograms"]["reference"][h], dtype=np.float64)
+        values = np.asarray(overlap(pieces[f"model/{h}"], ref), dtype=np.float64)
+    elif metric in TONAL_FIGURES:
+        block = pieces[f"model/{metric}"]
+        values = np.divide(block[:, 0], block[:, 1], out=np.full(len(block), np.nan), where=block[:, 1] > 0)
+    else:
+        raise ConfigError(f"claim metric {metric!r}: use nll_per_note, a <histogram>_overlap or one of {TONAL_FIGURES}")
+    return values, np.ones_like(values)
+
+
+def claim_input(runs: dict[str, list[dict[str, Any]]], claim: DictConfig) -> dict[str, Any]:
+    """A claim's per-seed, per-piece differences (pieces with a value in every run) and denominators."""
+    weights = dict(claim.contrast)
+    seeds = min(len(runs[e]) for e in weights)
+    values, denom = {}, None
+    for e in weights:
+        pairs = [piece_values(r, claim.metric) for r in runs[e][:seeds]]
+        values[e] = np.stack([v for v, _ in pairs])
+        d = pairs[0][1]
+        if denom is not None and (len(d) != len(denom) or not np.array_equal(d, denom)):
+            raise ConfigError(f"claim {claim.name}: {e} was not scored on the same pieces as {next(iter(weights))}")
+        denom = d
+    keep = np.all([np.isfinite(v).all(axis=0) for v in values.values()], axis=0)
+    diffs = contrast({e: v[:, keep] for e, v in values.items()}, weights, claim.better)
+    return {"diffs": diffs, "denom": denom[keep], "pieces": int(keep.sum()), "seeds": seeds,
+            "min_effect": float(claim.min_effect), "margin": float(claim.margin)}
+
+
+# ----------------------------------------------------------------------------- the board
+
+
+def entry_row(cfg: DictConfig, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    first = runs[0]
+    ev, c, m = first["evaluation"], first["config"], first["metrics"]
+    ref = Reference({h: np.asarray(v) for h, v in ev["histograms"]["reference"].items()},
+                    tuple(ev["settings"]["reference_pitch_range"]), {}, ev["settings"]["reference_pieces"])
+    blocks = [{k.split("/", 1)[1]: v for k, v in r["pieces"].items() if k.startswith("model/")} for r in runs]
+    row = sample_figures({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}, ref,
+                         cfg.evaluate.bootstrap)
+    nll, notes = zip(*(piece_values(r, "nll_per_note") for r in runs), strict=True)
+    row["nll_per_note"] = seed_piece_interval(np.stack(nll), notes[0])
+    row["seeds_nll_per_note"] = [r["evaluation"]["model"]["nll_per_note"]["value"] for r in runs]
+    conv = [converged(r["curve"], float(cfg.budget.notes), cfg.budget.tolerance) for r in runs]
+    last = [r["curve"][-1] if r["curve"] else {} for r in runs]
+    row.update(
+        entry=name, version=c["version"]["name"], model=c["model"]["_target_"].rsplit(".", 1)[1],
+        objective=c["objective"]["name"], tokenizer=tokenizer_label(first), parameters=m["n_params"],
+        seq_len=c["data"]["seq_len"], seeds=len(runs),
+        steps=float(np.mean([r["metrics"]["global_step"] for r in runs])),
+        notes_seen=float(np.mean([p.get("notes", math.nan) for p in last])),
+        flops=float(np.mean([p.get("flops", math.nan) for p in last])),
+        train_seconds=float(np.mean([p.get("seconds", math.nan) for p in last])),
+        converged=[{"seed": s, **v} for s, v in enumerate(conv)],
+        runs_converged=sum(v["converged"] for v in conv),
+    )
+    return row
+
+
+def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: dict[str, list[str]]) -> dict[str, Any]:
+    entries = {name: {**entry_row(cfg, name, rs), "overrides": settings[name]} for name, rs in runs.items()}
+    claims, inputs = [], []
+    for claim in cfg.claims:
+        row = {"name": claim.name, "hypothesis": claim.hypothesis, "metric": claim.get("metric"),
+               "contrast": dict(claim.contrast) if claim.get("contrast") else None,
+               "better": claim.get("better"), "min_effect": claim.get("min_effect"), "margin": claim.get("margin")}
+        missing = [e for e in (claim.get("contrast") or {}) if e not in runs]
+        if claim.get("not_run"):
+            row.update(verdict="not run", reason=claim.not_run)
+        elif missing:
+            row.update(verdict="not run", reason=f"entries {missing} are not on this board (only=...)")
+        else:
+            inputs.append((row, claim_input(runs, claim)))
+            unconverged = [f"{e}_s{v['seed']}" for e in claim.contrast for v in entries[e]["converged"]
+                           if not v["converged"]]
+            row.update(unconverged=unconverged)
+        claims.append(row)
+    for (row, data), result in zip(inputs, judge([d for _, d in inputs], cfg.alpha), strict=True):
+        row.update(result, pieces=data["pieces"], seeds=data["seeds"])
+    return {"settings": {"size": cfg.size, "sizes": OmegaConf.to_container(cfg.sizes[cfg.size]),
+                         "budget": OmegaConf.to_container(cfg.budget), "seeds": cfg.seeds, "alpha": cfg.alpha,
+                         "common": list(cfg.common), "evaluate": OmegaConf.to_container(cfg.evaluate)},
+            "entries": entries, "claims": claims,
+            "runs_converged": sum(e["runs_converged"] for e in entries.values()),
+            "runs": sum(e["seeds"] for e in entries.values())}
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def _num(x: float, spec: str = ",.0f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _interval(row: dict[str, Any], key: str = "") -> str:
+    low, high = row.get(f"{key}low"), row.get(f"{key}high")
+    return "-" if low is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def markdown(board: dict[str, Any]) -> str:
+    s = board["settings"]
+    b = s["budget"]
+    keys = ("nll_per_note", *SAMPLE_COLUMNS)
+    lines = [
+        "# Leaderboard", "",
+        f"Size `{s['size']}` ({', '.join(f'{k} {v}' for k, v in s['sizes'].items())}); every run saw the same "
+        f"{b['notes']:,.0f} notes of training music (loss targets counted in source notes), {s['seeds']} seeds per "
+        f"entry on one data split (`{' '.join(s['common'])}`), each evaluated on the test split "
+        f"({s['evaluate']['num_samples']} length-matched samples per seed). {board['runs_converged']} of "
+        f"{board['runs']} runs converged (validation NLL per note improved by less than "
+        f"{100 * b['tolerance']:.0f}% over the last fifth of training, or early stopping fired). NLL per note: over "
+        "seeds and pieces, with the seed-aware interval; it compares tokenisations of the same information "
+        "only (REMI and REMI+BPE), not pitch strings with REMI. Sample figures: all seeds' samples, interval "
+        "over pieces. Training seconds exclude validation and are never used for a verdict.", "",
+        "| entry | model | tokeniser | window | parameters | steps | notes seen | training FLOPs | seconds | "
+        "converged | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 10) + "|",
+    ]
+    for e in board["entries"].values():
+        lines.append(
+            f"| {e['entry']} | {e['model']} ({e['objective']}) | {e['tokenizer']} | {e['seq_len']} | "
+            f"{_num(e['parameters'])} | {_num(e['steps'])} | {_num(e['notes_seen'])} | {_num(e['flops'], '.2e')} | "
+            f"{_num(e['train_seconds'])} | {e['runs_converged']}/{e['seeds']} | "
+            + " | ".join(fmt(e.get(k)) for k in keys) + " |")
+    lines += ["", "## Claims", "",
+              "Each claim is fixed in `conf/leaderboard.yaml` before the run: a contrast of entries on one metric, "
+              "its smallest effect that matters and its equivalence margin. Effect: positive means the claim's "
+              "direction; interval: 95% over seeds and pieces (paired by piece); the verdict is read at the level "
+              "Holm's step-down procedure allows over the family.", "",
+              "| claim | contrast | metric | effect | 95% interval | min effect | margin | Holm p | verdict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for c in board["claims"]:
+        contrast_text = " ".join(f"{w:+g} {e}" for e, w in (c["contrast"] or {}).items())
+        if c["verdict"] == "not run":
+            lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric'] or '-'} | - | - | "
+                         f"{c['min_effect'] or '-'} | {c['margin'] or '-'} | - | not run: {c['reason']} |")
+            continue
+        note = f" (rests on unconverged runs: {', '.join(c['unconverged'])})" if c["unconverged"] else ""
+        lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric']} | {c['effect']:.3f} | {_interval(c)} | "
+                     f"{c['min_effect']} | {c['margin']} | {c['holm_p_value']:.3g} | **{c['verdict']}**{note} |")
+    lines += ["", "![validation NLL per note against notes seen and FLOPs](curves.png)", "",
+              "![metrics](metrics.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(board: dict[str, Any], runs: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
+    """``curves.png`` (validation NLL per note against notes seen and training FLOPs, every run)
+    and ``metrics.png`` (each board figure per entry with its interval)."""
+    fig = Figure(figsize=(13, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    for k, (name, rs) in enumerate(runs.items()):
+        for s, r in enumerate(rs):
+            for ax, x in zip(axes, ("notes", "flops"), strict=True):
+                ax.plot([p[x] for p in r["curve"]], [p["nll_per_note"] for p in r["curve"]], marker=".",
+                        color=f"C{k % 10}", alpha=0.9 if s == 0 else 0.35, label=name if s == 0 else None)
+    for ax, label in zip(axes, ("notes of training music seen", "training FLOPs"), strict=True):
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation NLL per note (nats)")
+        ax.grid(alpha=0.3)
+    axes[1].set_xscale("log")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "curves.png")
+
+    entries = list(board["entries"].values())
+    keys = ("nll_per_note", *SAMPLE_COLUMNS)
+    fig = Figure(figsize=(15, 7), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, key in enumerate(keys):
+        ax = fig.add_subplot(2, math.ceil(len(keys) / 2), k + 1)
+        for j, e in enumerate(entries):
+            f = e.get(key) or {"value": math.nan, "low": math.nan, "high": math.nan}
+            err = None if math.isnan(f["low"]) else [[max(0, f["value"] - f["low"])], [max(0, f["high"] - f["value"])]]
+            ax.bar(j, f["value"], yerr=err, color=f"C{j % 10}", capsize=3)
+        ax.set_xticks(range(len(entries)), [e["entry"] for e in entries], rotation=60, fontsize=7)
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "metrics.png")
+    return [out_dir / "curves.png", out_dir / "metrics.png"]
