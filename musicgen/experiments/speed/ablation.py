@@ -53,12 +53,14 @@ from musicgen.experiments.speed.ttq import (
     common_pieces,
     fmt_interval,
     fmt_value,
+    goal_verdict,
     pieces_by_seed,
     ratio_interval,
     run_ours,
     score_ours,
     time_to_reach,
     train_overrides,
+    unpaired_ratio_interval,
 )
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.statistics import seed_piece_interval
@@ -189,11 +191,12 @@ def confirmed(comparison: dict[str, Any]) -> bool:
     return high is not None and math.isfinite(high) and high < 1.0
 
 
-def resolve_target(cfg: DictConfig) -> tuple[float | None, str]:
-    """The validation NLL/note every arm races to (None: each seed's default final) and its words."""
+def resolve_target(cfg: DictConfig) -> tuple[float | None, str, list[float] | None]:
+    """The validation NLL/note every arm races to (None: each seed's default final), its words, and
+    with ``target=peer`` the race's peer times to its final value (one per race seed)."""
     t = cfg.target
     if t == "default":
-        return None, "the default recipe's final validation NLL/note of the same seed"
+        return None, "the default recipe's final validation NLL/note of the same seed", None
     if t == "peer":
         path = Path(cfg.race)
         if not path.is_file():
@@ -202,12 +205,24 @@ def resolve_target(cfg: DictConfig) -> tuple[float | None, str]:
         race = json.loads(path.read_text())
         value = float(race["summary"]["final_val"]["peer"]["value"])
         seeds = len(race["seeds"])
-        return value, f"the tuned peer's final validation NLL/note, {value:.3f} (mean of {seeds} seeds, {path})"
+        times = [s["peer_reach"]["interpolated_wall_s"] for s in race["summary"]["per_seed"] if s.get("peer_reach")]
+        return value, f"the tuned peer's final validation NLL/note, {value:.3f} (mean of {seeds} seeds, {path})", times
     try:
         value = float(t)
     except (TypeError, ValueError):
         raise ConfigError(f"target={t}: default, peer or a number of nats per note") from None
-    return value, f"{value:.3f} nats/note (set by target=)"
+    return value, f"{value:.3f} nats/note (set by target=)", None
+
+
+def against_peer(comparisons: dict[str, dict[str, Any]], peer_times: list[float], goal: float) -> dict[str, Any]:
+    """Each arm's time to the peer's final value over the peer's own time to it (the race's seeds:
+    unpaired, ``unpaired_ratio_interval``) and the goal's verdict (``goal_verdict``)."""
+    out = {}
+    for arm, c in comparisons.items():
+        times = [s["reach"]["interpolated_wall_s"] if s["reach"] else None for s in c["per_seed"]]
+        iv = unpaired_ratio_interval(times, peer_times)
+        out[arm] = iv | {"verdict": goal_verdict(iv, goal)}
+    return out
 
 
 # ----------------------------------------------------------------------------- report
@@ -263,6 +278,20 @@ def render_markdown(res: dict[str, Any]) -> str:
                   f"Winner on the selection seeds: **{w}**. On the fresh seeds {res['confirm_seeds']}: **"
                   f"{'confirmed' if res['confirmed'] else 'not confirmed'}** (time ratio {_ratio(conf[w])}; it "
                   "becomes a default only if the whole interval lies below 1)."]
+    lines += ["", "## Against the tuned peer", ""]
+    vp = res["vs_peer"]
+    if vp is None:
+        lines.append("Run with `target=peer` after `make ttq` for each arm's time to the tuned peer's final "
+                     "validation NLL/note over the peer's own time to it (the issue's goal: at most 0.5).")
+    else:
+        lines += [f"Each arm's time to the peer's final validation NLL/note over the peer's own time to it (the race's "
+                  f"{len(vp['peer_times_s'])} peer seeds; other seeds, so unpaired: Welch's t interval on the log "
+                  f"times). The goal: at most {vp['goal_ratio']:g}, interval included.", "",
+                  "| seeds | arm | ours / peer time [95%] | goal |", "|---|---|---|---|"]
+        for phase in ("selection", "confirmation"):
+            for arm, iv in vp[phase].items():
+                shown = fmt_interval(iv) if iv["value"] is not None else f"not reached on {iv['not_reached']} seed(s)"
+                lines.append(f"| {phase} | {arm} | {shown} | {iv['verdict']} |")
     lines += ["", "![validation curves](curves.png)", ""]
     return "\n".join(lines)
 
@@ -306,7 +335,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     cfg = with_quick(cfg, overrides)
     seeds, confirm_seeds = check_confirm_seeds(cfg)
     arms = arm_overrides(cfg)
-    target, target_words = resolve_target(cfg)
+    target, target_words, peer_times = resolve_target(cfg)
     if cfg.publish:
         results_dir(cfg.publish_dir)
     start = time.perf_counter()
@@ -336,6 +365,11 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
                            for arm in (DEFAULT, winner)}
         confirmation = {arm: compare(recs, confirm_records[DEFAULT], target, max_pieces)
                         for arm, recs in confirm_records.items()}
+    vs_peer = None
+    if peer_times:
+        vs_peer = {"goal_ratio": float(cfg.goal_ratio), "peer_times_s": peer_times,
+                   "selection": against_peer(selection, peer_times, float(cfg.goal_ratio)),
+                   "confirmation": against_peer(confirmation or {}, peer_times, float(cfg.goal_ratio))}
     res = {
         "budget_s": float(cfg.budget_s),
         "seeds": seeds,
@@ -352,6 +386,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
         "winner": winner,
         "confirmation": confirmation,
         "confirmed": bool(confirmation and confirmed(confirmation[winner])),
+        "vs_peer": vs_peer,
         "runs": {phase: {arm: [r["ours"]["run_dir"] for r in recs] for arm, recs in rs.items()}
                  for phase, rs in (("selection", records), ("confirmation", confirm_records))},
         "seconds": time.perf_counter() - start,

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from scipy import stats
 from torch import nn
 
 from musicgen.checkpoint.hf import build_llama, llama_missing
@@ -608,6 +609,27 @@ def ratio_interval(ratios: list[float | None], level: float = 0.95) -> dict[str,
         raise ValueError(f"time ratios must be positive, got {ratios}")
     iv = t_over_seeds(np.log(ratios), level)
     return {k: float(np.exp(v)) for k, v in iv.items()} | {"seeds": len(ratios), "not_reached": 0}
+
+
+def unpaired_ratio_interval(times: list[float | None], reference: list[float], level: float = 0.95) -> dict[str, Any]:
+    """The ratio of the geometric means of ``times`` and ``reference``, two independent sets of runs
+    (other seeds, no pairing), with Welch's t interval on the difference of their mean logarithms,
+    exponentiated. A run that never reached the target (None): value, low and high are None."""
+    missing = sum(t is None for t in times)
+    if missing or not times or not reference:
+        return {"value": None, "low": None, "high": None, "seeds": len(times), "not_reached": missing}
+    a, b = np.log(np.asarray(times, dtype=np.float64)), np.log(np.asarray(reference, dtype=np.float64))
+    diff = float(a.mean() - b.mean())
+    out = {"value": math.exp(diff), "low": math.nan, "high": math.nan, "seeds": len(times), "not_reached": 0}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return out | {"low": out["value"], "high": out["value"]}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf((1 + level) / 2, df)) * se
+    return out | {"low": math.exp(diff - half), "high": math.exp(diff + half)}
 
 
 def goal_verdict(ratio: dict[str, Any], goal: float) -> str:

@@ -19,6 +19,7 @@ from musicgen.experiments.speed.ttq import (
     race_summary,
     ratio_interval,
     time_to_reach,
+    unpaired_ratio_interval,
 )
 
 
@@ -55,6 +56,21 @@ def test_ratio_interval_covers_the_true_geometric_mean_ratio_at_three_seeds():
     assert iv["value"] == pytest.approx(math.exp(np.mean(np.log([0.4, 0.5, 0.45]))))
     unreached = ratio_interval([0.4, None, 0.45])
     assert unreached["value"] is None and unreached["not_reached"] == 1
+
+
+def test_unpaired_ratio_interval_covers_the_true_ratio_of_independent_seeds():
+    # ours and the peer on other seeds (no pairing), log-normal times of unequal spread: true ratio 0.5
+    rng = np.random.default_rng(2)
+    hits, n = 0, 2000
+    for _ in range(n):
+        ours = np.exp(rng.normal(math.log(250.0), 0.2, size=3))
+        peer = np.exp(rng.normal(math.log(500.0), 0.05, size=3))
+        iv = unpaired_ratio_interval(list(ours), list(peer))
+        hits += iv["low"] <= 0.5 <= iv["high"]
+    assert 0.935 <= hits / n <= 0.975
+    iv = unpaired_ratio_interval([200.0, 300.0], [400.0, 600.0])
+    assert iv["value"] == pytest.approx(0.5)
+    assert unpaired_ratio_interval([None, 300.0], [400.0])["value"] is None
 
 
 def test_goal_verdict_needs_the_whole_interval():

@@ -132,6 +132,31 @@ def test_ablation_without_a_helping_candidate_confirms_nothing(tmp_path, monkeyp
     assert "nothing to confirm" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
+def test_ablation_against_the_race_peer(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ablation, "arm_run", fake_arm_run(calls))
+    race = tmp_path / "ttq.json"
+    overrides = [f"out_dir={tmp_path / 'abl'}", "arms=[muon]", "device=cpu", "target=peer", f"race={race}"]
+    with pytest.raises(ConfigError, match="make ttq"):
+        ablation.run(compose("ttq_ablation", overrides), overrides)
+    peer_times = [560.0, 600.0, 640.0]
+    race.write_text(json.dumps({"seeds": [0, 1, 2], "summary": {
+        "final_val": {"peer": {"value": 2.8}},
+        "per_seed": [{"peer_reach": {"interpolated_wall_s": t}} for t in peer_times]}}))
+    res = ablation.run(compose("ttq_ablation", overrides), overrides)
+    assert res["target"] == 2.8
+    # every run races to 2.8: the default's curve 2.5 + 3 exp(-t/150) gets there near 150 ln 10 s
+    default = res["selection"]["default"]
+    times = [s["reach"]["interpolated_wall_s"] for s in default["per_seed"]]
+    assert np.mean(times) == pytest.approx(150 * math.log(10), rel=0.1)
+    vs = res["vs_peer"]["selection"]["default"]
+    gm = math.exp(np.mean(np.log(times)) - np.mean(np.log(peer_times)))
+    assert vs["value"] == pytest.approx(gm) and vs["low"] < gm < vs["high"]
+    assert vs["verdict"] in ("met", "missed", "inconclusive")
+    assert res["vs_peer"]["confirmation"]["muon"]["value"] < vs["value"]  # muon: about 0.6 of the default's time
+    assert "## Against the tuned peer" in (tmp_path / "abl" / "ablation.md").read_text()
+
+
 @pytest.mark.slow
 def test_quick_ablation_end_to_end(tmp_path, real_midi_dir):
     out = tmp_path / "abl"
