@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -50,7 +49,7 @@ from musicgen.fs import atomic_write_bytes, atomic_write_text
 from musicgen.metrics import NgramLM
 from musicgen.metrics.bootstrap import bootstrap_ci, mean_of
 from musicgen.metrics.ppm import PPM, combine
-from musicgen.metrics.statistics import paired_difference
+from musicgen.metrics.statistics import paired_difference, seed_piece_interval
 from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main
 
@@ -443,7 +442,9 @@ def paired_against_ppm(rows: dict[str, dict[str, dict]], ppm: dict[str, dict[str
     """For each row (name -> dataset -> summary) and dataset: its difference from the reproduced
     combined model, and for the fold-only rows from the reproduced long-term model, melody by
     melody (row minus reference, bits per note, mean over melodies) with the paired interval of
-    ``paired_difference``; only where that reproduction holds (``None`` where it does not)."""
+    ``paired_difference`` (a row scored with several training seeds, ``melody_bits_by_seed``: of
+    ``seed_piece_interval`` over seeds and melodies); only where that reproduction holds (``None``
+    where it does not)."""
     out: dict[str, dict[str, dict | None]] = {}
     for name, by_ds in rows.items():
         refs = ["combined"] + (["ltm"] if name in fold_only else [])
@@ -454,8 +455,13 @@ def paired_against_ppm(rows: dict[str, dict[str, dict]], ppm: dict[str, dict[str
                 if not holds[ref][ds]["holds"]:
                     out[name][ds][ref] = None
                     continue
-                a, b = np.asarray(r["melody_bits"]), np.asarray(ppm[ds][ref]["melody_bits"])
-                out[name][ds][ref] = paired_difference(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)
+                b = np.asarray(ppm[ds][ref]["melody_bits"])
+                if "melody_bits_by_seed" in r:  # several training seeds: the two-level interval
+                    d = np.asarray(r["melody_bits_by_seed"]) - b[None]
+                    out[name][ds][ref] = seed_piece_interval(d, np.ones_like(b), n_boot=n_boot, seed=seed)
+                else:
+                    a = np.asarray(r["melody_bits"])
+                    out[name][ds][ref] = paired_difference(a, b, np.ones_like(a), n_boot=n_boot, seed=seed)
     return out
 
 
@@ -490,6 +496,15 @@ class Store:
         np.savez(buf, **{f"m{i}": lp for i, lp in enumerate(lps)})
         atomic_write_bytes(path, buf.getvalue())
         return lps
+
+    def record(self, name: str, compute) -> dict[str, Any]:
+        """A JSON-able record (e.g. the settings chosen on fink and when), computed once."""
+        path = self.root / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        value = compute()
+        atomic_write_text(path, json.dumps(value, indent=1))
+        return value
 
     def weights(self, name: str, compute) -> dict[str, torch.Tensor]:
         path = self.root / f"{name}.pt"
@@ -561,69 +576,31 @@ def tune(melodies: list[list[int]], spec: dict, base: dict, grid: dict[str, list
     return {**base, **{n: best[n] for n in names}}, rows
 
 
-def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]], corpus: list[list[int]],
-               store: Store) -> tuple[dict, dict]:
-    """One network's tuning record and rows (see ``neural_rows``)."""
-    size = int(np.mean([len(data[n]) * (cfg["folds"] - 1) / cfg["folds"] for n in ("chorales", "kinder")]))
-    fold_train, rows = tune(data["fink"], spec, cfg["fold_training"], cfg["tune"]["fold_grid"], store,
-                            f"tune-{name}-fold", cfg["seed"], size)
-    weights = pretrain(name, spec, cfg["pretraining"], corpus, store, cfg["seed"])
-    fine_train, fine_rows = tune(data["fink"], spec, cfg["fine_tuning"], cfg["tune"]["fine_grid"], store,
-                                 f"tune-{name}-fine", cfg["seed"], size, init=weights)
-    tuning = {"fold_only": {"chosen": fold_train, "grid": rows},
-              "fine_tuning": {"chosen": fine_train, "grid": fine_rows}}
-    out = {}
-    zero = {**fine_train, "steps": 0}
-    for row, train, init in ((f"{name}, {FOLD_ONLY}", fold_train, None),
-                             (f"{name}, pre-trained, not fine-tuned", zero, weights),
-                             (f"{name}, pre-trained and fine-tuned per fold", fine_train, weights)):
-        out[row] = {ds: neural_cross_validation(data[ds], spec, train, store, f"{ds}-{name}", cfg["seed"],
-                                                k=cfg["folds"], init=init, n_boot=cfg["n_boot"])
-                    for ds in ("chorales", "kinder")}
-        log.info("%s: chorales %.3f, kinder %.3f bits per note", row, out[row]["chorales"]["per_melody"],
-                 out[row]["kinder"]["per_melody"])
-    return tuning, out
-
-
 def _worker_start(threads: int) -> None:
     """A worker process: ``threads`` intra-op threads, and log lines on stderr like the parent's."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(processName)s] %(message)s")
 
 
-def neural_rows(cfg: DictConfig, data: dict[str, list[list[int]]], store: Store) -> dict[str, Any]:
-    """The LSTM's and the Transformer's rows: trained on the training folds only, and pre-trained
-    on the rest of the corpus (without any benchmark melody or a duplicate of one) then
-    fine-tuned per fold; every training setting chosen on fink.
-
-    With ``workers`` > 1 the networks train side by side, one process each, the cores shared out:
-    these small models use one core better than two threads on one model."""
-    benchmark = [m for name in ("chorales", "kinder", "fink") for m in data[name]]
-    corpus, corpus_stats = pretraining_melodies(Path(cfg.data_dir), benchmark)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    models = plain["models"]
-    workers = max(1, min(int(cfg.workers), len(models)))
-    if workers == 1:
-        done = [model_rows(name, spec, plain, data, corpus, store) for name, spec in models.items()]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        log.info("training %s side by side: %d processes, %d thread(s) each", ", ".join(models), workers, threads)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_start, initargs=(threads,)) as pool:
-            futures = [pool.submit(model_rows, name, spec, plain, data, corpus, store) for name, spec in models.items()]
-            done = [f.result() for f in futures]
-    out: dict[str, Any] = {"pretraining_corpus": corpus_stats, "tuning": {}, "rows": {}}
-    for name, (tuning, rows) in zip(models, done):
-        out["tuning"][name] = tuning
-        out["rows"].update(rows)
+def with_quick(cfg: DictConfig) -> DictConfig:
+    """``quick=true``: ``quick_overrides`` merged in (``models`` and ``tune.grid`` replaced, not
+    merged): a smoke run."""
+    if not cfg.get("quick"):
+        return cfg
+    quick = cfg.quick_overrides
+    out = OmegaConf.merge(cfg, quick)
+    if "models" in quick:
+        out.models = quick.models
+    if "grid" in quick.get("tune", {}):
+        out.tune.grid = quick.tune.grid
     return out
 
 
 def pearce2005(cfg: DictConfig) -> dict[str, Any]:
+    cfg = with_quick(cfg)
     data = load_melodies(Path(cfg.data_dir))
+    if cfg.get("melodies"):
+        data = {name: melodies[: int(cfg.melodies)] for name, melodies in data.items()}
     store = Store(Path(cfg.output_dir) / "pearce2005_runs")
     ppm = OmegaConf.to_container(cfg.ppm, resolve=True)
     if ppm["escape"] not in ("a", "b", "c", "x"):
@@ -641,11 +618,30 @@ def pearce2005(cfg: DictConfig) -> dict[str, Any]:
               "ppm": {"settings": ppm, "rows": reproduced, "reproduction": holds}}
     compared = {ngram_name(order): rows}
     if cfg.neural:
-        result["neural"] = neural_rows(cfg, data, store)
-        compared.update(result["neural"]["rows"])
+        from musicgen.experiments import pearce2005_networks as networks
+
+        plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                 for key in cfg if key not in ("paths", "hydra", "quick_overrides")}
+        result["neural"] = networks.neural_rows(plain, data, store)
+        compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder")}
+                         for row, r in result["neural"]["rows"].items()})
     fold_only = {n for n in compared if n == ngram_name(order) or n.endswith(FOLD_ONLY)}
     result["paired"] = paired_against_ppm(compared, reproduced, holds, fold_only, n_boot=cfg.n_boot, seed=cfg.seed)
+    result["contenders"] = contenders_result(OmegaConf.to_container(cfg.contenders, resolve=True),
+                                             result.get("neural", {}).get("rows", {}), reproduced, holds)
     return result
+
+
+def contenders_result(contenders: dict, rows: dict, reproduced: dict, holds: dict) -> dict[str, Any]:
+    from musicgen.experiments import pearce2005_networks as networks
+
+    return {"registered": contenders, "tests": networks.contender_tests(contenders, rows, reproduced, holds)}
+
+
+#: What each of the thesis's rows may see (the report's first column), in ``PUBLISHED``'s order.
+THESIS_SEES = ("learns from the test melody", FOLD_ONLY, f"{FOLD_ONLY}; learns from the test melody",
+               f"{FOLD_ONLY}; learns from the test melody",
+               f"{FOLD_ONLY}; rhythm of earlier notes; rhythm of the current note")
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -659,32 +655,59 @@ def report_markdown(result: dict[str, Any]) -> str:
 
     def cell(r):
         lo, hi = r["per_melody_interval"]
-        return f"{r['per_melody']:.3f} [{lo:.3f}, {hi:.3f}] (per note {r['per_note']:.3f})"
+        seeds = f", {r['seeds']} seeds" if r.get("seeds", 1) > 1 else ""
+        return f"{r['per_melody']:.3f} [{lo:.3f}, {hi:.3f}] (per note {r['per_note']:.3f}{seeds})"
 
     lines += ["", "Bits per note, 10-fold cross-validation, pitch alone; ours: the mean over melodies of the "
-              "per-melody cross-entropy (thesis Eq. 6.6) with a 95% bootstrap interval over melodies."]
+              "per-melody cross-entropy (thesis Eq. 6.6) with a 95% bootstrap interval over melodies; a network "
+              "row: the mean over its training seeds and melodies, with the two-level interval over seeds and "
+              "melodies (`seed_piece_interval`)."]
     if result.get("ppm"):
         lines += ppm_report(result["ppm"], cell)
-    lines += ["", "| model | chorales (BWV 253-438) | kinder |", "|---|---|---|",
-              f"| musicgen {ngram_name(result['order'])} | {cell(ch)} | {cell(ki)} |"]
+    tests = (result.get("contenders") or {}).get("tests", [])
+    role = {}
+    for t in tests:
+        role.setdefault(t["row"], []).append(t["dataset"])
+
+    def label(row):
+        return f"contender ({', '.join(role[row])})" if row in role else "exploratory"
+
+    lines += ["", "| may see | model | role | chorales (BWV 253-438) | kinder |", "|---|---|---|---|---|",
+              f"| {FOLD_ONLY} | musicgen {ngram_name(result['order'])} | exploratory | {cell(ch)} | {cell(ki)} |"]
     neural = result.get("neural")
     if neural:
-        lines += [f"| musicgen {row} | {cell(r['chorales'])} | {cell(r['kinder'])} |"
-                  for row, r in neural["rows"].items()]
-    lines += [f"| thesis: {name} | {c:.3f} | {'-' if k is None else f'{k:.3f}'} |" for name, c, k in PUBLISHED]
+        lines += [f"| {r.get('sees', '-')} | musicgen {row} | {label(row)} | {cell(r['chorales'])} | "
+                  f"{cell(r['kinder'])} |" for row, r in neural["rows"].items()]
+    lines += [f"| {sees} | thesis: {name} | published | {c:.3f} | {'-' if k is None else f'{k:.3f}'} |"
+              for sees, (name, c, k) in zip(THESIS_SEES, PUBLISHED)]
+    if tests:
+        from musicgen.experiments import pearce2005_networks as networks
+
+        lines += networks.contender_report(tests)
     if neural:
         c = neural["pretraining_corpus"]
-        lines += ["", f"Pre-training corpus: {c['melodies']:,} melodies, {c['notes']:,} notes, from the {c['files']:,} "
-                  f"exported folk and chorale files less {c['left_out_by_name']:,} left out by name (kinder, fink, "
-                  f"BWV 253-438) and {c['duplicates_removed']:,} duplicates of a benchmark melody (same contour, or "
-                  "half the contour 8-grams of either shared). Training settings chosen by 3-fold cross-validation "
-                  "on fink (bits per note, mean over melodies):", ""]
+        if c:
+            lines += ["", f"Pre-training corpus: {c['melodies']:,} melodies, {c['notes']:,} notes, from the "
+                      f"{c['files']:,} exported folk and chorale files less {c['left_out_by_name']:,} left out by name "
+                      f"(kinder, fink, BWV 253-438) and {c['duplicates_removed']:,} duplicates of a benchmark melody "
+                      "(same contour, or half the contour 8-grams of either shared)."]
+        lines += ["", "Settings chosen by cross-validation on fink, never on kinder or the chorales (bits per note, "
+                  "mean over melodies; one setting at a time in the grid's order, the others at their values so far):",
+                  ""]
         for name, t in neural["tuning"].items():
-            for stage, d in t.items():
+            fold = t["fold_only"]
+            chosen = fold["chosen"]
+            lines.append(f"- {name}, chosen on {fold['date']}: model {chosen['model']}, training {chosen['training']}, "
+                         f"dynamic evaluation {chosen['dynamic']}, combination bias {chosen['bias']}")
+            for step in fold["trace"]:
+                scores = ", ".join(f"{v}: {s:.3f}" for v, s in step["scores"])
+                lines.append(f"    - {step['setting']}: {scores} -> {step['chose']}")
+            if "fine_tuning" in t:
+                d = t["fine_tuning"]
                 grid = ", ".join(f"{ {k: v for k, v in r.items() if k != 'per_melody'} } {r['per_melody']:.3f}"
                                  for r in d["grid"])
-                chosen = {k: d["chosen"][k] for k in d["grid"][0] if k != "per_melody"}
-                lines.append(f"- {name}, {stage.replace('_', ' ')}: chose {chosen} from {grid}")
+                keys = {k: d["chosen"][k] for k in d["grid"][0] if k != "per_melody"}
+                lines.append(f"- {name}, fine-tuning: chose {keys} from {grid}")
     if result.get("paired"):
         lines += paired_report(result["paired"], result["ppm"]["settings"]["tolerance"])
     lines.append("")

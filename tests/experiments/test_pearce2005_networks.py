@@ -1,0 +1,203 @@
+"""The Pearce (2005) benchmark's network rows: dynamic evaluation never uses a note before it is
+predicted and starts every melody afresh; the combination with PPM*'s short-term model uses only
+predictions made before each note; settings chosen one at a time on fink; the seed-aware rows; the
+pre-registered contenders' one-sided test (its size on simulated data) and Holm's correction; and a
+quick end-to-end run of the command on a few real melodies."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from musicgen.experiments import pearce2005 as bm
+from musicgen.experiments import pearce2005_networks as nets
+
+ALPHABET = [60, 62, 64, 65, 67]
+PPM = {"escape": "c", "exclusion": True, "update_exclusion": False, "bias": 2, "tolerance": 0.03,
+       "extra_stm": None}
+
+
+def tiny(kind: str = "transformer") -> torch.nn.Module:
+    torch.manual_seed(0)
+    spec = ({"kind": "lstm", "hidden_sizes": [16], "embedding_dim": 8, "dropout": 0.0} if kind == "lstm" else
+            {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0})
+    return bm.build_model(spec)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_dynamic_evaluation_never_sees_a_note_before_predicting_it(kind):
+    model = tiny(kind)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    melody = [60, 62, 64, 62, 60, 67, 65, 64, 62, 60]
+    out = nets.dynamic_log_dists(model, melody, ALPHABET, lr=0.5, steps=2)
+    static = nets.dynamic_log_dists(model, melody, ALPHABET)
+    assert out.shape == (len(melody), len(ALPHABET)) and np.allclose(np.exp(out).sum(1), 1.0)
+    assert np.allclose(out[0], static[0])  # the first note: nothing predicted before it, no step yet
+    assert not np.allclose(out[3:], static[3:], atol=1e-3)  # the steps change later predictions
+    for t in (2, 5, 8):  # change note t: every note before it is predicted exactly as before
+        changed = melody[:t] + [67 if melody[t] != 67 else 60] + melody[t + 1:]
+        again = nets.dynamic_log_dists(model, changed, ALPHABET, lr=0.5, steps=2)
+        assert np.array_equal(again[: t + 1], out[: t + 1])  # note t's own distribution too
+        assert not np.allclose(again[t + 1:], out[t + 1:], atol=1e-6)
+    # the caller's weights are untouched, so the next melody starts from them
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dynamic_evaluation_is_reset_between_melodies_and_learns_within_one(tmp_path):
+    model = tiny()
+    a, b = [60, 62, 64, 65] * 4, [67, 65, 64, 62] * 4
+    after_a = nets.dynamic_log_dists(model, a, ALPHABET, lr=0.3, steps=1)
+    alone = nets.dynamic_log_dists(tiny(), b, ALPHABET, lr=0.3, steps=1)
+    assert np.array_equal(nets.dynamic_log_dists(model, b, ALPHABET, lr=0.3, steps=1), alone)
+    # learning from the melody so far: a phrase repeated six times is predicted better with the steps
+    phrase = [60, 62, 64, 65] * 6
+    col = np.arange(24), [ALPHABET.index(p) for p in phrase]
+    gain = nets.dynamic_log_dists(model, phrase, ALPHABET, lr=0.03, steps=1)[col] - \
+        nets.dynamic_log_dists(model, phrase, ALPHABET)[col]
+    assert gain[12:].mean() > 0.1  # nats per note, on the last three repetitions
+    assert not np.array_equal(after_a, nets.dynamic_log_dists(model, a, ALPHABET))
+    # the fold protocol scores every melody from the fold's trained weights, whatever came before
+    melodies = [a[:8], b[:8], a[::-1][:8]] * 2
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0}
+    train = {"steps": 3, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    variants = {"dyn": {"lr": 0.3, "steps": 1}}
+    one = nets.fold_log_dists(melodies, spec, train, bm.Store(tmp_path / "x"), "t", 0, 0, 3, variants)["dyn"]
+    few = nets.fold_log_dists(melodies, spec, train, bm.Store(tmp_path / "y"), "t", 0, 0, 3,
+                              {"dyn": {**variants["dyn"], "limit": 1}})["dyn"]
+    assert len(one) == 6 and len(few) == 3 and all(np.array_equal(one[i], few[i]) for i in few)
+
+
+def test_the_combination_uses_only_predictions_made_before_each_note():
+    model = tiny()
+    melody = [60, 62, 64, 60, 62, 64, 65, 67, 65, 64]
+
+    def combined(m):
+        return nets.with_stm(nets.dynamic_log_dists(model, m, ALPHABET, lr=0.3, steps=1),
+                             nets.stm_dists(m, ALPHABET, PPM), bias=2)
+
+    out = combined(melody)
+    assert np.allclose(np.exp(out).sum(1), 1.0)
+    for t in (2, 5, 8):
+        changed = melody[:t] + [67 if melody[t] != 67 else 60] + melody[t + 1:]
+        assert np.allclose(combined(changed)[: t + 1], out[: t + 1], rtol=0, atol=1e-12)
+    # by hand at one note: entropy-weighted mean of the two distributions (thesis Eq. 6.9)
+    net, stm = np.exp(nets.dynamic_log_dists(model, melody, ALPHABET, lr=0.3, steps=1)[4]), \
+        nets.stm_dists(melody, ALPHABET, PPM)[4]
+    h = [-(p * np.log2(p)).sum() / math.log2(5) for p in (net, stm)]
+    w = [x ** -2 for x in h]
+    assert np.allclose(np.exp(out[4]), (w[0] * net + w[1] * stm) / sum(w))
+
+
+def test_choose_settings_goes_one_setting_at_a_time_in_order():
+    start = {"model": {"d": 1, "ff": 2}, "training": {"lr": 1.0}, "dynamic": {"lr": 0.0, "steps": 1}, "bias": 2}
+    calls = []
+
+    def score(s, group):  # best: d 3 (with ff 9), lr 0.5, dynamic lr 0.1, bias 1
+        calls.append(group)
+        return abs(s["model"]["d"] - 3) + abs(s["training"]["lr"] - 0.5) + abs(s["dynamic"]["lr"] - 0.1) + \
+            abs(s["bias"] - 1) + (s["model"]["ff"] != 9)
+
+    grid = {"model": [{"d": 1, "ff": 2}, {"d": 3, "ff": 9}], "training.lr": [1.0, 0.5], "dynamic.lr": [0.0, 0.1],
+            "bias": [2, 1]}
+    chosen, trace = nets.choose_settings(start, grid, score)
+    assert chosen == {"model": {"d": 3, "ff": 9}, "training": {"lr": 0.5}, "dynamic": {"lr": 0.1, "steps": 1},
+                      "bias": 1}
+    assert calls == ["model", "model", "training", "training", "dynamic", "dynamic", "bias", "bias"]
+    assert [t["chose"] for t in trace] == [{"d": 3, "ff": 9}, 0.5, 0.1, 1] and start["bias"] == 2
+    with pytest.raises(Exception, match="must start with one of"):
+        nets.choose_settings(start, {"optimizer.lr": [1]}, score)
+
+
+def test_seed_aware_rows_average_seeds_and_pair_with_ppm(tmp_path):
+    rng = np.random.default_rng(0)
+    melodies = [list(rng.choice(ALPHABET, size=12)) for _ in range(9)] + [ALPHABET * 3] * 3
+    melodies = [[int(p) for p in m] for m in melodies]
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0}
+    train = {"steps": 5, "batch_size": 4, "lr": 3e-3, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    settings = {"dynamic": {"lr": 0.1, "steps": 1}, "bias": 2}
+    names = nets.row_names("net", "training folds")
+    rows = nets.seeded_rows(names, melodies, spec, train, settings, bm.Store(tmp_path), "t", seeds=[0, 1, 2],
+                            fold_seed=0, k=3, ppm=PPM, n_boot=50)
+    assert list(rows) == ["net, training folds only", "net, training folds, dynamic evaluation",
+                          "net, training folds, dynamic evaluation + PPM* STM"]
+    r = rows[names[0]]
+    by_seed = np.array(r["melody_bits_by_seed"])
+    assert by_seed.shape == (3, 12) and r["seeds"] == 3 and not np.allclose(by_seed[0], by_seed[1])
+    assert r["per_melody"] == pytest.approx(by_seed.mean()) and r["melody_bits"] == pytest.approx(by_seed.mean(0))
+    lo, hi = r["per_melody_interval"]
+    assert lo < r["per_melody"] < hi
+    # a single seed's figure is that seed's fold-by-fold cross-validation, as bm.summarise computes it
+    one = nets.seeded_rows(names, melodies, spec, train, settings, bm.Store(tmp_path), "t", seeds=[1],
+                           fold_seed=0, k=3, ppm=PPM, n_boot=50)[names[0]]
+    assert one["melody_bits"] == pytest.approx(by_seed[1])
+    # paired with the PPM* combined model, seed-aware: the mean of the per-seed differences
+    ppm = {ds: bm.ppm_rows(melodies, PPM, None, ds, k=3, n_boot=20) for ds in ("chorales", "kinder")}
+    holds = bm.reproduction(ppm, tolerance=10.0)
+    paired = bm.paired_against_ppm({"net": {"kinder": r}}, ppm, holds, set(), n_boot=50)["net"]["kinder"]["combined"]
+    diff = by_seed - np.array(ppm["kinder"]["combined"]["melody_bits"])[None]
+    assert paired["value"] == pytest.approx(diff.mean()) and paired["low"] < paired["value"] < paired["high"]
+
+
+def test_below_p_value_has_its_size_under_the_null_and_matches_the_interval():
+    rng = np.random.default_rng(0)
+    rejections = []
+    for _ in range(400):  # 3 seeds x 30 melodies, the true mean exactly at the thesis's figure
+        d = 2.4 + rng.normal(0, 0.05, size=(3, 1)) + rng.normal(0, 0.3, size=(1, 30)) + rng.normal(0, 0.1, (3, 30))
+        rejections.append(nets.below_p_value(d, 2.4) < 0.05)
+    assert 0.02 <= np.mean(rejections) <= 0.09
+    d = 2.3 + rng.normal(0, 0.02, size=(3, 1)) + rng.normal(0, 0.3, size=(1, 60))
+    p = nets.below_p_value(d, 2.4)
+    iv = bm.seed_piece_interval(d - 2.4, np.ones(60), level=1 - 2 * p)
+    assert iv["high"] == pytest.approx(0.0, abs=1e-6)  # the 1 - 2p interval's top touches the figure
+    assert nets.below_p_value(d, 2.0) > 0.5 > p  # above the figure: no evidence of being below it
+
+
+def test_contenders_are_tested_with_holm_and_unbuilt_ones_marked_not_run():
+    rng = np.random.default_rng(1)
+    good = 2.0 + rng.normal(0, 0.02, (3, 1)) + rng.normal(0, 0.3, (1, 40))
+    bad = 2.5 + rng.normal(0, 0.02, (3, 1)) + rng.normal(0, 0.3, (1, 40))
+    rows = {name: {"kinder": {"per_melody": float(b.mean()), "per_melody_interval": [0, 9],
+                              "melody_bits": b.mean(0).tolist(), "melody_bits_by_seed": b.tolist()}}
+            for name, b in (("good", good), ("bad", bad))}
+    ppm = {"kinder": {"combined": {"melody_bits": (good.mean(0) + 0.1).tolist()}}}
+    holds = {"combined": {"kinder": {"holds": True}}}
+    contenders = {"kinder": {"a": {"row": "good", "thesis": 2.106}, "b": {"row": "bad", "thesis": 2.106},
+                             "c": {"row": "rhythm, not built", "thesis": 1.953}}}
+    tests = nets.contender_tests(contenders, rows, ppm, holds)
+    a, b, c = tests
+    assert a["below_thesis"] and not b["below_thesis"] and not c["run"]
+    assert a["p_value"] < b["p_value"] and a["holm_p"] == pytest.approx(min(1.0, 2 * a["p_value"]))  # 2 run
+    assert b["holm_p"] == pytest.approx(max(a["holm_p"], b["p_value"]))
+    assert a["paired"]["value"] == pytest.approx(-0.1) and a["paired"]["high"] < 0
+    lines = "\n".join(nets.contender_report(tests))
+    assert "| kinder | c | rhythm, not built | not run |" in lines and lines.count("| yes |") == 1
+
+
+def test_quick_benchmark_end_to_end(tmp_path):
+    """``quick=true`` on the first 24 melodies of each dataset: PPM*, the n-gram, the Transformer's
+    settings chosen on fink, its rows over two seeds, the contenders, the report."""
+    data = tmp_path / "data" / "benchmarks"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    steps = [-2, -1, 1, 2]
+    melodies = {name: [(64 + np.cumsum(rng.choice(steps, size=int(rng.integers(10, 20))))).tolist()
+                       for _ in range(30)] for name in ("chorales", "kinder", "fink")}
+    (data / "pearce2005.json").write_text(json.dumps(melodies))
+    from musicgen.config import compose
+
+    cfg = compose("benchmark", ["quick=true", f"paths.data_dir={tmp_path / 'data'}", f"output_dir={tmp_path / 'out'}"])
+    result = bm.pearce2005(cfg)
+    rows = result["neural"]["rows"]
+    assert set(rows) == set(nets.row_names("transformer", "training folds"))
+    assert all(r[ds]["seeds"] == 2 and r[ds]["melodies"] == 24 for r in rows.values() for ds in ("chorales", "kinder"))
+    assert rows["transformer, training folds only"]["sees"] == "training folds only"
+    trace = result["neural"]["tuning"]["transformer"]["fold_only"]["trace"]
+    assert [t["setting"] for t in trace] == ["training.transpose", "dynamic.lr", "bias"]
+    tests = result["contenders"]["tests"]
+    assert [t["run"] for t in tests] == [True, True, True, True, False]
+    report = bm.report_markdown(result)
+    row = "| training folds only | musicgen transformer, training folds only | contender (kinder, chorales) |"
+    assert row in report
+    assert "chosen on 20" in report and "not run" in report
