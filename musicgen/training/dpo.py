@@ -159,7 +159,8 @@ class DPOLM(CausalLM):
                  sampling: Any = None, seed: int = 0, output_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
         if not init_from:
-            raise ConfigError("objective=dpo needs objective.module.init_from=<run dir or .ckpt>: the run it starts from")
+            raise ConfigError("objective=dpo needs objective.module.init_from=<run dir or .ckpt>: "
+                              "the run it starts from")
         if not beta > 0 or pairs < 1 or critic_samples < 2:
             raise ConfigError(f"objective=dpo: need beta > 0, pairs >= 1, critic_samples >= 2; "
                               f"got beta={beta}, pairs={pairs}, critic_samples={critic_samples}")
