@@ -23,6 +23,8 @@ VERBS = {
     "control": ("musicgen.experiments.control", "attribute adherence of a conditioned run"),
     "infilling": ("musicgen.experiments.infilling", "infilling NLL of an infilling run"),
     "seeds": ("musicgen.experiments.seeds", "one setup over training seeds, figures with seed intervals"),
+    "listen": ("musicgen.apps.listen", "blind listening test of a study: musicgen listen study=smoke"),
+    "ratings": ("musicgen.experiments.ratings", "rank a listening study's contestants: musicgen ratings study=smoke"),
 }
 
 
