@@ -9,7 +9,9 @@ The network starts from the run's weights; a frozen copy of them is the referenc
 with ``log p`` a piece's summed token log-probability after BOS (its EOS included where it has
 one): the network learns to prefer the chosen pieces more than the reference did, and ``beta``
 sets how far it may move from the reference. Validation stays the causal objective's (``val/loss``
-is the NLL per token of the real validation pieces), so a collapse shows there.
+is the NLL per token of the real validation pieces), so a collapse shows there; it is watched, not
+selected on: the run's ``best.ckpt`` is its latest checkpoint (the real pieces' NLL is expected to
+rise a little as the network moves away from maximum likelihood).
 
 Where the pairs come from (``preferences``), always a ``Preferences`` list of ``(chosen,
 rejected)`` pieces, each its token ids from BOS (``[BOS, ..., EOS]``, without EOS where a sample
@@ -214,6 +216,10 @@ class DPOLM(CausalLM):
             atomic_write_text(Path(self.hparams.output_dir) / "preferences.json", json.dumps(
                 {"source": self.hparams.preferences, "init_from": str(self.hparams.init_from),
                  "beta": self.hparams.beta, "pairs": self.preference_pairs}))
+        for cb in self.trainer.checkpoint_callbacks:  # val/loss is watched beside the target, not selected on
+            if cb.monitor == "val/loss":
+                log.info("DPO: %s keeps the latest checkpoint as best.ckpt, not the lowest val/loss", cb.dirpath)
+                cb.monitor = None
         loader = pair_batches(self.preference_pairs, dm.batch_size, dm.seq_len, self.hparams.seed)
         # the DataModule keeps validation (the causal windows of the real validation pieces), the
         # callbacks' view of the data and the tokeniser; its training batches become the pairs

@@ -75,6 +75,10 @@ def test_smoke_dpo_raises_the_chosen_log_ratio(smoke_run, smoke_overrides, tmp_p
                                                   MusicModel.load(smoke_run).net.state_dict().values()))
     keys = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert not any("reference" in k for k in keys)
+    # best.ckpt is the latest (val/loss is watched, not selected on): evaluating the run evaluates the tuned model
+    steps = [torch.load(run / "checkpoints" / f"{n}.ckpt", map_location="cpu", weights_only=False)["global_step"]
+             for n in ("best", "last")]
+    assert steps[0] == steps[1] == 6
 
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
@@ -95,6 +99,28 @@ def test_the_reference_is_frozen_and_outside_the_parameters(smoke_run, smoke_ove
     loss.backward()
     assert all(p.grad is None for p in module.reference.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.parameters())
+
+
+def test_study_preferences_are_the_answered_pairs_encoded(folk_midi_files, tmp_path):
+    """The extension point for listeners: a study's SQLite answers (musicgen.data.preferences) become
+    (chosen, rejected) id lists, the preferred piece chosen, ties left out."""
+    import shutil
+
+    from musicgen.data.preferences import PreferenceStore, StudyPiece
+    from musicgen.tokenizers import RemiTokenizer
+    from musicgen.training.dpo import study_preferences
+
+    for i in range(3):
+        shutil.copy(folk_midi_files[i], tmp_path / f"p{i}.mid")
+    store = PreferenceStore(tmp_path / "study.sqlite")
+    store.add_study([StudyPiece(f"p{i}", "model" if i else "real", f"p{i}.mid") for i in range(3)],
+                    [("p0", "p1"), ("p0", "p2")])
+    store.record("ann", 1, "p1", "p0", "right")  # p0 preferred over p1
+    store.record("ann", 2, "p0", "p2", "none")  # a tie: no pair
+    tok = RemiTokenizer()
+    pairs = study_preferences(tmp_path / "study.sqlite", tok)
+    encoded = [[1, *tok.encode(tmp_path / f"p{i}.mid"), 2] for i in range(2)]
+    assert pairs == [(encoded[0], encoded[1])]
 
 
 def test_dpo_needs_a_starting_run(smoke_overrides):
