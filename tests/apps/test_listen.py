@@ -6,8 +6,10 @@ Debian's Chromium is installed, a scripted browser listener through ten pairs.""
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -201,3 +204,37 @@ def test_a_browser_listener_answers_ten_pairs(smoke_run, study_dir):
     result = rate(compose("ratings", [f"study_dir={study_dir}", "n_boot=50"]))
     assert result["answers"] == PAIRS
     assert (study_dir / "answers.parquet").is_file()
+
+
+def test_the_verbs_serve_and_rank_a_study(smoke_run, study_dir):
+    """``musicgen listen study=smoke`` serves the (already made) study; ``musicgen ratings`` ranks
+    what a listener answered; a study with no answers file is a one-line error."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "musicgen", "listen", "study=smoke", f"study.run={smoke_run}",
+                             f"study_dir={study_dir}", f"study.pairs={PAIRS}", "study.max_new_tokens=96",
+                             "server_port=0", "device=cpu"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:  # until it says where it listens
+            seen.append(line)
+            if line.startswith("musicgen listen:"):
+                url = line.split(" on ", 1)[1].split(" ", 1)[0]
+                break
+        else:
+            raise AssertionError("musicgen listen did not start:\n" + "".join(seen[-30:]))
+        for _ in range(200):
+            try:
+                answered = _listener(url)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert len(answered) == PAIRS
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    out = run_cli("musicgen", ["ratings", "study=smoke", f"study_dir={study_dir}", "n_boot=50"], check=True)
+    assert f"{PAIRS} answers from 1 listeners" in out.stdout
+    assert {"model", "real", "ngram"} <= set(re.findall(r"^\| \d \| (\w+) \|", out.stdout, re.M))
+    missing = run_cli("musicgen", ["ratings", f"study_dir={study_dir / 'nothing'}"])
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error: no answers at"), missing.stderr
