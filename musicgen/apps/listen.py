@@ -72,7 +72,7 @@ class Listening:
 
     def pair_page(self, listener: str) -> str:
         nxt = self.store.next_pair(listener)
-        done = self.store_count(listener)
+        done = self.store.answered(listener)
         if nxt is None:
             return page(f"<h1 id='done'>Thank you</h1><p>You have heard all {self.n_pairs} pairs of this study.</p>",
                         self.title)
@@ -87,10 +87,6 @@ class Listening:
                 f"{hidden}<div class='pair'>{side('A', self.pieces[left], self.ratings)}"
                 f"{side('B', self.pieces[right], self.ratings)}</div><div class='choices'>{buttons}</div></form>")
         return page(body, self.title)
-
-    def store_count(self, listener: str) -> int:
-        with self.store.connect() as db:
-            return db.execute("SELECT COUNT(*) FROM answers WHERE listener = ?", (listener,)).fetchone()[0]
 
     def answer(self, listener: str, form: dict[str, str]) -> bool:
         """Record the form's answer; False when it was a repeat. A malformed form is a ``UserError``."""

@@ -63,18 +63,13 @@ def write_piece(score: symusic.Score, out_dir: Path, stem: str, renderer: AudioR
             "audio": f"pieces/{next(iter(audio.values()))}" if audio else None}
 
 
-def contestant_scores(name: str, spec: DictConfig, study: DictConfig, device: str) -> list[tuple[symusic.Score, dict]]:
-    """``study.pieces_per_contestant`` decoded pieces of one contestant, each with its provenance."""
-    from musicgen.api import MusicModel
-
-    kind = spec.get("kind")
-    if kind not in KINDS:
-        raise ConfigError(f"study.contestants.{name}.kind={kind!r}: one of {', '.join(KINDS)}")
-    if not spec.get("run"):
-        raise ConfigError(f"study.contestants.{name}.run: the run it comes from is missing")
+def contestant_scores(name: str, spec: DictConfig, study: DictConfig, models: dict) -> list[tuple[symusic.Score, dict]]:
+    """``study.pieces_per_contestant`` decoded pieces of one contestant, each with its provenance;
+    ``models``: run path -> ``MusicModel``, each run loaded once for the whole study."""
+    kind = spec.kind
     n, seed = int(study.pieces_per_contestant), int(study.seed)
     sampling = sampling_config(study.sampling)
-    m = MusicModel.load(spec.run, device)
+    m = models[str(spec.run)]
     base = {"kind": kind, "run": str(m.run_dir), "version": m.version}
     if kind == "real":
         split = m.pieces_of(spec.get("split", "test"))
@@ -123,14 +118,26 @@ def materialise(study: DictConfig, out_dir: Path | str, renderer: AudioRenderer 
         return PreferenceStore(out_dir / STORE)
     if len(study.contestants) < 2:
         raise ConfigError(f"study.contestants: at least two, got {list(study.contestants)}")
+    for name, spec in study.contestants.items():  # every contestant checked before any work
+        if spec.get("kind") not in KINDS:
+            raise ConfigError(f"study.contestants.{name}.kind={spec.get('kind')!r}: one of {', '.join(KINDS)}")
+        if not spec.get("run"):
+            raise ConfigError(f"study.contestants.{name}.run: the run it comes from is missing")
+    sampling_config(study.sampling)
+    from musicgen.api import MusicModel
+
+    models: dict[str, MusicModel] = {}
     pieces, by = [], {}
     for name, spec in study.contestants.items():
-        for i, (score, prov) in enumerate(contestant_scores(name, spec, study, device)):
+        if str(spec.run) not in models:
+            models[str(spec.run)] = MusicModel.load(spec.run, device)
+        by[name] = []
+        for i, (score, prov) in enumerate(contestant_scores(name, spec, study, models)):
             pid = f"{hash_text(f'{study.name}:{name}:{i}:{study.seed}'):016x}"  # opaque: nothing of its source
             files = write_piece(score, out_dir / "pieces", pid, renderer)
             pieces.append(StudyPiece(pid, name, files["midi"], files["png"], files["audio"], prov))
-            by.setdefault(name, []).append(pid)
-        log.info("study %s: %d pieces of %s", study.name, len(by.get(name, [])), name)
+            by[name].append(pid)
+        log.info("study %s: %d pieces of %s", study.name, len(by[name]), name)
     store = PreferenceStore(out_dir / STORE)
     store.add_study(pieces, draw_pairs(by, int(study.pairs), int(study.seed)))
     atomic_write_text(manifest, json.dumps({"definition": definition, "pieces": len(pieces)}, indent=1))

@@ -180,6 +180,11 @@ class PreferenceStore:
         return (pair_id, a, b) if left_is_a(listener, pair_id) else (pair_id, b, a)
 
     # ------------------------------------------------------------------ answers
+    def answered(self, listener: str) -> int:
+        """How many pairs ``listener`` has answered."""
+        with self.connect() as db:
+            return db.execute("SELECT COUNT(*) FROM answers WHERE listener = ?", (listener,)).fetchone()[0]
+
     def record(self, listener: str, pair_id: int, left: str, right: str, choice: str,
                rating_left: int | None = None, rating_right: int | None = None, seconds: float | None = None,
                app_version: str | None = None) -> bool:

@@ -28,7 +28,7 @@ from musicgen.apps.study import materialise  # noqa: E402
 from musicgen.audio import find_soundfont, renderer_from_config  # noqa: E402
 from musicgen.config import compose  # noqa: E402
 from musicgen.data.preferences import PreferenceStore  # noqa: E402
-from musicgen.errors import UserError  # noqa: E402
+from musicgen.errors import ConfigError, UserError  # noqa: E402
 from musicgen.experiments.ratings import rate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,6 +114,11 @@ def test_study_is_made_once_blind_and_with_provenance(smoke_run, made_study, stu
     assert {f: f.stat().st_mtime_ns for f in (study_dir / "pieces").iterdir()} == before
     with pytest.raises(UserError, match="another definition"):
         materialise(listen_cfg(smoke_run, study_dir, "study.seed=1").study, study_dir, None)
+    for bad, match in (("study.contestants.real.kind=bogus", "kind='bogus'"),
+                       ("study.contestants.ngram.run=null", "ngram.run"), ("study.sampling.top_p=7", "sampling")):
+        with pytest.raises(ConfigError, match=match):
+            materialise(listen_cfg(smoke_run, study_dir, bad).study, study_dir.parent / "other", None)
+    assert not (study_dir.parent / "other").exists()  # refused before any work
 
 
 def _listener(url: str) -> list[str]:

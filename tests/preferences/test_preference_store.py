@@ -87,6 +87,7 @@ def test_listener_meets_every_pair_once_in_recorded_random_order(tmp_path):
         seen.append(pair_id)
         store.record("carol", pair_id, left, right, "none")
     assert sorted(seen) == sorted(store.pairs())
+    assert store.answered("carol") == 12 and store.answered("dave") == 0
     assert 0 < sum(lefts) < len(lefts)  # the order is not always the drawn one
     rows = store.answers_table()
     assert [(r["pair_id"], r["left_piece"]) for r in rows] == [
