@@ -18,10 +18,11 @@ rejected)`` pieces, each its token ids from BOS (``[BOS, ..., EOS]``, without EO
 did not end):
 
 - ``critic``: a critic standing in for listeners (``musicgen.metrics.critic``): trained on the
-  run's untransposed training pieces against ``critic_samples`` samples of the starting model,
-  it then compares ``pairs`` pairs of further samples (another seed), each pair cut to the
-  shorter piece's length, and the piece it finds more real is chosen. Critic preferences are not
-  human ones: the fine-tuned model learns what this critic rewards.
+  run's untransposed training pieces (as many, drawn at random) against ``critic_samples``
+  samples of the starting model, it then compares ``pairs`` pairs of further samples (another
+  seed), each pair cut to the shorter piece's length, and the piece it finds more real is
+  chosen. Critic preferences are not human ones: the fine-tuned model learns what this critic
+  rewards.
 - a path to a listening study's SQLite file (``musicgen.data.preferences``): its answered pairs
   (ties left out), the preferred piece chosen, each MIDI file (relative to the file's folder)
   encoded with the run's tokeniser.
@@ -38,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import symusic
 import torch
 import torch.nn.functional as F
@@ -47,6 +49,7 @@ from torch.utils.data import DataLoader
 from musicgen.api import MusicModel
 from musicgen.config import sampling_config
 from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from musicgen.data.preferences import preference_pairs
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.critic import fit_critic, prefer
@@ -113,7 +116,8 @@ def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int
     originals = train.originals()
     if len(originals) < 2:
         raise ConfigError(f"preferences=critic needs at least 2 training pieces, the split has {len(originals)}")
-    real = [tok.decode(body(train.doc(i))) for i in originals]
+    real_idx = np.random.default_rng(seed).choice(originals, size=min(len(originals), critic_samples), replace=False)
+    real = [tok.decode(body(train.doc(i))) for i in real_idx]
     fake = start.generate(critic_samples, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens, batch_size=32)
     critic = fit_critic(real, [tok.decode(p.ids) for p in fake], seed=seed)
     drawn = start.generate(2 * pairs, sampling=sampling, seed=seed + 1, max_new_tokens=max_new_tokens, batch_size=32)
@@ -128,8 +132,6 @@ def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int
 def study_preferences(path: Path | str, tokenizer) -> Preferences:
     """The answered pairs of a listening study's SQLite file (``musicgen.data.preferences``), the
     preferred piece chosen, each MIDI file (relative to the file's folder) encoded by ``tokenizer``."""
-    from musicgen.data.preferences import preference_pairs
-
     def doc(piece) -> list[int]:
         return [BOS_ID, *tokenizer.encode(symusic.Score(piece.midi)), EOS_ID]
     return [(doc(p.preferred), doc(p.rejected)) for p in preference_pairs(path, Path(path).parent)]
