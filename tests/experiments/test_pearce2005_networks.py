@@ -19,6 +19,16 @@ PPM = {"escape": "c", "exclusion": True, "update_exclusion": False, "bias": 2, "
        "extra_stm": None}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models step one short sequence at a time: one thread is many times faster than
+    two on a busy machine (the benchmark's workers use one each too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(kind: str = "transformer") -> torch.nn.Module:
     torch.manual_seed(0)
     spec = ({"kind": "lstm", "hidden_sizes": [16], "embedding_dim": 8, "dropout": 0.0} if kind == "lstm" else
