@@ -127,21 +127,22 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: bm
     Each fold's variant is kept in ``store``; a fold is trained only when a variant is missing."""
     alphabet = sorted({p for m in melodies for p in m})
     key = store.key(spec, train, seed, fold_seed, k, train_size, len(melodies), sum(map(len, melodies)),
-                    init is not None)
+                    weights_key(init))
     out: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     for f, test in enumerate(bm.folds(len(melodies), k, fold_seed)):
         rest = np.setdiff1d(np.arange(len(melodies)), test)
+        run_seed = seed * 1009 + f  # distinct for every (seed, fold); seed 0 keeps the old fold seeds
         if train_size is not None:
-            rest = np.random.default_rng(seed + f).choice(rest, size=min(train_size, len(rest)), replace=False)
+            rest = np.random.default_rng(run_seed).choice(rest, size=min(train_size, len(rest)), replace=False)
         held: list[torch.nn.Module] = []
 
-        def trained(f=f, rest=rest, held=held) -> torch.nn.Module:
+        def trained(rest=rest, held=held, run_seed=run_seed) -> torch.nn.Module:
             if not held:
-                torch.manual_seed(seed + f)
+                torch.manual_seed(run_seed)
                 model = bm.build_model(spec)
                 if init is not None:
                     model.load_state_dict(init)
-                held.append(bm.fit(model, [melodies[i] for i in rest], train, seed=seed + f))
+                held.append(bm.fit(model, [melodies[i] for i in rest], train, seed=run_seed))
             return held[0]
 
         for name, v in variants.items():
@@ -155,6 +156,20 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: bm
                                                      for i in idx])
             out[name].update({int(i): ld for i, ld in zip(idx, lds)})
     return out
+
+
+def weights_key(state: dict[str, torch.Tensor] | None) -> str | None:
+    """A digest of initial weights (pre-trained), so that folds trained from other weights are
+    never reused."""
+    if state is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def summarise_seeds(log_probs_by_seed: list[list[np.ndarray]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -371,8 +386,9 @@ def contender_tests(contenders: dict[str, dict[str, dict]], rows: dict[str, dict
                     holds: dict, alpha: float = 0.05) -> list[dict[str, Any]]:
     """Each pre-registered contender (dataset -> question -> ``{row, thesis, reference, run}``):
     its figure, the one-sided p-value of being below the thesis's figure (``below_p_value``), Holm's
-    adjusted p-value over the contenders that were run, and its seed-aware paired difference from
-    the reproduced PPM* ``reference`` model melody by melody (where the reproduction holds)."""
+    adjusted p-value over the contenders that were run, and its seed-aware paired differences from
+    the reproduced PPM* ``reference`` model and the combined model, melody by melody (``None``
+    where that reproduction does not hold)."""
     out = []
     for ds, questions in contenders.items():
         for question, c in questions.items():
@@ -383,10 +399,13 @@ def contender_tests(contenders: dict[str, dict[str, dict]], rows: dict[str, dict
                 by_seed = np.asarray(r.get("melody_bits_by_seed", [r["melody_bits"]]))
                 item.update(figure=r["per_melody"], interval=r["per_melody_interval"],
                             p_value=below_p_value(by_seed, c["thesis"]))
-                ref = item["reference"]
-                if holds.get(ref, {}).get(ds, {}).get("holds"):
-                    diffs = by_seed - np.asarray(ppm_rows[ds][ref]["melody_bits"])[None]
-                    item["paired"] = seed_piece_interval(diffs, np.ones(diffs.shape[1]))
+                item["paired"] = {}
+                for ref in dict.fromkeys([item["reference"], "combined"]):
+                    if holds.get(ref, {}).get(ds, {}).get("holds"):
+                        diffs = by_seed - np.asarray(ppm_rows[ds][ref]["melody_bits"])[None]
+                        item["paired"][ref] = seed_piece_interval(diffs, np.ones(diffs.shape[1]))
+                    else:
+                        item["paired"][ref] = None
             out.append(item)
     run = [c for c in out if c["run"]]
     adjusted = holm([c["p_value"] for c in run], alpha)
@@ -408,9 +427,8 @@ def contender_report(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[s
             lines.append(f"| {c['dataset']} | {c['question']} | {c['row']} | not run | {c['thesis']:.3f} | - | - | - |")
             continue
         lo, hi = c["interval"]
-        p = c.get("paired")
-        ref = PPM_LABEL.get(c["reference"], c["reference"])
-        paired = f"{ref}: {p['value']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" if p else "reproduction off"
+        paired = "; ".join(f"{PPM_LABEL.get(ref, ref)}: {p['value']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]"
+                           if p else f"{PPM_LABEL.get(ref, ref)}: reproduction off" for ref, p in c["paired"].items())
         lines.append(f"| {c['dataset']} | {c['question']} | {c['row']} | {c['figure']:.3f} [{lo:.3f}, {hi:.3f}] | "
                      f"{c['thesis']:.3f} | {c['holm_p']:.3g} | {'yes' if c['below_thesis'] else 'no'} | {paired} |")
     return lines

@@ -180,7 +180,7 @@ def test_contenders_are_tested_with_holm_and_unbuilt_ones_marked_not_run():
     assert a["below_thesis"] and not b["below_thesis"] and not c["run"]
     assert a["p_value"] < b["p_value"] and a["holm_p"] == pytest.approx(min(1.0, 2 * a["p_value"]))  # 2 run
     assert b["holm_p"] == pytest.approx(max(a["holm_p"], b["p_value"]))
-    assert a["paired"]["value"] == pytest.approx(-0.1) and a["paired"]["high"] < 0
+    assert a["paired"]["combined"]["value"] == pytest.approx(-0.1) and a["paired"]["combined"]["high"] < 0
     lines = "\n".join(nets.contender_report(tests))
     assert "| kinder | c | rhythm, not built | not run |" in lines and lines.count("| yes |") == 1
 
@@ -211,3 +211,25 @@ def test_quick_benchmark_end_to_end(tmp_path):
     row = "| training folds only | musicgen transformer, training folds only | contender (kinder, chorales) |"
     assert row in report
     assert "chosen on 20" in report and "not run" in report
+
+
+def test_finished_folds_are_reused_only_for_the_same_settings_and_initial_weights(tmp_path, monkeypatch):
+    melodies = [[60, 62, 64, 65, 67, 65, 64, 62]] * 6
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0}
+    train = {"steps": 2, "batch_size": 2, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    store, variants = bm.Store(tmp_path), {"s": {}, "d": {"lr": 0.1, "steps": 1}}
+    init = tiny().state_dict()
+    first = nets.fold_log_dists(melodies, spec, train, store, "t", 0, 0, 3, variants, init=init)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(bm, "fit", no_training)
+    again = nets.fold_log_dists(melodies, spec, train, store, "t", 0, 0, 3, variants, init=init)
+    assert all(np.array_equal(first[v][i], again[v][i]) for v in variants for i in range(6))
+    other = {k: v + 0.01 for k, v in init.items()}
+    for changed in ({"init": other}, {"seed": 1}, {"variants": {"d": {"lr": 0.2, "steps": 1}}}):
+        args = {"init": init, "seed": 0, "variants": variants, **changed}
+        with pytest.raises(AssertionError, match="trained again"):
+            nets.fold_log_dists(melodies, spec, train, store, "t", args["seed"], 0, 3, args["variants"],
+                                init=args["init"])
