@@ -30,7 +30,7 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,7 @@ class RemiTokenizer(MusicTokenizer):
         encode_ids_split: str = "bar",
         bpe_vocab_size: int | None = None,
         rests_cross_bars: bool = True,
+        bpe_from_copies: bool = False,
     ) -> None:
         # JSON-friendly copy of the arguments: saved with the tokeniser and part of config_dict
         self._options: dict[str, Any] = {
@@ -168,6 +169,8 @@ class RemiTokenizer(MusicTokenizer):
         }
         if not rests_cross_bars:  # stored only when set, so files written before it load unchanged
             self._options["rests_cross_bars"] = False
+        if bpe_from_copies:  # the same
+            self._options["bpe_from_copies"] = True
         self._tok = self._backend_class(self._miditok_config())
         self._check_special_ids()
         self.bpe_vocab_size = self._options["bpe_vocab_size"]
@@ -216,19 +219,28 @@ class RemiTokenizer(MusicTokenizer):
 
     # ----------------------------------------------------------------- training
     @property
+    def learns_from_copies(self) -> bool:
+        """Whether BPE learns its merges from the training pieces and their transposed copies (what
+        the model trains on) rather than from the untransposed pieces alone: merges learned on the
+        originals favour their keys, so a copy in another key encodes into more tokens per note
+        (``musicgen.data.cache`` hands ``train`` the copies when this is True)."""
+        return bool(self._options.get("bpe_from_copies", False)) and self.bpe_vocab_size is not None
+
+    @property
     def is_trained(self) -> bool:
         """True once BPE merges are learned (always False for plain REMI)."""
         return self._tok.is_trained
 
-    def train(self, paths: Sequence[Path]) -> None:
-        """Learn BPE merges on ``paths`` (the training split); nothing to learn for plain REMI.
+    def train(self, paths: Iterable[Path | symusic.Score]) -> None:
+        """Learn BPE merges on ``paths`` (the training split's files, or its scores with their
+        transposed copies when ``learns_from_copies``); nothing to learn for plain REMI.
 
         Each file is read, merged and tokenised once, inside the iterator handed to the
         Hugging Face trainer (MidiTok's own file iterator would not merge tracks).
         """
         if self.bpe_vocab_size is None:
             return
-        bars = _BarBytes(self._tok, list(paths))
+        bars = _BarBytes(self._tok, list(paths))  # scores of copies: read one file at a time upstream
         self._tok.train(vocab_size=self.bpe_vocab_size, model="BPE", iterator=bars)
         if bars.n_used == 0:
             raise ValueError(f"RemiTokenizer.train: none of the {len(bars)} files was usable")
@@ -384,7 +396,7 @@ class _BarBytes:
     in MidiTok's byte alphabet (what MidiTok's own ``TokTrainingIterator`` yields, but reading
     through ``read_score`` so tracks are merged and drums dropped)."""
 
-    def __init__(self, tok: miditok.REMI, paths: list[Path]) -> None:
+    def __init__(self, tok: miditok.REMI, paths: list[Path | symusic.Score]) -> None:
         self.tok, self.paths = tok, paths
         self.n_used = self.n_bad = 0
 
@@ -396,7 +408,7 @@ class _BarBytes:
         split = self.tok.config.encode_ids_split
         for path in self.paths:
             try:
-                score = midi_io.read_score(path)
+                score = path if isinstance(path, symusic.core.ScoreTick) else midi_io.read_score(path)
                 out = self.tok.encode(score, encode_ids=False)
             except BadMidiError as e:
                 log.warning("BPE training: skipping %s", e)

@@ -369,3 +369,29 @@ def test_rests_cross_bars_is_saved_and_old_files_keep_midi_toks_encoding(folk, t
     assert "rests_cross_bars" not in plain.config_dict()["options"]  # files written before the option
     plain.save(tmp_path / "plain.json")
     assert type(load_tokenizer(tmp_path / "plain.json").backend) is type(plain.backend)
+
+
+def test_bpe_from_copies_encodes_transposed_copies_as_compactly_as_originals(folk, tmp_path):
+    """Merges learned on the untransposed tunes favour their keys: a copy shifted by a tritone
+    takes more tokens per note. Learned from the tunes and their copies (``bpe_from_copies``), the
+    copies encode about as compactly as the originals; the option is saved with the tokeniser."""
+    from musicgen.midi_io import read_score
+
+    scores = [read_score(f) for f in folk]
+    shifted = [s.shift_pitch(6) for s in scores]
+
+    def tokens(tok, pieces):
+        return sum(len(tok.encode(s)) for s in pieces)
+
+    plain = RemiTokenizer(bpe_vocab_size=600)
+    plain.train(folk)
+    copies = RemiTokenizer(bpe_vocab_size=600, bpe_from_copies=True)
+    assert copies.learns_from_copies and not plain.learns_from_copies
+    copies.train([s for pair in zip(scores, shifted, strict=True) for s in pair])
+    gap_plain = tokens(plain, shifted) / tokens(plain, scores)
+    gap_copies = tokens(copies, shifted) / tokens(copies, scores)
+    assert gap_plain > 1.05  # the originals' merges fit the copies worse
+    assert abs(gap_copies - 1.0) < gap_plain - 1.0
+    copies.save(tmp_path / "tok.json")
+    assert load_tokenizer(tmp_path / "tok.json").learns_from_copies
+    assert not RemiTokenizer(bpe_from_copies=True).learns_from_copies  # plain REMI learns nothing
