@@ -59,11 +59,13 @@ def fit_strengths(n: int, data: Sequence[tuple[int, int]], alpha: float = 0.01) 
 
 
 def bradley_terry(rows: Sequence[Mapping[str, Any]], contestants: Sequence[str], n_boot: int = 1000,
-                  level: float = 0.95, seed: int = 0, alpha: float = 0.01) -> dict[str, Any]:
+                  level: float = 0.95, seed: int = 0, alpha: float = 0.01, min_listeners: int = 5) -> dict[str, Any]:
     """The ranking of ``contestants`` from the answers ``rows`` (``PreferenceStore.answers_table``):
     each contestant's strength, its ``level`` percentile interval from ``n_boot`` resamples of the
     listeners, its wins, ties and losses; and, for each contestant and the next one down, the
-    interval of their difference and whether it excludes zero (``separated``)."""
+    interval of their difference and whether it excludes zero (``separated``). With fewer than
+    ``min_listeners`` listeners nothing is separated: a resample of two or three people takes a
+    handful of values, and its percentiles are no interval."""
     names = list(contestants)
     index = {c: i for i, c in enumerate(names)}
     unknown = {r[k] for r in rows for k in ("left_contestant", "right_contestant")} - set(index)
@@ -93,11 +95,13 @@ def bradley_terry(rows: Sequence[Mapping[str, Any]], contestants: Sequence[str],
                       "high": float(hi), "answers": len(mine), "wins": won, "ties": ties,
                       "losses": len(mine) - won - ties})
     gaps = []
+    enough = len(listeners) >= min_listeners
     for i, j in zip(order, order[1:]):
         lo, hi = np.percentile(boot[:, i] - boot[:, j], tails)
         gaps.append({"above": names[i], "below": names[j], "difference": float(strengths[i] - strengths[j]),
-                     "low": float(lo), "high": float(hi), "separated": bool(lo > 0)})
-    return {"answers": len(rows), "listeners": len(listeners), "n_boot": n_boot, "level": level,
+                     "low": float(lo), "high": float(hi), "separated": bool(enough and lo > 0)})
+    return {"answers": len(rows), "listeners": len(listeners), "min_listeners": min_listeners,
+            "n_boot": n_boot, "level": level,
             "ranking": table, "adjacent": gaps,
             "not_separated": [f"{g['above']} and {g['below']}" for g in gaps if not g["separated"]]}
 
@@ -114,6 +118,8 @@ def ratings_markdown(result: Mapping[str, Any], title: str) -> str:
         lines.append(f"| {r['rank']} | {r['contestant']} | {r['strength']:+.2f} | [{r['low']:+.2f}, {r['high']:+.2f}]"
                      f" | {r['answers']} | {r['wins']} | {r['ties']} | {r['losses']} |")
     lines.append("")
+    if result["listeners"] < result["min_listeners"]:
+        lines += [f"Fewer than {result['min_listeners']} listeners: no two contestants are called separated.", ""]
     for g in result["adjacent"]:
         verdict = "separated" if g["separated"] else "not separated: too few answers to tell them apart"
         lines.append(f"- {g['above']} over {g['below']}: {g['difference']:+.2f} [{g['low']:+.2f}, {g['high']:+.2f}],"
@@ -149,7 +155,7 @@ def rate(cfg: DictConfig) -> dict[str, Any]:
     store = PreferenceStore(out_dir / "answers.sqlite", create=False)
     contestants = sorted({p.contestant for p in store.pieces().values()})
     rows = store.answers_table()
-    result = bradley_terry(rows, contestants, cfg.n_boot, cfg.level, cfg.seed, cfg.alpha)
+    result = bradley_terry(rows, contestants, cfg.n_boot, cfg.level, cfg.seed, cfg.alpha, cfg.min_listeners)
     name = cfg.study.name
     atomic_write_text(out_dir / "ratings.json", json.dumps(result, indent=1))
     atomic_write_text(out_dir / "ratings.md", ratings_markdown(result, name))

@@ -78,9 +78,24 @@ def test_a_tie_is_half_a_win():
 
 
 def test_too_few_answers_are_said_not_to_separate():
-    rows = simulate(3, 2, np.random.default_rng(3))
+    rows = simulate(8, 2, np.random.default_rng(3))
     res = bradley_terry(rows, NAMES, n_boot=300)
     assert res["not_separated"], res["adjacent"]
     assert "not separated" in ratings_markdown(res, "tiny")
+    # three listeners who all prefer real to ngram: consistent, but three people are no interval
+    few = [answer(f"l{i}", 3, 0, "left") for i in range(3) for _ in range(4)]
+    assert bradley_terry(few, ["ngram", "real"], n_boot=100)["not_separated"] == ["real and ngram"]
+    assert bradley_terry(few, ["ngram", "real"], n_boot=100, min_listeners=3)["not_separated"] == []
+    assert "Fewer than 5 listeners" in ratings_markdown(bradley_terry(few, ["ngram", "real"], 20), "few")
     empty = bradley_terry([], NAMES, n_boot=20)
     assert empty["answers"] == 0 and len(empty["not_separated"]) == 3
+
+
+def test_equal_contestants_are_rarely_called_separated():
+    """Listeners with no preference between contestants of equal strength: few studies of ten
+    listeners call any two neighbours in the ranking separated."""
+    rng = np.random.default_rng(5)
+    studies = [bradley_terry(simulate(10, 12, rng, strengths=np.zeros(4)), NAMES, n_boot=200, seed=s)
+               for s in range(40)]
+    false = sum(any(g["separated"] for g in r["adjacent"]) for r in studies)
+    assert false / len(studies) <= 0.15, false
