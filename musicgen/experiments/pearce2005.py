@@ -522,6 +522,18 @@ class Store:
         return state
 
 
+def weights_key(state: dict[str, torch.Tensor] | None) -> str | None:
+    """A digest of initial weights (pre-trained), part of a fold's name in the store, so that folds
+    trained from other weights are never reused."""
+    if state is None:
+        return None
+    h = hashlib.sha1()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def neural_cross_validation(melodies: list[list[int]], spec: dict, train: dict, store: Store, tag: str,
                             seed: int, k: int = 10, init: dict | None = None, n_boot: int = 1000,
                             train_size: int | None = None) -> dict[str, Any]:
@@ -530,7 +542,8 @@ def neural_cross_validation(melodies: list[list[int]], spec: dict, train: dict, 
     subset of them that large), then every note of the fold's melodies scored."""
     alphabet = sorted({p for m in melodies for p in m})
     log_probs: list[np.ndarray] = [np.zeros(0)] * len(melodies)
-    key = store.key(spec, train, seed, k, train_size, len(melodies), sum(map(len, melodies)))
+    key = store.key(spec, train, seed, k, train_size, len(melodies), sum(map(len, melodies)),
+                    *([weights_key(init)] if init is not None else []))
     for f, test in enumerate(folds(len(melodies), k, seed)):
         rest = np.setdiff1d(np.arange(len(melodies)), test)
         if train_size is not None:

@@ -127,7 +127,7 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: bm
     Each fold's variant is kept in ``store``; a fold is trained only when a variant is missing."""
     alphabet = sorted({p for m in melodies for p in m})
     key = store.key(spec, train, seed, fold_seed, k, train_size, len(melodies), sum(map(len, melodies)),
-                    weights_key(init))
+                    bm.weights_key(init))
     out: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     for f, test in enumerate(bm.folds(len(melodies), k, fold_seed)):
         rest = np.setdiff1d(np.arange(len(melodies)), test)
@@ -156,20 +156,6 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: bm
                                                      for i in idx])
             out[name].update({int(i): ld for i, ld in zip(idx, lds)})
     return out
-
-
-def weights_key(state: dict[str, torch.Tensor] | None) -> str | None:
-    """A digest of initial weights (pre-trained), so that folds trained from other weights are
-    never reused."""
-    if state is None:
-        return None
-    import hashlib
-
-    h = hashlib.sha1()
-    for name, t in sorted(state.items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 def summarise_seeds(log_probs_by_seed: list[list[np.ndarray]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
