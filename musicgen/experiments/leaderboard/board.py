@@ -118,7 +118,12 @@ def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: 
         elif missing:
             row.update(verdict="not run", reason=f"entries {missing} are not on this board (only=...)")
         else:
-            inputs.append((row, claim_input(runs, claim)))
+            try:
+                inputs.append((row, claim_input(runs, claim)))
+            except ConfigError as e:  # e.g. entries scored on different pieces: no paired verdict
+                row.update(verdict="not run", reason=str(e))
+                claims.append(row)
+                continue
             unconverged = [f"{e}_s{v['seed']}" for e in claim.contrast for v in entries[e]["converged"]
                            if not v["converged"]]
             row.update(unconverged=unconverged)
@@ -186,6 +191,13 @@ def markdown(board: dict[str, Any]) -> str:
         note = f" (rests on unconverged runs: {', '.join(c['unconverged'])})" if c["unconverged"] else ""
         lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric']} | {c['effect']:.3f} | {_interval(c)} | "
                      f"{c['min_effect']} | {c['margin']} | {c['holm_p_value']:.3g} | **{c['verdict']}**{note} |")
+    lines += ["", "## Convergence of each run", "",
+              "| run | improvement of the best validation NLL per note over the last fifth | converged |",
+              "|---|---|---|"]
+    for e in board["entries"].values():
+        for v in e["converged"]:
+            lines.append(f"| {e['entry']}_s{v['seed']} | {_num(100 * v['improvement'], '.2f')}% | "
+                         f"{'yes' if v['converged'] else 'no'} ({v['reason']}) |")
     lines += ["", "![validation NLL per note against notes seen and FLOPs](curves.png)", "",
               "![metrics](metrics.png)", ""]
     return "\n".join(lines)
