@@ -592,7 +592,9 @@ def race_seed(cfg: DictConfig, train_cfg: DictConfig, files: dict[str, Any], see
     test_paths = {n: files["paths"]["test"][n] for n in ours_test["names"] if n in files["paths"]["test"]}
     peer_test = score_peer(got["peer"], test_paths, device, bs)
     return {"seed": int(seed), "ours": got["ours"], "peer": got["peer"]["record"],
-            "test": {"ours": ours_test, "peer": peer_test}, "seconds": time.perf_counter() - t0}
+            "test": {"ours": ours_test, "peer": peer_test,
+                     "left_out": sorted(set(files["paths"]["test"]) - set(peer_test["names"]))},
+            "seconds": time.perf_counter() - t0}
 
 
 # ----------------------------------------------------------------------------- statistics
