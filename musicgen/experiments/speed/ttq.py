@@ -753,6 +753,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     ratio, goal = sm["ratio"], sm["goal"]
     n = len(recs)
     unreached = "" if ratio["value"] is not None else f"; not reached on {ratio['not_reached']} seed(s)"
+    shown = fmt_interval(ratio) if ratio["value"] is not None else "not reached"
     lines = [
         "# Time to quality: musicgen.train vs the tuned MidiTok + HF Trainer recipe",
         "",
@@ -763,9 +764,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"validation, {res['files']['test']} test, all seeds on one split (`data.seed={res['data_seed']}`). "
         f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, device {res['machine']['device']}"
         f"{', ' + res['machine']['gpu'] if res['machine'].get('gpu') else ''}. The races took "
-        f"{sum(r['seconds'] for r in recs) / 60:.0f} minutes.",
+        f"{sum(r['seconds'] for r in recs) / 60:.1f} minutes.",
         "",
-        f"**Time to the peer's final validation NLL/note, ours over the peer's: {fmt_interval(ratio)}** "
+        f"**Time to the peer's final validation NLL/note, ours over the peer's: {shown}** "
         f"(geometric mean over seeds, 95% t interval over seeds on the log ratio"
         f"{unreached}). "
         f"The goal, at most {goal['ratio']:g} with the interval included: **{goal['verdict']}**.",
