@@ -32,9 +32,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
-from musicgen.config import compose
 from musicgen.errors import ConfigError, UserError
-from musicgen.evaluation.run import evaluate
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.report import COPY_INTERVAL_KEYS, LENGTH_KEYS, SAMPLE_KEYS, TONAL_KEYS, fmt
 from musicgen.metrics.statistics import seed_piece_interval
@@ -79,7 +77,10 @@ def evaluate_seeds(dirs: Sequence[Path], overrides: Sequence[str]) -> None:
         if (d / "evaluation.json").is_file() and marker.is_file() and json.loads(marker.read_text()) == list(overrides):
             log.info("%s: evaluated with the same settings, reused", d)
             continue
-        evaluate(compose("evaluate", [f"ckpt_path={d}", *overrides]))
+        cmd = [sys.executable, "-m", "musicgen.evaluate", f"ckpt_path={d}", *overrides]
+        log.info("evaluating %s: %s", d, " ".join(cmd[1:]))
+        if subprocess.run(cmd).returncode != 0:  # its own process, as training: one Hydra app per process
+            raise UserError(f"evaluating {d} failed; fix the cause, then run the same command again")
         atomic_write_text(marker, json.dumps(list(overrides)))
 
 

@@ -2,11 +2,13 @@
 with intervals that cover another seed; finished runs and evaluations are reused."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-
 from helpers import cli_overrides, smoke_override_list
+
 from musicgen.config import compose
 from musicgen.errors import ConfigError
 from musicgen.experiments.seeds import run, t_over_seeds
@@ -25,9 +27,12 @@ def test_t_over_seeds_covers_the_true_mean_at_three_seeds():
 def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     train = cli_overrides(smoke_override_list(tmp_path, prepared_data_dir))
     quoted = ",".join(f"'{o}'" for o in ["+version=v7", *train])
-    cfg = compose("seeds", [f"train.overrides=[{quoted}]", "train.seeds=[0,1]",
-                            f"dir={tmp_path}/seeds", "evaluate=['num_samples=2','max_new_tokens=32','bootstrap=20','split=train']"])
-    result = run(cfg)
+    overrides = [f"train.overrides=[{quoted}]", "train.seeds=[0,1]", f"dir={tmp_path}/seeds",
+                 "evaluate=['num_samples=2','max_new_tokens=32','bootstrap=20','split=train']"]
+    cfg = compose("seeds", overrides)
+    cli = [sys.executable, "-m", "musicgen", "seeds", *overrides]
+    assert subprocess.run(cli).returncode == 0  # the command users run (one Hydra app per process)
+    result = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
     dirs = [tmp_path / "seeds" / f"seed_{s}" for s in (0, 1)]
     per_seed = result["per_seed"]["nll_per_note"]
     assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # the training seed matters
