@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from musicgen.errors import ConfigError
 
 #: The callback that holds every run to the same notes of training music (musicgen.training.callbacks).
-NOTES_BUDGET = "musicgen.training.callbacks.NotesBudget"
+NOTES_BUDGET = "musicgen.training.notes_budget.NotesBudget"
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
