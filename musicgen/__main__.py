@@ -19,6 +19,7 @@ VERBS = {
     "benchmark": ("musicgen.experiments.pearce2005", "the published benchmark: musicgen benchmark pearce2005"),
     "bench": ("musicgen.experiments.speed.__main__", "speed against HF Llama of the same shape"),
     "ttq": ("musicgen.experiments.speed.ttq", "time to quality against MidiTok + HF Trainer"),
+    "ttq-ablation": ("musicgen.experiments.speed.ablation", "recipe candidates raced against the default recipe"),
     "scale": ("musicgen.experiments.speed.scale", "data pipeline cost at 1x, 4x, 16x the corpus"),
     "control": ("musicgen.experiments.control", "attribute adherence of a conditioned run"),
     "infilling": ("musicgen.experiments.infilling", "infilling NLL of an infilling run"),

@@ -5,7 +5,9 @@ plus the per-piece building blocks of the sample evaluation (plain numpy):
   melodic interval, duration, inter-onset interval, notes per bar) and ``overlap`` / ``kl``;
 - ``copying``: how much of a sample occurs in the training pieces (``CopyIndex``);
 - ``bootstrap``: percentile-bootstrap intervals over pieces of figures built from per-piece
-  statistics (``bootstrap_ci`` with ``ratio``, ``mean_of``, ``overlap_with``, ``kl_from``).
+  statistics (``bootstrap_ci`` with ``ratio``, ``mean_of``, ``overlap_with``, ``kl_from``);
+- ``tonal``, ``similarity`` (near-duplicate tunes), ``critic`` (a classifier two-sample test),
+  ``ppm`` (PPM*), ``statistics`` (paired and seed-aware intervals, TOST, Holm, Wilson).
 
 Metrics take plain tensors / lists of token ids or MIDI pitches; decoding tokens into
 pitches, notes or grammar errors is the caller's job (the tokeniser's).
