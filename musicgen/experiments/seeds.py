@@ -115,11 +115,15 @@ def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
         if len(vals) == len(evals):
             per_seed[key] = vals
             model[key] = t_over_seeds(vals)
+    if all("critic" in e for e in evals):  # the critic's AUC, model against real (0.5: indistinguishable)
+        per_seed["critic_auc"] = [e["critic"]["model"]["value"] for e in evals]
+        model["critic_auc"] = t_over_seeds(per_seed["critic_auc"])
     steps = [json.loads((d / "metrics.json").read_text()).get("global_step") for d in dirs]
     first = evals[0]
     return {"runs": [str(d) for d in dirs], "steps": steps, "version": first["version"], "split": first["split"],
             "settings": first["settings"], "pieces": int(len(notes)), "notes": int(notes.sum()),
             "model": model, "per_seed": per_seed, "ngram": first["ngram"], "real": first["real"],
+            **({"critic": first["critic"]} if "critic" in first else {}),
             "interval": "95%: NLL over seeds and pieces (two-way t, seed_piece_interval); "
                         "sample figures: t over the seeds' values"}
 
@@ -135,7 +139,9 @@ def seeds_markdown(result: dict[str, Any]) -> str:
         f"{n_seeds} runs of the same setup, differing only in the training seed (steps: "
         f"{', '.join(str(x) for x in result['steps'])}), each evaluated on the same {result['pieces']} "
         f"{result['split']} pieces ({result['notes']} notes) and with {s['num_samples']} samples per row. "
-        f"Intervals: {result['interval']}. The n-gram and real rows do not depend on the training seed.",
+        f"Intervals: {result['interval']}. The n-gram and real rows do not depend on the training seed "
+        "(`critic_auc`: the n-gram column is the n-gram against real pieces, the real column real against "
+        "real, the floor).",
         "",
         f"- NLL per note: {fmt(model['nll_per_note'])} nats",
         f"- model minus n-gram, paired piece by piece: {fmt(model['model_minus_ngram_nll_per_note'])} nats per note",
@@ -145,8 +151,10 @@ def seeds_markdown(result: dict[str, Any]) -> str:
     ]
     for key, vals in per_seed.items():
         cells = " | ".join(f"{v:.3f}" for v in vals)
-        lines.append(f"| {key} | {fmt(model[key])} | {cells} | {fmt(result['ngram'].get(key))} | "
-                     f"{fmt(result['real'].get(key))} |")
+        ngram, real = result["ngram"].get(key), result["real"].get(key)
+        if key == "critic_auc":  # n-gram against real, and real against real (the floor)
+            ngram, real = result["critic"]["ngram"], result["critic"]["real_vs_real"]
+        lines.append(f"| {key} | {fmt(model[key])} | {cells} | {fmt(ngram)} | {fmt(real)} |")
     return "\n".join(lines) + "\n"
 
 
