@@ -92,8 +92,10 @@ class TokenWindows(Dataset):
             pos = (idx * self.stride)[:, None] + self._arange  # (B, L+1)
             seq = self.tokens[pos].astype(np.int64)
             x = seq[:, :L]
-            y = seq[:, L] if self.mode == "seq2one" else seq[:, 1:]
-            return torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
+            # a copy, always: for one window seq[:, 1:] is contiguous, and a view of it would share
+            # memory with x, so a caller masking a target (y[..] = IGNORE_INDEX) would change an input
+            y = (seq[:, L] if self.mode == "seq2one" else seq[:, 1:]).copy()
+            return torch.from_numpy(x), torch.from_numpy(y)
         doc = np.searchsorted(self._cum, idx, side="right") - 1
         k = idx - self._cum[doc]
         start, end = self.offsets[doc], self.offsets[doc + 1]  # document [start, end)

@@ -200,6 +200,10 @@ def test_every_training_window_starts_with_its_pieces_attributes():
     assert x[7].tolist() == [100, 200, 14, 2] and y[7].tolist() == [ig, ig, 2, 1]  # runs into the next piece
     assert x[8].tolist() == [100, 200, 2, 1] and y[8].tolist() == [ig, ig, 1, 101]
     assert x[12].tolist() == [101, 201, 20, 21] and y[12].tolist() == [ig, ig, 21, 22]
+    for i in range(len(w)):  # one window at a time (an epoch's last batch can hold one): the same
+        one_x, one_y = w.__getitems__([i])
+        assert torch.equal(one_x[0], x[i]) and torch.equal(one_y[0], y[i]), i
+        assert (one_x >= 0).all()  # masking the prefix's targets never reaches an input
     with pytest.raises(ConfigError, match="no room"):
         PrefixedWindows(ps.tokens, ps.offsets, 2, 1, ps.is_prefix, 2)
 
