@@ -100,8 +100,8 @@ def _length_section(result: dict[str, Any], names: dict[str, str]) -> list[str]:
               f"{eos['kept_by_filters']:.0%} of the ends."]
     if "copies" in tpn and "originals" in tpn:
         lines += ["", f"Training material: {tpn['originals']:.3f} tokens per note in the untransposed pieces, "
-                  f"{tpn['copies']:.3f} in their transposed copies (a BPE vocabulary learned on the untransposed "
-                  "pieces encodes the copies longer)."]
+                  f"{tpn['copies']:.3f} in their transposed copies (they differ where BPE merges learned on "
+                  "the untransposed pieces fit the copies' keys less well: `tokenizer.bpe_from_copies`)."]
     return lines + [""]
 
 
