@@ -255,6 +255,11 @@ def requested_values(cfg: DictConfig) -> dict[str, list[str]] | None:
     return asked or None
 
 
+def _pct(interval) -> str:
+    """``[68.0%, 77.3%]`` from a (low, high) pair of shares."""
+    return f"[{interval[0]:.1%}, {interval[1]:.1%}]"
+
+
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
     """One line per attribute: the share asked for, asked nothing, and of the real pieces (one run);
     over seeds, one line per attribute with the mean, its t interval and each seed's share."""
@@ -262,15 +267,15 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         lines = []
         for attr, c in result["seeds"].items():
             each = ", ".join(f"{x:.1%}" for x in c["conditioned"]["per_seed"])
-            lines.append(f"{attr:8s} asked {c['conditioned']['mean']:.1%} {c['conditioned']['ci95']} over "
+            lines.append(f"{attr:8s} asked {c['conditioned']['mean']:.1%} {_pct(c['conditioned']['ci95'])} over "
                          f"{len(c['conditioned']['per_seed'])} seeds (each {each})  asked nothing "
-                         f"{c['unconditioned']['mean']:.1%} {c['unconditioned']['ci95']}")
+                         f"{c['unconditioned']['mean']:.1%} {_pct(c['unconditioned']['ci95'])}")
         return lines
     lines = []
     for attr, row in result["attributes"].items():
         real, excerpt = (row.get(k, {}).get("share", float("nan")) for k in ("real", "real_excerpt"))
-        lines.append(f"{attr:8s} asked {row['conditioned']['share']:.1%} {row['conditioned']['ci95']}  "
-                     f"asked nothing {row['unconditioned']['share']:.1%} {row['unconditioned']['ci95']}  "
+        lines.append(f"{attr:8s} asked {row['conditioned']['share']:.1%} {_pct(row['conditioned']['ci95'])}  "
+                     f"asked nothing {row['unconditioned']['share']:.1%} {_pct(row['unconditioned']['ci95'])}  "
                      f"reader on real {real:.1%}  real, first {result['max_new_tokens']} tokens {excerpt:.1%}")
     return lines
 
