@@ -447,3 +447,50 @@ def test_the_suffix_measurement_is_published_when_asked(infill_run, tmp_path):
                                     "publish=true", f"publish_dir={tmp_path / 'docs'}", "device=cpu"]))
     page = (tmp_path / "docs" / "results" / "infilling.md").read_text()
     assert summary_line(res) in page and page.startswith("# Infilling")
+
+
+def test_seeds_are_pooled_piece_by_piece_on_the_pieces_every_seed_measured():
+    from musicgen.experiments.infilling import pool_seeds
+    from musicgen.metrics.statistics import seed_piece_interval
+
+    rng = np.random.default_rng(0)
+    pieces, notes = np.arange(30), rng.integers(5, 40, 30)
+    truth = [(rng.normal(2.5, 0.3, 30) * notes, rng.normal(2.7, 0.3, 30) * notes) for _ in range(3)]
+    results = []
+    for s, (both, prefix) in enumerate(truth):
+        order = rng.permutation(30)[: 30 - s]  # each seed lists its pieces in its own order; seeds 1, 2 miss some
+        results.append({"ckpt_path": f"seed_{s}", "bars": 4, "per_piece": {
+            "piece": [int(p) for p in pieces[order]], "prefix_and_suffix": list(both[order]),
+            "prefix_only": list(prefix[order]), "notes": [int(n) for n in notes[order]]}})
+    pooled = pool_seeds(results)
+    common = sorted(set.intersection(*(set(r["per_piece"]["piece"]) for r in results)))
+    assert pooled["pieces"] == len(common) < 30 and pooled["seeds"] == 3
+    diff = np.stack([b[common] - p[common] for b, p in truth])
+    want = seed_piece_interval(diff, notes[common])
+    got = pooled["difference"]
+    assert got["value"] == pytest.approx(want["value"], abs=1e-4)
+    assert got["ci95"] == pytest.approx([want["low"], want["high"]], abs=1e-4)
+    assert got["per_seed"] == pytest.approx([d.sum() / notes[common].sum() for d in diff], abs=1e-4)
+    with pytest.raises(ConfigError, match="2 runs or more"):
+        pool_seeds(results[:1])
+
+
+def test_musicgen_infilling_pools_a_list_of_runs_into_one_page(infill_run, tmp_path):
+    from musicgen.experiments.infilling import nll_markdown, run
+
+    runs = [tmp_path / "runs" / f"seed_{s}" for s in (0, 1)]
+    for r in runs:
+        shutil.copytree(infill_run, r)
+    (tmp_path / "docs").mkdir()
+    res = run(compose("infilling", [f"ckpt_path=[{runs[0]},{runs[1]}]", "bars=1", "n_boot=50", "device=cpu",
+                                    "publish=true", f"publish_dir={tmp_path / 'docs'}"]))
+    assert res.pop("out") == str(tmp_path / "runs" / "infilling_seeds.json")
+    single = json.loads((runs[0] / "infilling.json").read_text())  # each run keeps its own measurement
+    assert res["seeds"] == 2 and res["pieces"] == single["pieces"]
+    for key in ("nll_per_note_prefix_and_suffix", "difference"):  # two copies of one run: the one run's figures
+        assert res[key]["value"] == pytest.approx(single[key]["value"], abs=1e-3)
+        assert res[key]["per_seed"][0] == res[key]["per_seed"][1]
+    page = (tmp_path / "docs" / "results" / "infilling.md").read_text()
+    assert nll_markdown(res).splitlines()[2] in page and "seed_1" in page
+    with pytest.raises(ConfigError, match="one run"):
+        run(compose("infilling", [f"ckpt_path=[{runs[0]},{runs[1]}]", "measure=coverage", "device=cpu"]))
