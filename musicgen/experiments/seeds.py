@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from scipy import stats
 
 from musicgen.errors import ConfigError, UserError
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.report import COPY_INTERVAL_KEYS, LENGTH_KEYS, SAMPLE_KEYS, TONAL_KEYS, fmt
-from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.metrics.statistics import seed_piece_interval, t_over_seeds, welch_difference
 from musicgen.publish import publish
 from musicgen.runtime import hydra_main
 
@@ -84,29 +83,26 @@ def evaluate_seeds(dirs: Sequence[Path], overrides: Sequence[str]) -> None:
         atomic_write_text(marker, json.dumps(list(overrides)))
 
 
-def t_over_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """The mean of per-seed values with its Student t interval over seeds (NaN with one seed)."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return {"value": mean, "low": float("nan"), "high": float("nan")}
-    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return {"value": mean, "low": mean - half, "high": mean + half}
+def _model_nll(dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's per-piece model NLL (seeds, pieces) and the pieces' note counts."""
+    nll, notes = [], None
+    for d in dirs:
+        with np.load(d / "evaluation_pieces.npz") as z:
+            nll.append(z["likelihood/model_nll"])
+            if notes is None:
+                notes = z["likelihood/notes"]
+            elif not np.array_equal(z["likelihood/notes"], notes):
+                raise ConfigError(f"{d} was scored on other test pieces than {dirs[0]}: the seeds must share "
+                                  "the data split (vary seed=, not data.seed=)")
+    return np.stack(nll), notes
 
 
 def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
     """The seeds' evaluations (``evaluation.json`` and ``evaluation_pieces.npz`` of each run) pooled."""
-    evals, nll, ngram_nll, notes = [], [], None, None
-    for d in dirs:
-        evals.append(json.loads((d / "evaluation.json").read_text()))
-        with np.load(d / "evaluation_pieces.npz") as z:
-            nll.append(z["likelihood/model_nll"])
-            if notes is None:
-                ngram_nll, notes = z["likelihood/ngram_nll"], z["likelihood/notes"]
-            elif not np.array_equal(z["likelihood/notes"], notes):
-                raise ConfigError(f"{d} was scored on other test pieces than {dirs[0]}: the seeds must share "
-                                  "the data split (vary seed=, not data.seed=)")
-    nll_arr = np.stack(nll)
+    evals = [json.loads((d / "evaluation.json").read_text()) for d in dirs]
+    nll_arr, notes = _model_nll(dirs)  # the same pieces for every seed (data.seed), checked
+    with np.load(dirs[0] / "evaluation_pieces.npz") as z:
+        ngram_nll = z["likelihood/ngram_nll"]
     model = {"nll_per_note": seed_piece_interval(nll_arr, notes),
              "model_minus_ngram_nll_per_note": seed_piece_interval(nll_arr - ngram_nll[None, :], notes)}
     per_seed = {"nll_per_note": [e["model"]["nll_per_note"]["value"] for e in evals]}
@@ -126,6 +122,38 @@ def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
             **({"critic": first["critic"]} if "critic" in first else {}),
             "interval": "95%: NLL over seeds and pieces (two-way t, seed_piece_interval); "
                         "sample figures: t over the seeds' values"}
+
+
+def compare_seeds(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """This setup (``pool_seeds``' result) minus a baseline setup trained over seeds on the same data
+    split: NLL per note paired piece by piece (``seed_piece_interval``: seed ``s`` of one beside seed
+    ``s`` of the other, their difference a random draw of both setups' seeds), every sample figure by
+    Welch's interval over the two setups' seed values (``welch_difference``)."""
+    nll, notes = _model_nll([Path(d) for d in result["runs"]])
+    base_nll, base_notes = _model_nll([Path(d) for d in baseline["runs"]])
+    if not np.array_equal(notes, base_notes):
+        raise ConfigError(f"the baseline {baseline['runs'][0]} was scored on other test pieces than "
+                          f"{result['runs'][0]}: compare setups trained on one data split (data.seed)")
+    if len(nll) != len(base_nll):
+        raise ConfigError(f"{len(nll)} seeds against the baseline's {len(base_nll)}: train as many of each")
+    diff = {"nll_per_note": seed_piece_interval(nll - base_nll, notes)}
+    for key, vals in result["per_seed"].items():
+        if key != "nll_per_note" and key in baseline["per_seed"]:
+            diff[key] = welch_difference(vals, baseline["per_seed"][key])
+    return {"baseline_runs": baseline["runs"], "baseline_model": baseline["model"], "difference": diff,
+            "interval": "95%: NLL paired piece by piece over seeds and pieces (seed_piece_interval); sample "
+                        "figures: Welch's t over the two setups' seed values"}
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    c = result["comparison"]
+    lines = ["", f"## Against the baseline `{Path(c['baseline_runs'][0]).parent}`", "",
+             f"This setup minus the baseline ({len(c['baseline_runs'])} seeds, the same test pieces). "
+             f"Intervals: {c['interval']}.", "",
+             "| figure | this setup | baseline | difference [95% CI] |", "|---|---|---|---|"]
+    for key, d in c["difference"].items():
+        lines.append(f"| {key} | {fmt(result['model'][key])} | {fmt(c['baseline_model'][key])} | {fmt(d)} |")
+    return "\n".join(lines) + "\n"
 
 
 def seeds_markdown(result: dict[str, Any]) -> str:
@@ -167,6 +195,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     evaluate_seeds(dirs, list(cfg.evaluate))
     result = pool_seeds(dirs)
     md = seeds_markdown(result)
+    if cfg.baseline:
+        base = Path(cfg.baseline) / "seeds.json"
+        if not base.is_file():
+            raise ConfigError(f"baseline={cfg.baseline}: no seeds.json there (run musicgen seeds into it first)")
+        result["comparison"] = compare_seeds(result, json.loads(base.read_text()))
+        md += compare_markdown(result)
     atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=1))
     atomic_write_text(out_dir / "seeds.md", md)
     if cfg.publish:

@@ -11,6 +11,9 @@
   statsmodels), and one word for a claim "A is better than B by at least ``min_effect``".
 - ``holm``: Holm's step-down adjustment over a family of claims (statsmodels' ``multipletests``).
 - ``wilson``: the Wilson score interval of a rate (statsmodels' ``proportion_confint``).
+- ``t_over_seeds`` and ``welch_difference``: a figure measured once per training seed (a sample
+  figure: each seed draws its own samples), its mean over seeds with a t interval, and the
+  difference of two setups' means with Welch's interval (the setups' seeds are not paired).
 
 Figures are dicts ``{"value", "low", "high"}``, as ``musicgen.metrics.bootstrap.figure`` makes them.
 statsmodels is imported inside the functions that use it: it pulls in pandas (about half a second),
@@ -249,4 +252,31 @@ def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return (0.0 if k == 0 else float(low), 1.0 if k == n else float(high))
 
 
-__all__ = ["VERDICTS", "holm", "paired_difference", "seed_piece_interval", "tost", "verdict", "wilson"]
+def t_over_seeds(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """The mean of per-seed values with its Student t interval over seeds (NaN with one seed)."""
+    _check_level(level)
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"value": mean, "low": math.nan, "high": math.nan}
+    half = stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return {"value": mean, "low": mean - half, "high": mean + half}
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """``mean(a) - mean(b)`` for one figure measured once per training seed of two setups, with
+    Welch's t interval (``scipy.stats.ttest_ind``, ``equal_var=False``): the two setups' seeds are
+    independent draws, nothing pairs seed ``s`` of one with seed ``s`` of the other. At 3 seeds a
+    side its 95% interval covered 95.5-97% of 4,000 simulations with equal and with unequal spreads
+    (slightly wide; the tests check 92.5-97.5%). NaN bounds with fewer than 2 values on a side."""
+    _check_level(level)
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    value = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return {"value": value, "low": math.nan, "high": math.nan}
+    ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
+    return {"value": value, "low": float(ci.low), "high": float(ci.high)}
+
+
+__all__ = ["VERDICTS", "holm", "paired_difference", "seed_piece_interval", "t_over_seeds", "tost", "verdict",
+           "welch_difference", "wilson"]

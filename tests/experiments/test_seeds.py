@@ -11,17 +11,7 @@ from helpers import cli_overrides, smoke_override_list
 
 from musicgen.config import compose
 from musicgen.errors import ConfigError
-from musicgen.experiments.seeds import run, t_over_seeds
-
-
-def test_t_over_seeds_covers_the_true_mean_at_three_seeds():
-    rng = np.random.default_rng(0)
-    hits = 0
-    for _ in range(400):
-        iv = t_over_seeds(rng.normal(2.0, 0.3, size=3))
-        hits += iv["low"] <= 2.0 <= iv["high"]
-    assert 0.925 <= hits / 400 <= 0.975
-    assert np.isnan(t_over_seeds([1.0])["low"])
+from musicgen.experiments.seeds import run
 
 
 def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
@@ -49,6 +39,19 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     stamps = [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
     run(cfg)  # again: nothing is retrained or re-evaluated
     assert stamps == [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
+
+    # against a baseline setup (here itself): NLL paired by piece and seed, sample figures by Welch
+    compared = run(compose("seeds", [*overrides, f"baseline={tmp_path}/seeds"]))["comparison"]["difference"]
+    assert compared["nll_per_note"]["value"] == 0.0 and compared["nll_per_note"]["high"] == 0.0
+    key = next(k for k in compared if k != "nll_per_note")
+    assert compared[key]["value"] == 0.0 and (np.isnan(compared[key]["low"]) or compared[key]["low"] <= 0.0)
+    assert "## Against the baseline" in (tmp_path / "seeds" / "seeds.md").read_text()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "seeds.json").write_text(json.dumps({**result, "runs": result["runs"][:1]}))
+    with pytest.raises(ConfigError, match="baseline's 1"):
+        run(compose("seeds", [*overrides, f"baseline={tmp_path}/one"]))
+    with pytest.raises(ConfigError, match="no seeds.json"):
+        run(compose("seeds", [*overrides, f"baseline={tmp_path}/none"]))
 
 
 def test_seeds_needs_a_setup(tmp_path):

@@ -11,7 +11,17 @@ import pytest
 from scipy import stats
 
 from musicgen.metrics.bootstrap import bootstrap_ci, ratio
-from musicgen.metrics.statistics import VERDICTS, holm, paired_difference, seed_piece_interval, tost, verdict, wilson
+from musicgen.metrics.statistics import (
+    VERDICTS,
+    holm,
+    paired_difference,
+    seed_piece_interval,
+    t_over_seeds,
+    tost,
+    verdict,
+    welch_difference,
+    wilson,
+)
 
 SIMS = 400
 TRUE = 0.03  # the true difference, nats per note
@@ -282,3 +292,25 @@ def test_wilson_covers_a_known_rate():
     p = ks / 40
     normal = np.abs(p - 0.1) <= 1.96 * np.sqrt(p * (1 - p) / 40)
     assert normal.mean() < 0.93
+
+
+def test_t_over_seeds_covers_the_true_mean_at_three_seeds():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(SIMS):
+        iv = t_over_seeds(rng.normal(2.0, 0.3, size=3))
+        hits += iv["low"] <= 2.0 <= iv["high"]
+    assert 0.925 <= hits / SIMS <= 0.975
+    assert np.isnan(t_over_seeds([1.0])["low"])
+
+
+@pytest.mark.parametrize("spread_b", [0.3, 0.9])
+def test_welch_difference_covers_the_true_difference_at_three_seeds_a_side(spread_b):
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(SIMS):
+        iv = welch_difference(rng.normal(2.0, 0.3, size=3), rng.normal(2.0 - TRUE * 10, spread_b, size=3))
+        assert iv["low"] < iv["value"] < iv["high"]
+        hits += iv["low"] <= TRUE * 10 <= iv["high"]
+    assert 0.925 <= hits / SIMS <= 0.975
+    assert welch_difference([1.0, 2.0], [0.5])["value"] == 1.0 and np.isnan(welch_difference([1.0, 2.0], [0.5])["low"])

@@ -45,7 +45,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.errors import ConfigError
-from musicgen.experiments.seeds import t_over_seeds
 from musicgen.experiments.speed import with_quick
 from musicgen.experiments.speed.harness import machine_info
 from musicgen.experiments.speed.ttq import (
@@ -63,7 +62,7 @@ from musicgen.experiments.speed.ttq import (
     unpaired_ratio_interval,
 )
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.metrics.statistics import seed_piece_interval, t_over_seeds
 from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main, pick_device
 

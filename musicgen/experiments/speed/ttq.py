@@ -66,12 +66,11 @@ from musicgen.checkpoint.hf import build_llama, llama_missing
 from musicgen.config import build, version_as_choice
 from musicgen.constants import BOS_ID, EOS_ID, PAD_ID
 from musicgen.errors import ConfigError, UserError
-from musicgen.experiments.seeds import t_over_seeds
 from musicgen.experiments.speed import with_quick
 from musicgen.experiments.speed.harness import machine_info
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.likelihood import doc_nll
-from musicgen.metrics.statistics import seed_piece_interval
+from musicgen.metrics.statistics import seed_piece_interval, t_over_seeds
 from musicgen.publish import publish, results_dir
 from musicgen.runtime import hydra_main, pick_device
 from musicgen.tokenizers.base import BadMidiError
