@@ -267,8 +267,8 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95
     """``mean(a) - mean(b)`` for one figure measured once per training seed of two setups, with
     Welch's t interval (``scipy.stats.ttest_ind``, ``equal_var=False``): the two setups' seeds are
     independent draws, nothing pairs seed ``s`` of one with seed ``s`` of the other. At 3 seeds a
-    side its 95% interval covered 95.5-97% of 4,000 simulations with equal and with unequal spreads
-    (slightly wide; the tests check 92.5-97.5%). NaN bounds with fewer than 2 values on a side."""
+    side its 95% interval covered 95.8% (spreads 1 and 2) and 96.8% (equal spreads) of 4,000 normal
+    simulations (slightly wide; the tests check 92.5-97.5% of 400). NaN bounds with fewer than 2 values on a side."""
     _check_level(level)
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     value = float(x.mean() - y.mean())
