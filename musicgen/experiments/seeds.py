@@ -124,11 +124,13 @@ def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
                         "sample figures: t over the seeds' values"}
 
 
-def compare_seeds(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+def compare_seeds(result: dict[str, Any], baseline: dict[str, Any], paired: bool = False) -> dict[str, Any]:
     """This setup (``pool_seeds``' result) minus a baseline setup trained over seeds on the same data
     split: NLL per note paired piece by piece (``seed_piece_interval``: seed ``s`` of one beside seed
     ``s`` of the other, their difference a random draw of both setups' seeds), every sample figure by
-    Welch's interval over the two setups' seed values (``welch_difference``)."""
+    Welch's interval over the two setups' seed values (``welch_difference``). ``paired``: run ``s``
+    of this setup was made from run ``s`` of the baseline (a fine-tuning of it), so the sample
+    figures' per-seed differences take the t interval (``t_over_seeds``)."""
     nll, notes = _model_nll([Path(d) for d in result["runs"]])
     base_nll, base_notes = _model_nll([Path(d) for d in baseline["runs"]])
     if not np.array_equal(notes, base_notes):
@@ -139,10 +141,13 @@ def compare_seeds(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str,
     diff = {"nll_per_note": seed_piece_interval(nll - base_nll, notes)}
     for key, vals in result["per_seed"].items():
         if key != "nll_per_note" and key in baseline["per_seed"]:
-            diff[key] = welch_difference(vals, baseline["per_seed"][key])
+            base = baseline["per_seed"][key]
+            diff[key] = t_over_seeds(np.subtract(vals, base)) if paired else welch_difference(vals, base)
+    how = ("t over the per-seed differences (run s made from the baseline's run s)" if paired
+           else "Welch's t over the two setups' seed values")
     return {"baseline_runs": baseline["runs"], "baseline_model": baseline["model"], "difference": diff,
-            "interval": "95%: NLL paired piece by piece over seeds and pieces (seed_piece_interval); sample "
-                        "figures: Welch's t over the two setups' seed values"}
+            "paired": paired, "interval": "95%: NLL paired piece by piece over seeds and pieces "
+                                          f"(seed_piece_interval); sample figures: {how}"}
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
@@ -199,7 +204,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         base = Path(cfg.baseline) / "seeds.json"
         if not base.is_file():
             raise ConfigError(f"baseline={cfg.baseline}: no seeds.json there (run musicgen seeds into it first)")
-        result["comparison"] = compare_seeds(result, json.loads(base.read_text()))
+        result["comparison"] = compare_seeds(result, json.loads(base.read_text()), cfg.baseline_paired)
         md += compare_markdown(result)
     atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=1))
     atomic_write_text(out_dir / "seeds.md", md)
