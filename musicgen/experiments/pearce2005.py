@@ -74,6 +74,7 @@ PUBLISHED = (
     ("long-term model, also updated online with the test melody", 2.375, 2.237),
     ("long- and short-term combined (bias 2)", 2.347, 2.106),
     ("multiple-viewpoint system, features searched on this data (Table 7.3)", 1.953, None),
+    ("multiple-viewpoint system, extended feature set with mode (Table 9.8)", 1.911, None),
 )
 #: The Table 6.6 rows the PPM* reproduction answers: key in the result -> (label, chorales, kinder).
 TABLE_6_6 = dict(zip(("stm", "ltm", "ltm_plus", "combined"), PUBLISHED[:4]))
@@ -104,30 +105,38 @@ def melody_events(part) -> list[int]:
 
 def essen_melodies(rel: str, limit: int | None = None) -> list[list[int]]:
     """The melodies of an Essen collection (the first ``limit`` tunes with ``limit``)."""
+    return [melody_events(part) for part in essen_parts(rel, limit)]
+
+
+def essen_parts(rel: str, limit: int | None = None):
+    """The melody part of each tune of an Essen collection that has notes, in order."""
     from musicgen.data.corpus import music21_corpus_dir
     from musicgen.data.music21_midi import parse_abc_tune, split_abc_tunes
 
-    out = []
     for text in split_abc_tunes((music21_corpus_dir() / rel).read_text(encoding="utf-8"))[:limit]:
         score = parse_abc_tune(text)
         parts = [p for p in (list(score.parts) or [score]) if p.recurse().notes]
         if parts:
-            out.append(melody_events(parts[0]))
-    return out
+            yield parts[0]
 
 
 def chorale_melodies() -> list[list[int]]:
     """Soprano lines of BWV 253-438, one per BWV number (MusicXML; the .krn duplicates are not read)."""
+    return [melody_events(part) for part in chorale_parts()]
+
+
+def chorale_parts():
+    """The soprano part of each chorale BWV 253-438, in file-name order, one per BWV number."""
     from music21 import converter
 
     from musicgen.data.corpus import music21_corpus_dir
 
-    out = {}
+    seen = set()
     for path in sorted((music21_corpus_dir() / "bach").iterdir()):
         m = re.fullmatch(r"bwv(\d+)\.(mxl|xml)", path.name)
-        if m and CHORALE_RANGE[0] <= int(m.group(1)) <= CHORALE_RANGE[1] and m.group(1) not in out:
-            out[m.group(1)] = melody_events(converter.parse(path, forceSource=True).parts[0])
-    return list(out.values())
+        if m and CHORALE_RANGE[0] <= int(m.group(1)) <= CHORALE_RANGE[1] and m.group(1) not in seen:
+            seen.add(m.group(1))
+            yield converter.parse(path, forceSource=True).parts[0]
 
 
 def load_melodies(data_dir: Path) -> dict[str, list[list[int]]]:
@@ -138,6 +147,40 @@ def load_melodies(data_dir: Path) -> dict[str, list[list[int]]]:
     data = {"chorales": chorale_melodies(), **{name: essen_melodies(rel) for name, rel in ESSEN.items()}}
     atomic_write_text(path, json.dumps(data))
     return data
+
+
+def load_features(data_dir: Path, data: dict[str, list[list[int]]], datasets: list[str]) -> dict[str, list[np.ndarray]]:
+    """Each melody's note features (``pearce2005_rhythm.feature_ids``, ``(n, features)``) for
+    ``datasets``, kept beside the melodies in ``<data_dir>/benchmarks/pearce2005_rhythm.json``
+    (``note_features``' lists, extracted once per dataset). The melodies' pitches are the benchmark's
+    own (``pearce2005.json``): features whose pitches differ from them are refused, not used."""
+    from musicgen.experiments.pearce2005_rhythm import feature_ids, note_features
+
+    path = data_dir / "benchmarks" / "pearce2005_rhythm.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [ds for ds in datasets if ds not in stored]
+    if missing:
+        log.info("extracting the note features of %s from music21's corpus (once)", ", ".join(missing))
+        for ds in missing:
+            parts = chorale_parts() if ds == "chorales" else essen_parts(ESSEN[ds])
+            stored[ds] = [note_features(p) for p in parts]
+        atomic_write_text(path, json.dumps(stored))
+    out = {}
+    for ds in datasets:
+        pitches = [f["pitch"] for f in stored[ds]]
+        if pitches[: len(data[ds])] != data[ds]:
+            raise ConfigError(f"{path}: the {ds} melodies' pitches differ from those in pearce2005.json; delete "
+                              "it to extract the features again")
+        out[ds] = [feature_ids(f) for f in stored[ds][: len(data[ds])]]
+    return out
+
+
+def features_key(features: list[np.ndarray]) -> str:
+    """A digest of a dataset's note features, part of a rhythm row's name in the store."""
+    h = hashlib.sha1()
+    for f in features:
+        h.update(np.ascontiguousarray(f, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:12]
 
 
 def dataset_table(data: dict[str, list[list[int]]]) -> list[dict[str, Any]]:
@@ -245,32 +288,60 @@ def encode(melody: list[int]) -> np.ndarray:
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    """The network of ``spec`` (``kind``: lstm | transformer, then its arguments); with a ``rhythm``
+    entry (``{earlier: [...], current: [...]}``) wrapped in a ``RhythmNet`` that also embeds those
+    note features."""
     from musicgen.models import MelodyLSTM, MusicTransformer
 
     spec = dict(spec)
-    kind = spec.pop("kind")
+    kind, rhythm = spec.pop("kind"), spec.pop("rhythm", None)
     if kind == "lstm":
-        return MelodyLSTM(vocab_size=VOCAB, input_mode="embedding", context_len=MAX_LEN, **spec)
-    if kind == "transformer":
-        return MusicTransformer(vocab_size=VOCAB, max_seq_len=MAX_LEN, **spec)
-    raise ConfigError(f"benchmark model kind {kind!r} unknown: lstm | transformer")
+        net = MelodyLSTM(vocab_size=VOCAB, input_mode="embedding", context_len=MAX_LEN, **spec)
+    elif kind == "transformer":
+        net = MusicTransformer(vocab_size=VOCAB, max_seq_len=MAX_LEN, **spec)
+    else:
+        raise ConfigError(f"benchmark model kind {kind!r} unknown: lstm | transformer")
+    if rhythm is None:
+        return net
+    from musicgen.experiments.pearce2005_rhythm import RhythmNet
+
+    return RhythmNet(net, rhythm.get("earlier", []), rhythm.get("current", []))
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor:
+    """The network's logits (B, T, V) for ids (B, T), with input features (B, T, slots) where it takes them."""
+    return model(ids) if feats is None else model(ids, feats)
 
 
 MAX_LEN = 512  # training windows: longer melodies are cut into pieces this long
 
 
-def _batch(seqs: list[np.ndarray], rng: np.random.Generator, transpose: int) -> torch.Tensor:
+def _batch(seqs: list[np.ndarray], rng: np.random.Generator, transpose: int,
+           shifts: list[int] | None = None) -> torch.Tensor:
     """Right-padded (B, T) ids; each melody shifted by a random interval within +-``transpose``
-    semitones that keeps it inside MIDI's range (0 leaves the pitches as they are)."""
+    semitones that keeps it inside MIDI's range (0 leaves the pitches as they are); each shift is
+    appended to ``shifts`` when given."""
     T = max(len(s) for s in seqs)
     out = np.full((len(seqs), T), PAD_ID, dtype=np.int64)
     for i, s in enumerate(seqs):
         s = s.copy()
+        shift = 0
         if transpose:
             body = s[1:] - N_SPECIAL
             lo, hi = max(-transpose, -int(body.min())), min(transpose, 127 - int(body.max()))
-            s[1:] += int(rng.integers(lo, hi + 1))
+            shift = int(rng.integers(lo, hi + 1))
+            s[1:] += shift
+        if shifts is not None:
+            shifts.append(shift)
         out[i, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+def _feature_batch(rows: list[np.ndarray], T: int) -> torch.Tensor:
+    """Right-padded (B, T, slots) input features (0: none)."""
+    out = np.zeros((len(rows), T, rows[0].shape[1]), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
     return torch.from_numpy(out)
 
 
@@ -285,13 +356,17 @@ def _epoch(seqs: list[np.ndarray], batch_size: int, rng: np.random.Generator, po
 
 
 def fit(model: torch.nn.Module, melodies: list[list[int]], train: dict[str, Any], seed: int,
-        label: str = "") -> torch.nn.Module:
+        label: str = "", features: list[np.ndarray] | None = None) -> torch.nn.Module:
     """Next-note training on whole melodies (cut into ``MAX_LEN`` windows): AdamW, linear warm-up
-    then cosine decay to a tenth, gradient clipping at 1, fp32, padding ignored by the loss."""
-    seqs = []
-    for m in melodies:
+    then cosine decay to a tenth, gradient clipping at 1, fp32, padding ignored by the loss. A
+    ``RhythmNet`` also gets each melody's ``features`` (``feature_ids``), as ``model.inputs`` lays
+    them out (key signatures moved with a transposed copy)."""
+    seqs, where = [], []
+    for j, m in enumerate(melodies):
         e = encode(m)
-        seqs += [e[i : i + MAX_LEN] for i in range(0, max(len(e) - 1, 1), MAX_LEN)]
+        starts = range(0, max(len(e) - 1, 1), MAX_LEN)
+        seqs += [e[i : i + MAX_LEN] for i in starts]
+        where += [(j, i) for i in starts]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     steps, warmup = int(train["steps"]), int(train.get("warmup", 0))
@@ -306,8 +381,13 @@ def fit(model: torch.nn.Module, melodies: list[list[int]], train: dict[str, Any]
     for step in range(steps):
         if not batches:
             batches = _epoch(seqs, int(train["batch_size"]), rng)
-        batch = _batch([seqs[i] for i in batches.pop()], rng, int(train.get("transpose", 0)))
-        logits = model(batch[:, :-1])
+        chosen, shifts = batches.pop(), []
+        batch = _batch([seqs[i] for i in chosen], rng, int(train.get("transpose", 0)), shifts)
+        feats = None
+        if features is not None:  # the features of each window's input positions
+            feats = _feature_batch([model.inputs(features[where[i][0]], s)[where[i][1]: where[i][1] + len(seqs[i]) - 1]
+                                    for i, s in zip(chosen, shifts)], batch.size(1) - 1)
+        logits = _logits(model, batch[:, :-1], feats)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), ignore_index=PAD_ID)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -643,12 +723,15 @@ GROUPS = ("model", "training", "dynamic", "bias")  # what a grid key may set
 
 
 def dynamic_log_dists(model: torch.nn.Module, melody: list[int], alphabet: list[int], lr: float = 0.0,
-                      steps: int = 0) -> np.ndarray:
+                      steps: int = 0, features: np.ndarray | None = None) -> np.ndarray:
     """``(len(melody), |alphabet|)`` natural-log distributions of each note given the notes before
     it, over the alphabet (the network's distribution renormalised over it). With ``lr`` and
     ``steps`` (dynamic evaluation), after note ``t`` is predicted a copy of the model takes ``steps``
     SGD steps on the notes ``0..t``; note ``t``'s distribution is read before the first of them.
-    ``model`` itself is never changed (every melody starts from the same weights)."""
+    ``model`` itself is never changed (every melody starts from the same weights). A ``RhythmNet``
+    also gets the melody's ``features`` (``feature_ids``): at note ``t`` those of input positions
+    ``0..t`` (``RhythmNet.inputs``: never a later note's, nor note ``t``'s beyond its ``current`` ones)."""
+    f = None if features is None else torch.from_numpy(model.inputs(features))[None]  # (1, n, slots)
     ids = torch.tensor([N_SPECIAL + p for p in alphabet])
     col = {p: i for i, p in enumerate(alphabet)}
     e = torch.from_numpy(encode(melody))[None]  # (1, n + 1): BOS, then the notes
@@ -658,14 +741,15 @@ def dynamic_log_dists(model: torch.nn.Module, melody: list[int], alphabet: list[
     model.eval()
     if not (lr and steps):
         with torch.no_grad():
-            return model(e[:, :-1])[0].float()[:, ids].log_softmax(-1).double().numpy()
+            return _logits(model, e[:, :-1], f)[0].float()[:, ids].log_softmax(-1).double().numpy()
     model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=float(lr))
     targets = torch.tensor([col[p] for p in melody])
     out = np.empty((n, len(alphabet)))
     for t in range(n):
         for step in range(int(steps)):
-            logp = model(e[:, : t + 1])[0].float()[:, ids].log_softmax(-1)  # (t + 1, |A|): notes 0..t
+            ft = None if f is None else f[:, : t + 1]
+            logp = _logits(model, e[:, : t + 1], ft)[0].float()[:, ids].log_softmax(-1)  # (t + 1, |A|): notes 0..t
             if step == 0:
                 out[t] = logp[-1].detach().double().numpy()  # note t, before any step has seen it
             loss = F.nll_loss(logp, targets[: t + 1])
@@ -703,16 +787,19 @@ def melody_bits(log_probs: np.ndarray) -> float:
 
 def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: Store, tag: str, seed: int,
                    fold_seed: int, k: int, variants: dict[str, dict], init: dict | None = None,
-                   train_size: int | None = None) -> dict[str, dict[int, np.ndarray]]:
+                   train_size: int | None = None,
+                   features: list[np.ndarray] | None = None) -> dict[str, dict[int, np.ndarray]]:
     """The benchmark's protocol for a network: per fold (``folds(n, k, fold_seed)``, the PPM*
     rows' folds), a network trained on the other folds (``train_size``: a random subset that
     large) with training seed ``seed``, then each test melody's log-distributions
     (``dynamic_log_dists``) under each variant ``{"lr", "steps", "limit"}`` (``limit``: only the
     first that many melodies of each test fold). Returns variant -> melody index -> ``(n, |A|)``.
-    Each fold's variant is kept in ``store``; a fold is trained only when a variant is missing."""
+    Each fold's variant is kept in ``store``; a fold is trained only when a variant is missing.
+    ``features``: each melody's note features, for a rhythm network (``spec["rhythm"]``); their
+    digest joins the stored name (a pitch-only network's name is as it always was)."""
     alphabet = sorted({p for m in melodies for p in m})
     key = store.key(spec, train, seed, fold_seed, k, train_size, len(melodies), sum(map(len, melodies)),
-                    weights_key(init))
+                    weights_key(init), *([features_key(features)] if features is not None else []))
     out: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     for f, test in enumerate(folds(len(melodies), k, fold_seed)):
         rest = np.setdiff1d(np.arange(len(melodies)), test)
@@ -727,7 +814,8 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
                 model = build_model(spec)
                 if init is not None:
                     model.load_state_dict(init)
-                held.append(fit(model, [melodies[i] for i in rest], train, seed=run_seed))
+                held.append(fit(model, [melodies[i] for i in rest], train, seed=run_seed,
+                                features=None if features is None else [features[i] for i in rest]))
             return held[0]
 
         for name, v in variants.items():
@@ -737,8 +825,9 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
                 lr, steps = 0.0, 0  # one static variant, whatever its name
             lds = store.log_probs(
                 f"{tag}-{key}/fold{f}-{store.key(lr, steps, len(idx))}",
-                lambda idx=idx, lr=lr, steps=steps: [dynamic_log_dists(trained(), melodies[i], alphabet, lr, steps)
-                                                     for i in idx])
+                lambda idx=idx, lr=lr, steps=steps: [
+                    dynamic_log_dists(trained(), melodies[i], alphabet, lr, steps,
+                                      None if features is None else features[i]) for i in idx])
             out[name].update({int(i): ld for i, ld in zip(idx, lds)})
     return out
 
@@ -765,16 +854,18 @@ def row_names(name: str, trained: str) -> tuple[str, str, str]:
 
 def seeded_rows(names: tuple[str, str, str], melodies: list[list[int]], spec: dict, train: dict, settings: dict,
                 store: Store, tag: str, seeds: list[int], fold_seed: int, k: int, ppm: dict, n_boot: int,
-                init: dict | None = None) -> dict[str, dict[str, Any]]:
+                init: dict | None = None, features: list[np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """One trained network's rows on one dataset (``names``: ``row_names``), each over ``seeds``:
     the network alone, with dynamic evaluation (``settings["dynamic"]``), and that combined with
-    PPM*'s short-term model (``settings["bias"]``). Row name -> ``summarise_seeds``."""
+    PPM*'s short-term model (``settings["bias"]``). Row name -> ``summarise_seeds``. ``features``:
+    the melodies' note features, for a rhythm network."""
     alphabet = sorted({p for m in melodies for p in m})
     stm = [stm_dists(m, alphabet, ppm) for m in melodies]
     variants = {"static": {}, "dynamic": dict(settings["dynamic"])}
     rows: dict[str, list[list[np.ndarray]]] = {row: [] for row in names}
     for s in seeds:
-        lds = fold_log_dists(melodies, spec, train, store, tag, s, fold_seed, k, variants, init=init)
+        lds = fold_log_dists(melodies, spec, train, store, tag, s, fold_seed, k, variants, init=init,
+                             features=features)
         order = range(len(melodies))
         lists = ([true_log_probs(lds["static"][i], melodies[i], alphabet) for i in order],
                  [true_log_probs(lds["dynamic"][i], melodies[i], alphabet) for i in order],
@@ -806,15 +897,16 @@ def set_path(settings: dict, path: str, value: Any) -> dict:
 
 
 def fink_score(settings: dict, group: str, fink: list[list[int]], store: Store, tag: str, tune: dict,
-               seed: int, train_size: int, ppm: dict, init: dict | None = None) -> float:
+               seed: int, train_size: int, ppm: dict, init: dict | None = None,
+               features: list[np.ndarray] | None = None) -> float:
     """Bits per note (mean over melodies) by ``tune["folds"]``-fold cross-validation on fink: the
     network alone for a model or training setting (every melody), with dynamic evaluation for a
     dynamic one and with the short-term model too for the bias (the first ``eval_melodies`` of each
-    test fold)."""
+    test fold). ``features``: fink's note features, for a rhythm network."""
     static = group in ("model", "training")
     variant = {} if static else {**settings["dynamic"], "limit": tune["eval_melodies"]}
     lds = fold_log_dists(fink, settings["model"], settings["training"], store, tag, seed, seed, int(tune["folds"]),
-                         {"v": variant}, init=init, train_size=train_size)["v"]
+                         {"v": variant}, init=init, train_size=train_size, features=features)["v"]
     alphabet = sorted({p for m in fink for p in m})
     bits = []
     for i, ld in lds.items():
@@ -846,11 +938,12 @@ def choose_settings(start: dict, grid: dict[str, list], score) -> tuple[dict, li
 
 
 def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]], corpus: list[list[int]] | None,
-               store: Store) -> tuple[dict, dict]:
+               store: Store, features: dict[str, list[np.ndarray]] | None = None) -> tuple[dict, dict]:
     """One network: settings chosen on fink (``tune.grid[name]``, recorded with the date in the
     store, so a resumed run reports the choice as it was made), then its rows on both datasets over
     ``seeds``; with a pre-training ``corpus``, the pre-trained rows too (fine-tuning's learning rate
-    chosen on fink as before, ``tune.fine_grid``)."""
+    chosen on fink as before, ``tune.fine_grid``); for the network ``rhythm.model``, its rhythm rows
+    too (``rhythm_rows``, with each dataset's note ``features``)."""
     tune = cfg["tune"]
     size = int(np.mean([len(data[n]) * (cfg["folds"] - 1) / cfg["folds"] for n in ("chorales", "kinder")]))
     start = {"model": spec, "training": cfg["fold_training"], "dynamic": cfg["dynamic"],
@@ -889,14 +982,64 @@ def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]
             add({ds: seeded_rows(row_names(name, label), data[ds], chosen["model"], train, chosen, store,
                                  f"{ds}-{name}", init=weights, **common) for ds in ("chorales", "kinder")},
                 [SEES["pre"], SEES["pre_dynamic"], SEES["pre_dynamic"]])
+    rhythm = cfg.get("rhythm") or {}
+    if rhythm.get("model") == name and rhythm.get("variants"):
+        tuning["rhythm"], rows = rhythm_rows(name, chosen, cfg, data, features or {}, store, size)
+        out.update(rows)
     for row, r in out.items():
-        log.info("%s: chorales %.3f, kinder %.3f bits per note", row, r["chorales"]["per_melody"],
-                 r["kinder"]["per_melody"])
+        log.info("%s: %s bits per note", row, ", ".join(f"{ds} {r[ds]['per_melody']:.3f}" for ds in
+                                                        ("chorales", "kinder") if ds in r))
     return tuning, out
 
 
-def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store) -> dict[str, Any]:
-    """Every network's rows (``model_rows``), the networks side by side in ``workers`` processes."""
+def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[int]]],
+                features: dict[str, list[np.ndarray]], store: Store, size: int) -> tuple[dict, dict]:
+    """The rhythm-aware rows of one network (``rhythm`` in the config; the features:
+    ``musicgen.experiments.pearce2005_rhythm``): per variant, the network at the settings ``chosen``
+    for it on fink with pitch alone, given the variant's features (``earlier``: of the notes before
+    the one predicted; ``current``: of that note itself), ``rhythm.grid`` searched on fink with the
+    same features (as ``tune.grid``, recorded with the date), then its three rows (``row_names``)
+    on each of ``rhythm.datasets`` over ``seeds``. A row that sees the key signature or the mode
+    compares with the thesis's 1.911 (Table 9.8), the others with 1.953 (Table 7.3)."""
+    from musicgen.experiments.pearce2005_rhythm import sees, sees_key
+
+    rhythm, tune, ppm = cfg["rhythm"], cfg["tune"], cfg["ppm"]
+    grid = rhythm.get("grid") or {}
+    common = {"seeds": cfg["seeds"], "fold_seed": cfg["seed"], "k": cfg["folds"], "ppm": ppm, "n_boot": cfg["n_boot"]}
+    tuning, out = {}, {}
+    tag = f"tune-{name}-rhythm"
+    for variant, v in rhythm["variants"].items():
+        seen_by = {"earlier": list(v.get("earlier", [])), "current": list(v.get("current", []))}
+        spec = {**chosen["model"], "rhythm": seen_by}
+        start = {**chosen, "model": spec}
+
+        def score(settings: dict, group: str) -> float:
+            return fink_score(settings, group, data["fink"], store, tag, tune, cfg["seed"], size, ppm,
+                              features=features["fink"])
+
+        def choose(start=start, score=score) -> dict:
+            picked, trace = choose_settings(start, grid, score)
+            return {"chosen": picked, "trace": trace, "date": datetime.date.today().isoformat()}
+
+        key = store.key(start, grid, tune, size, cfg["seed"], ppm, features_key(features["fink"]))
+        record = store.record(f"{tag}-{key}", choose)
+        tuning[variant] = record
+        settings = record["chosen"]
+        seen = "; ".join(["training folds", *sees(spec["rhythm"]["earlier"], spec["rhythm"]["current"])])
+        thesis = 1.911 if sees_key(spec["rhythm"]) else 1.953
+        names = row_names(f"{name}, {v['name']}", "training folds")
+        for ds in rhythm["datasets"]:
+            rows = seeded_rows(names, data[ds], settings["model"], settings["training"], settings, store,
+                               f"{ds}-{name}-rhythm", features=features[ds], **common)
+            for row, see in zip(names, (seen, f"{seen}; {LEARNS}", f"{seen}; {LEARNS}")):
+                out.setdefault(row, {"sees": see, "thesis": thesis})[ds] = rows[row]
+    return tuning, out
+
+
+def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
+                features: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+    """Every network's rows (``model_rows``), the networks side by side in ``workers`` processes
+    (``features``: the note features of the rhythm rows' datasets and fink)."""
     import os
 
     corpus, corpus_stats = None, None
@@ -906,7 +1049,7 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store) -> di
     models = cfg["models"]
     workers = max(1, min(int(cfg["workers"]), len(models)))
     if workers == 1:
-        done = [model_rows(name, spec, cfg, data, corpus, store) for name, spec in models.items()]
+        done = [model_rows(name, spec, cfg, data, corpus, store, features) for name, spec in models.items()]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -915,7 +1058,8 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store) -> di
         log.info("training %s side by side: %d processes, %d thread(s) each", ", ".join(models), workers, threads)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_start, initargs=(threads,)) as pool:
-            futures = [pool.submit(model_rows, name, spec, cfg, data, corpus, store) for name, spec in models.items()]
+            futures = [pool.submit(model_rows, name, spec, cfg, data, corpus, store, features)
+                       for name, spec in models.items()]
             done = [f.result() for f in futures]
     out: dict[str, Any] = {"pretraining_corpus": corpus_stats, "tuning": {}, "rows": {}}
     for name, (tuning, rows) in zip(models, done):
@@ -959,7 +1103,21 @@ def contender_tests(contenders: dict[str, dict[str, dict]], rows: dict[str, dict
     its figure, the one-sided p-value of being below the thesis's figure (``below_p_value``), Holm's
     adjusted p-value over the contenders that were run, and its seed-aware paired differences from
     the reproduced PPM* ``reference`` model and the combined model, melody by melody (``None``
-    where that reproduction does not hold)."""
+    where that reproduction does not hold). A contender's ``beside`` row (e.g. the stricter variant
+    of a rhythm row) is reported next to it with its figure and paired differences, untested:
+    exploratory, outside Holm's family (``item["beside"]``, ``None`` where not run)."""
+
+    def paired(r: dict, ds: str, refs: list[str]) -> dict[str, dict | None]:
+        by_seed = np.asarray(r.get("melody_bits_by_seed", [r["melody_bits"]]))
+        out = {}
+        for ref in dict.fromkeys(refs):
+            if holds.get(ref, {}).get(ds, {}).get("holds"):
+                diffs = by_seed - np.asarray(ppm_rows[ds][ref]["melody_bits"])[None]
+                out[ref] = seed_piece_interval(diffs, np.ones(diffs.shape[1]))
+            else:
+                out[ref] = None
+        return out
+
     out = []
     for ds, questions in contenders.items():
         for question, c in questions.items():
@@ -969,14 +1127,14 @@ def contender_tests(contenders: dict[str, dict[str, dict]], rows: dict[str, dict
             if r is not None:
                 by_seed = np.asarray(r.get("melody_bits_by_seed", [r["melody_bits"]]))
                 item.update(figure=r["per_melody"], interval=r["per_melody_interval"],
-                            p_value=below_p_value(by_seed, c["thesis"]))
-                item["paired"] = {}
-                for ref in dict.fromkeys([item["reference"], "combined"]):
-                    if holds.get(ref, {}).get(ds, {}).get("holds"):
-                        diffs = by_seed - np.asarray(ppm_rows[ds][ref]["melody_bits"])[None]
-                        item["paired"][ref] = seed_piece_interval(diffs, np.ones(diffs.shape[1]))
-                    else:
-                        item["paired"][ref] = None
+                            p_value=below_p_value(by_seed, c["thesis"]),
+                            paired=paired(r, ds, [item["reference"], "combined"]))
+            if c.get("beside"):
+                b = rows.get(c["beside"], {}).get(ds)
+                item["beside"] = {"row": c["beside"], "run": b is not None}
+                if b is not None:
+                    item["beside"].update(figure=b["per_melody"], interval=b["per_melody_interval"],
+                                          paired=paired(b, ds, [item["reference"], "combined"]))
             out.append(item)
     run = [c for c in out if c["run"]]
     adjusted = holm([c["p_value"] for c in run], alpha)
@@ -993,15 +1151,23 @@ def contender_report(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[s
              "", "| dataset | question | row | bits per note | thesis | Holm p | below the thesis | "
              "paired: minus PPM* |",
              "|---|---|---|---|---|---|---|---|"]
+    def paired(c: dict) -> str:
+        return "; ".join(f"{PPM_LABEL.get(ref, ref)}: {p['value']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]"
+                         if p else f"{PPM_LABEL.get(ref, ref)}: reproduction off" for ref, p in c["paired"].items())
+
     for c in tests:
         if not c["run"]:
             lines.append(f"| {c['dataset']} | {c['question']} | {c['row']} | not run | {c['thesis']:.3f} | - | - | - |")
-            continue
-        lo, hi = c["interval"]
-        paired = "; ".join(f"{PPM_LABEL.get(ref, ref)}: {p['value']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]"
-                           if p else f"{PPM_LABEL.get(ref, ref)}: reproduction off" for ref, p in c["paired"].items())
-        lines.append(f"| {c['dataset']} | {c['question']} | {c['row']} | {c['figure']:.3f} [{lo:.3f}, {hi:.3f}] | "
-                     f"{c['thesis']:.3f} | {c['holm_p']:.3g} | {'yes' if c['below_thesis'] else 'no'} | {paired} |")
+        else:
+            lo, hi = c["interval"]
+            lines.append(f"| {c['dataset']} | {c['question']} | {c['row']} | {c['figure']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                         f"{c['thesis']:.3f} | {c['holm_p']:.3g} | {'yes' if c['below_thesis'] else 'no'} | "
+                         f"{paired(c)} |")
+        b = c.get("beside")
+        if b:  # reported beside the contender, not tested
+            figure = f"{b['figure']:.3f} [{b['interval'][0]:.3f}, {b['interval'][1]:.3f}]" if b["run"] else "not run"
+            lines.append(f"| {c['dataset']} | {c['question']}: beside it (exploratory, not tested) | {b['row']} | "
+                         f"{figure} | {c['thesis']:.3f} | - | - | {paired(b) if b['run'] else '-'} |")
     return lines
 
 
@@ -1027,6 +1193,8 @@ def with_quick(cfg: DictConfig) -> DictConfig:
         out.models = quick.models
     if "grid" in quick.get("tune", {}):
         out.tune.grid = quick.tune.grid
+    if "grid" in quick.get("rhythm", {}):
+        out.rhythm.grid = quick.rhythm.grid
     return out
 
 
@@ -1054,8 +1222,12 @@ def pearce2005(cfg: DictConfig) -> dict[str, Any]:
     if cfg.neural:
         plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                  for key in cfg if key not in ("paths", "hydra", "quick_overrides")}
-        result["neural"] = neural_rows(plain, data, store)
-        compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder")}
+        rhythm = plain.get("rhythm") or {}
+        features = None
+        if rhythm.get("variants"):
+            features = load_features(Path(cfg.data_dir), data, list(dict.fromkeys([*rhythm["datasets"], "fink"])))
+        result["neural"] = neural_rows(plain, data, store, features)
+        compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder") if ds in r}
                          for row, r in result["neural"]["rows"].items()})
     fold_only = {n for n in compared if n == ngram_name(order) or n.endswith(FOLD_ONLY)}
     result["paired"] = paired_against_ppm(compared, reproduced, holds, fold_only, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -1071,7 +1243,8 @@ def contenders_result(contenders: dict, rows: dict, reproduced: dict, holds: dic
 #: What each of the thesis's rows may see (the report's first column), in ``PUBLISHED``'s order.
 THESIS_SEES = ("learns from the test melody", FOLD_ONLY, "training folds; learns from the test melody",
                "training folds; learns from the test melody",
-               "training folds; rhythm of earlier notes; rhythm of the current note")
+               "training folds; rhythm of earlier notes; rhythm of the current note",
+               "training folds; rhythm of earlier notes; rhythm of the current note; key signature and mode")
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -1088,7 +1261,8 @@ def report_markdown(result: dict[str, Any]) -> str:
         seeds = f", {r['seeds']} seeds" if r.get("seeds", 1) > 1 else ""
         return f"{r['per_melody']:.3f} [{lo:.3f}, {hi:.3f}] (per note {r['per_note']:.3f}{seeds})"
 
-    lines += ["", "Bits per note, 10-fold cross-validation, pitch alone; ours: the mean over melodies of the "
+    lines += ["", "Bits per note of each note's pitch, 10-fold cross-validation, from the pitches alone (the rhythm "
+              "rows: also the note features the first column names); ours: the mean over melodies of the "
               "per-melody cross-entropy (thesis Eq. 6.6) with a 95% bootstrap interval over melodies; a network "
               "row: the mean over its training seeds and melodies, with the two-level interval over seeds and "
               "melodies (`seed_piece_interval`)."]
@@ -1106,10 +1280,22 @@ def report_markdown(result: dict[str, Any]) -> str:
               f"| {FOLD_ONLY} | musicgen {ngram_name(result['order'])} | exploratory | {cell(ch)} | {cell(ki)} |"]
     neural = result.get("neural")
     if neural:
-        lines += [f"| {r.get('sees', '-')} | musicgen {row} | {label(row)} | {cell(r['chorales'])} | "
-                  f"{cell(r['kinder'])} |" for row, r in neural["rows"].items()]
+        lines += [f"| {r.get('sees', '-')} | musicgen {row} | {label(row)} | "
+                  f"{cell(r['chorales']) if 'chorales' in r else '-'} | {cell(r['kinder']) if 'kinder' in r else '-'} |"
+                  for row, r in neural["rows"].items()]
     lines += [f"| {sees} | thesis: {name} | published | {c:.3f} | {'-' if k is None else f'{k:.3f}'} |"
               for sees, (name, c, k) in zip(THESIS_SEES, PUBLISHED)]
+    rhythm = [(row, r["thesis"]) for row, r in (neural or {}).get("rows", {}).items() if "thesis" in r]
+    if rhythm:
+        lines += ["", "The rhythm rows (`rhythm:` in the config; `musicgen.experiments.pearce2005_rhythm`) predict the "
+                  "same pitches over the same alphabet and folds; each note's duration, inter-onset interval, position "
+                  "in the bar and fermata reach the network as embeddings summed with the pitch embedding. \"Rhythm of "
+                  "earlier notes\": those of the notes before the one predicted (the strict variant); \"rhythm of the "
+                  "current note\": also that note's position in the bar, duration and inter-onset interval (the "
+                  "like-for-like variant: IDyOM's linked viewpoints see the onset and duration of the note whose "
+                  "pitch they predict), never its pitch. A row that sees the key signature or the mode compares with "
+                  "the thesis's 1.911 (Table 9.8), the others with 1.953 (Table 7.3): "
+                  + "; ".join(f"{row}: {t:.3f}" for row, t in rhythm if row.endswith(f"{DYNAMIC} + {STM}")) + "."]
     if tests:
         lines += contender_report(tests)
     if neural:
@@ -1130,6 +1316,14 @@ def report_markdown(result: dict[str, Any]) -> str:
             for step in fold["trace"]:
                 scores = ", ".join(f"{v}: {s:.3f}" for v, s in step["scores"])
                 lines.append(f"    - {step['setting']}: {scores} -> {step['chose']}")
+            for variant, rec in t.get("rhythm", {}).items():
+                picked = rec["chosen"]
+                lines.append(f"- {name} with rhythm ({variant}: {picked['model']['rhythm']}), chosen on {rec['date']} "
+                             f"from the settings above: training {picked['training']}, dynamic evaluation "
+                             f"{picked['dynamic']}, combination bias {picked['bias']}")
+                for step in rec["trace"]:
+                    scores = ", ".join(f"{v}: {s:.3f}" for v, s in step["scores"])
+                    lines.append(f"    - {step['setting']}: {scores} -> {step['chose']}")
             if "fine_tuning" in t:
                 d = t["fine_tuning"]
                 grid = ", ".join(f"{ {k: v for k, v in r.items() if k != 'per_melody'} } {r['per_melody']:.3f}"
@@ -1185,7 +1379,7 @@ def paired_report(paired: dict[str, dict[str, dict | None]], tolerance: float) -
              "| model | chorales: minus combined | chorales: minus LTM | kinder: minus combined | kinder: minus LTM |",
              "|---|---|---|---|---|"]
     for name, by_ds in paired.items():
-        cells = [fig(by_ds[ds][ref]) if ref in by_ds[ds] else "-" for ds in ("chorales", "kinder")
+        cells = [fig(by_ds[ds][ref]) if ref in by_ds.get(ds, {}) else "-" for ds in ("chorales", "kinder")
                  for ref in ("combined", "ltm")]
         lines.append(f"| musicgen {name} | {' | '.join(cells)} |")
     return lines

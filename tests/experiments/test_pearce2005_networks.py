@@ -195,22 +195,59 @@ def test_quick_benchmark_end_to_end(tmp_path):
     melodies = {name: [(64 + np.cumsum(rng.choice(steps, size=int(rng.integers(10, 20))))).tolist()
                        for _ in range(30)] for name in ("chorales", "kinder", "fink")}
     (data / "pearce2005.json").write_text(json.dumps(melodies))
+
+    def rhythm(m):  # note features beside the melodies (pearce2005_rhythm.json), made up as the melodies are
+        d = rng.choice([0.5, 1.0, 2.0], size=len(m)).tolist()
+        onsets = np.concatenate([[0.0], np.cumsum(d)[:-1]])
+        return {"pitch": m, "duration": d, "ioi": [None, *d[:-1]], "bar_position": (onsets % 4).tolist(),
+                "fermata": [0] * (len(m) - 1) + [1], "key_sharps": [2] * len(m), "mode": ["major"] * len(m)}
+
+    (data / "pearce2005_rhythm.json").write_text(json.dumps({n: list(map(rhythm, ms)) for n, ms in melodies.items()}))
     from musicgen.config import compose
 
     cfg = compose("benchmark", ["quick=true", f"paths.data_dir={tmp_path / 'data'}", f"output_dir={tmp_path / 'out'}"])
     result = bm.pearce2005(cfg)
     rows = result["neural"]["rows"]
-    assert set(rows) == set(nets.row_names("transformer", "training folds"))
-    assert all(r[ds]["seeds"] == 2 and r[ds]["melodies"] == 24 for r in rows.values() for ds in ("chorales", "kinder"))
+    pitch = nets.row_names("transformer", "training folds")
+    variants = ("rhythm of earlier notes", "rhythm of the current note", "rhythm of the current note, key and mode")
+    rhythm_rows = {v: nets.row_names(f"transformer, {v}", "training folds") for v in variants}
+    assert list(rows) == [*pitch, *(r for names in rhythm_rows.values() for r in names)]
+    assert all(rows[r][ds]["seeds"] == 2 and rows[r][ds]["melodies"] == 24 for r in pitch
+               for ds in ("chorales", "kinder"))
     assert rows["transformer, training folds only"]["sees"] == "training folds only"
+    # the rhythm rows: the chorales only, each saying what it may see and which thesis figure it compares with
+    for names in rhythm_rows.values():
+        assert all(set(rows[r]) == {"sees", "thesis", "chorales"} and rows[r]["chorales"]["seeds"] == 2 for r in names)
+    strict, like, key = (names[2] for names in rhythm_rows.values())
+    assert rows[strict]["sees"] == "training folds; rhythm of earlier notes; learns from the test melody"
+    assert rows[like]["sees"] == ("training folds; rhythm of earlier notes; rhythm of the current note; "
+                                  "learns from the test melody")
+    assert rows[key]["sees"].endswith("rhythm of the current note; key signature and mode; learns from the test melody")
+    assert [rows[r]["thesis"] for r in (strict, like, key)] == [1.953, 1.953, 1.911]
     trace = result["neural"]["tuning"]["transformer"]["fold_only"]["trace"]
     assert [t["setting"] for t in trace] == ["training.transpose", "dynamic.lr", "bias"]
+    rhythm_tuning = result["neural"]["tuning"]["transformer"]["rhythm"]
+    assert list(rhythm_tuning) == ["earlier", "current", "key"]
+    assert all([t["setting"] for t in r["trace"]] == ["bias"] for r in rhythm_tuning.values())
+    assert rhythm_tuning["current"]["chosen"]["model"]["rhythm"]["current"] == ["bar_position", "duration", "ioi"]
+    # the pre-registered rhythm contender is run (the like-for-like row), the strict one beside it
     tests = result["contenders"]["tests"]
-    assert [t["run"] for t in tests] == [True, True, True, True, False]
+    assert [t["run"] for t in tests] == [True, True, True, True, True]
+    with_rhythm = tests[-1]
+    assert with_rhythm["row"] == like and with_rhythm["thesis"] == 1.953 and "holm_p" in with_rhythm
+    assert with_rhythm["beside"]["row"] == strict and with_rhythm["beside"]["run"]
+    assert "holm_p" not in with_rhythm["beside"] and set(with_rhythm["beside"]["paired"]) == {"combined"}
     report = bm.report_markdown(result)
     row = "| training folds only | musicgen transformer, training folds only | contender (kinder, chorales) |"
     assert row in report
-    assert "chosen on 20" in report and "not run" in report
+    assert "chosen on 20" in report and "not run" not in report
+    assert (f"| training folds; rhythm of earlier notes; rhythm of the current note; learns from the test melody | "
+            f"musicgen {like} | contender (chorales) |") in report
+    line = next(x for x in report.splitlines() if f"musicgen {strict} |" in x)
+    assert line.startswith("| training folds; rhythm of earlier notes; learns from the test melody |")
+    assert "| exploratory |" in line and line.endswith("| - |")  # no kinder figure
+    assert f"| chorales | with_rhythm: beside it (exploratory, not tested) | {strict} |" in report
+    assert "thesis: multiple-viewpoint system, extended feature set with mode (Table 9.8) | published | 1.911" in report
 
 
 def test_finished_folds_are_reused_only_for_the_same_settings_and_initial_weights(tmp_path, monkeypatch):
