@@ -983,7 +983,7 @@ def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]
                                  f"{ds}-{name}", init=weights, **common) for ds in ("chorales", "kinder")},
                 [SEES["pre"], SEES["pre_dynamic"], SEES["pre_dynamic"]])
     rhythm = cfg.get("rhythm") or {}
-    if rhythm.get("model") == name and rhythm.get("variants"):
+    if rhythm.get("model") == name and rhythm.get("run"):
         tuning["rhythm"], rows = rhythm_rows(name, chosen, cfg, data, features or {}, store, size)
         out.update(rows)
     for row, r in out.items():
@@ -999,8 +999,9 @@ def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[in
     for it on fink with pitch alone, given the variant's features (``earlier``: of the notes before
     the one predicted; ``current``: of that note itself), ``rhythm.grid`` searched on fink with the
     same features (as ``tune.grid``, recorded with the date), then its three rows (``row_names``)
-    on each of ``rhythm.datasets`` over ``seeds``. A row that sees the key signature or the mode
-    compares with the thesis's 1.911 (Table 9.8), the others with 1.953 (Table 7.3)."""
+    on each of ``rhythm.datasets`` over ``seeds``; the variants named in ``rhythm.run``. A row that
+    sees the key signature or the mode compares with the thesis's 1.911 (Table 9.8), the others with
+    1.953 (Table 7.3)."""
     from musicgen.experiments.pearce2005_rhythm import sees, sees_key
 
     rhythm, tune, ppm = cfg["rhythm"], cfg["tune"], cfg["ppm"]
@@ -1008,7 +1009,10 @@ def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[in
     common = {"seeds": cfg["seeds"], "fold_seed": cfg["seed"], "k": cfg["folds"], "ppm": ppm, "n_boot": cfg["n_boot"]}
     tuning, out = {}, {}
     tag = f"tune-{name}-rhythm"
-    for variant, v in rhythm["variants"].items():
+    for variant in rhythm["run"]:
+        if variant not in rhythm["variants"]:
+            raise ConfigError(f"rhythm.run names {variant!r}: the variants are {', '.join(rhythm['variants'])}")
+        v = rhythm["variants"][variant]
         seen_by = {"earlier": list(v.get("earlier", [])), "current": list(v.get("current", []))}
         spec = {**chosen["model"], "rhythm": seen_by}
         start = {**chosen, "model": spec}
@@ -1224,7 +1228,7 @@ def pearce2005(cfg: DictConfig) -> dict[str, Any]:
                  for key in cfg if key not in ("paths", "hydra", "quick_overrides")}
         rhythm = plain.get("rhythm") or {}
         features = None
-        if rhythm.get("variants"):
+        if rhythm.get("run"):
             features = load_features(Path(cfg.data_dir), data, list(dict.fromkeys([*rhythm["datasets"], "fink"])))
         result["neural"] = neural_rows(plain, data, store, features)
         compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder") if ds in r}

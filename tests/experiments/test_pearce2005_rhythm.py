@@ -196,3 +196,20 @@ def test_what_a_rhythm_row_sees():
     assert rh.sees(EARLIER, [*CURRENT, "key_sharps", "mode"])[-1] == "key signature and mode"
     assert not rh.sees_key({"earlier": EARLIER, "current": CURRENT})
     assert rh.sees_key({"earlier": EARLIER, "current": ["mode"]})
+
+
+def test_the_preregistered_rhythm_contender_names_the_like_for_like_row_and_the_strict_one_beside_it():
+    from omegaconf import OmegaConf
+
+    from musicgen.config import compose
+
+    cfg = OmegaConf.to_container(compose("benchmark", []), resolve=True)
+    rhythm, contender = cfg["rhythm"], cfg["contenders"]["chorales"]["with_rhythm"]
+    assert rhythm["run"] == ["earlier", "current"] and rhythm["datasets"] == ["chorales"]
+    names = {v: bm.row_names(f"{rhythm['model']}, {rhythm['variants'][v]['name']}", "training folds")
+             for v in rhythm["variants"]}
+    assert contender["row"] == names["current"][2] and contender["beside"] == names["earlier"][2]
+    like, strict = rhythm["variants"]["current"], rhythm["variants"]["earlier"]
+    assert not rh.sees_key(like) and contender["thesis"] == 1.953  # no key or mode: the 1.953 row
+    assert set(like["current"]) == {"bar_position", "duration", "ioi"} and strict["current"] == []
+    assert rh.sees_key(rhythm["variants"]["key"])  # the optional key row compares with 1.911
