@@ -203,8 +203,9 @@ def test_the_preregistered_rhythm_contender_names_the_like_for_like_row_and_the_
 
     from musicgen.config import compose
 
-    cfg = OmegaConf.to_container(compose("benchmark", []), resolve=True)
-    rhythm, contender = cfg["rhythm"], cfg["contenders"]["chorales"]["with_rhythm"]
+    cfg = compose("benchmark", [])
+    rhythm = OmegaConf.to_container(cfg.rhythm, resolve=True)
+    contender = OmegaConf.to_container(cfg.contenders, resolve=True)["chorales"]["with_rhythm"]
     assert rhythm["run"] == ["earlier", "current"] and rhythm["datasets"] == ["chorales"]
     names = {v: bm.row_names(f"{rhythm['model']}, {rhythm['variants'][v]['name']}", "training folds")
              for v in rhythm["variants"]}
