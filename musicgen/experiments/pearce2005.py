@@ -19,7 +19,11 @@ table), the folds, and four kinds of rows on the same folds:
   network row over several training seeds;
 - the same networks pre-trained on the rest of the exported corpus (``make data``), with every
   kinder, fink and BWV 253-438 melody and every duplicate of one removed, then scored as they are
-  and fine-tuned per fold (``pretrained=false``: not run).
+  and fine-tuned per fold (``pretrained=false``: not run);
+- the Transformer on the chorales also given note features (``rhythm:``; durations, inter-onset
+  intervals, bar positions, fermatas, optionally key and mode: ``pearce2005_rhythm``), of earlier
+  notes only (strict) and also the current note's onset and duration (like-for-like, as IDyOM's
+  linked viewpoints), still predicting pitch alone.
 Every setting is chosen by cross-validation on fink, never on kinder or the chorales. The rows
 compared with the thesis's figures are the contenders named in the config before the run (Holm's
 correction over them); the others are exploratory. ``quick=true``: a smoke run on a few melodies.
