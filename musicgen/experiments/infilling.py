@@ -308,7 +308,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.publish:
         coverage = cfg.measure == "coverage"
         page, markdown = ("infill-coverage", coverage_markdown) if coverage else ("infilling", nll_markdown)
-        publish(page, markdown(result), docs_dir=cfg.publish_dir)
+        publish(cfg.publish_name or page, markdown(result), docs_dir=cfg.publish_dir)
     return {**result, "out": str(out)}
 
 

@@ -483,14 +483,14 @@ def test_musicgen_infilling_pools_a_list_of_runs_into_one_page(infill_run, tmp_p
         shutil.copytree(infill_run, r)
     (tmp_path / "docs").mkdir()
     res = run(compose("infilling", [f"ckpt_path=[{runs[0]},{runs[1]}]", "bars=1", "n_boot=50", "device=cpu",
-                                    "publish=true", f"publish_dir={tmp_path / 'docs'}"]))
+                                    "publish=true", f"publish_dir={tmp_path / 'docs'}", "publish_name=infilling-1"]))
     assert res.pop("out") == str(tmp_path / "runs" / "infilling_seeds.json")
     single = json.loads((runs[0] / "infilling.json").read_text())  # each run keeps its own measurement
     assert res["seeds"] == 2 and res["pieces"] == single["pieces"]
     for key in ("nll_per_note_prefix_and_suffix", "difference"):  # two copies of one run: the one run's figures
         assert res[key]["value"] == pytest.approx(single[key]["value"], abs=1e-3)
         assert res[key]["per_seed"][0] == res[key]["per_seed"][1]
-    page = (tmp_path / "docs" / "results" / "infilling.md").read_text()
+    page = (tmp_path / "docs" / "results" / "infilling-1.md").read_text()
     assert nll_markdown(res).splitlines()[2] in page and "seed_1" in page
     with pytest.raises(ConfigError, match="one run"):
         run(compose("infilling", [f"ckpt_path=[{runs[0]},{runs[1]}]", "measure=coverage", "device=cpu"]))
