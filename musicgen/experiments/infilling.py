@@ -1,11 +1,11 @@
 """Measuring infilling (``musicgen infilling ckpt_path=<run>``, conf/infilling.yaml). ``measure=nll``
 (the default): on the test pieces, the NLL per note of each true middle given prefix and suffix
-against the same model given the prefix only; ``ckpt_path=[<run>,<run>,...]`` (one run per training
-seed, one data split): each measured, then pooled over seeds and pieces. ``measure=coverage``: which bar spans of the test
-pieces can be infilled at all (bars 1-2, 3-4 and the last two), with MidiTok's REMI encoding (a
-rest that reaches a bar line hides that bar's Bar token) and with the run's, and bars 3-4 of every
-piece regenerated, its notes outside the span checked against the file's. The feature itself:
-``musicgen.control.infilling``."""
+against the same model given the prefix only; ``ckpt_path=[<run>,<run>,...]`` (one run per
+training seed, one data split): each measured, then pooled over seeds and pieces.
+``measure=coverage``: which bar spans of the test pieces can be infilled at all (bars 1-2, 3-4
+and the last two), with MidiTok's REMI encoding (a rest that reaches a bar line hides that bar's
+Bar token) and with the run's, and bars 3-4 of every piece regenerated, its notes outside the
+span checked against the file's. The feature itself: ``musicgen.control.infilling``."""
 
 from __future__ import annotations
 
