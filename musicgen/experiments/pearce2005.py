@@ -254,10 +254,11 @@ def duplicates_of(candidates: list[list[int]], protected: list[list[int]], n: in
     return out
 
 
-def pretraining_melodies(data_dir: Path, protected: list[list[int]]) -> tuple[list[list[int]], dict[str, int]]:
-    """Melodies of the exported corpus (``make data``: ``<data_dir>/folk`` and ``chorales``) to
-    pre-train on: every file of the benchmark's collections left out by name (Essen kinder and
-    fink, chorales BWV 253-438), then every duplicate of a benchmark melody (``duplicates_of``)."""
+def corpus_files(data_dir: Path) -> tuple[list[tuple[str, Path]], int]:
+    """The exported corpus's files (``make data``: ``<data_dir>/folk`` and ``chorales``) that may
+    be pre-trained on, as ``(source, path)`` in a fixed order (``source``: ``folk/<rel>`` or
+    ``chorales/<name>``), and how many were left out by name (Essen kinder and fink, chorales
+    BWV 253-438)."""
     folk, chorales = data_dir / "folk", data_dir / "chorales"
     if not (folk / "manifest.json").is_file() or not chorales.is_dir():
         raise ConfigError(f"the pre-trained rows need the exported corpus under {data_dir}: run `make data` first")
@@ -268,18 +269,115 @@ def pretraining_melodies(data_dir: Path, protected: list[list[int]]) -> tuple[li
         if any(rel.startswith(prefix + "/") for prefix in named_out):
             left_out += 1
         else:
-            files.append(path)
+            files.append((f"folk/{rel}", path))
     for path in sorted(chorales.glob("*.mid")):
         m = re.match(r"bwv(\d+)", path.name)
         if m and CHORALE_RANGE[0] <= int(m.group(1)) <= CHORALE_RANGE[1]:
             left_out += 1
         else:
-            files.append(path)
-    melodies = [m for m in map(midi_melody, files) if len(m) >= 2]
-    dup = duplicates_of(melodies, protected)
+            files.append((f"chorales/{path.name}", path))
+    return files, left_out
+
+
+def pretraining_melodies(data_dir: Path, protected: list[list[int]]) -> tuple[list[list[int]], dict[str, int]]:
+    """Melodies of the exported corpus (``make data``: ``<data_dir>/folk`` and ``chorales``) to
+    pre-train on: every file of the benchmark's collections left out by name (Essen kinder and
+    fink, chorales BWV 253-438), then every duplicate of a benchmark melody (``duplicates_of``)."""
+    corpus, stats, _, _ = pretraining_corpora(data_dir, protected, {})
+    return corpus, stats
+
+
+#: The German collections of music21's Essen files (the Essen database's ``europa/deutschl``:
+#: Altdeutsche Lieder, the German ballads, Boehme, the Deutsches Volksliedarchiv, Erk, Fink,
+#: Haydn's German folk-song sources, kinder, the variants file and Zuccalmaglio); the others are
+#: Chinese (han), Irish (irl), Lorraine (lot), Luxembourg (lux) and the small mixed test files,
+#: whose tunes from Germany are found by their origin field (``essen_tune_is_german``).
+GERMAN_ESSEN = re.compile(r"(altdeu|ballad|boehme|dva|erk|fink|folkHaydn|kinder|variant|zuccal)\d*")
+#: What a pre-training variant may drop by name (``pretraining_variants.variants.*.drop``).
+DROPS = ("bach", "german_essen")
+
+
+def _essen_origins(stem: str, cache: dict[str, list[str]] = {}) -> list[str]:  # noqa: B006 (a cache)
+    """The origin field (``O:``) of each tune of music21's ``essenFolksong/<stem>.abc``, in the
+    export's order (a tune's index in ``split_abc_tunes``, its exported file name)."""
+    if stem not in cache:
+        from musicgen.data.corpus import music21_corpus_dir
+        from musicgen.data.music21_midi import split_abc_tunes
+
+        path = music21_corpus_dir() / "essenFolksong" / f"{stem}.abc"
+        tunes = split_abc_tunes(path.read_text(encoding="utf-8")) if path.is_file() else []
+        cache[stem] = [next((x[2:].strip() for x in t.splitlines() if x.startswith("O:")), "") for t in tunes]
+    return cache[stem]
+
+
+def essen_tune_is_german(source: str) -> bool:
+    """Is an exported folk file (``folk/essenFolksong/<stem>/<index>.mid``) a German Essen song:
+    of a German collection (``GERMAN_ESSEN``), or a tune whose origin names Deutschland?"""
+    parts = source.split("/")
+    if len(parts) != 4 or parts[:2] != ["folk", "essenFolksong"]:
+        return False
+    if GERMAN_ESSEN.fullmatch(parts[2]):
+        return True
+    origins, index = _essen_origins(parts[2]), int(Path(parts[3]).stem)
+    return index < len(origins) and "Deutschland" in origins[index]
+
+
+def _dropped(source: str, drop: list[str]) -> bool:
+    return ("bach" in drop and source.startswith("chorales/")) or (
+        "german_essen" in drop and essen_tune_is_german(source))
+
+
+def pretraining_corpora(data_dir: Path, protected: list[list[int]], variants: dict[str, dict]
+                        ) -> tuple[list[list[int]], dict[str, Any], dict[str, list[list[int]]], dict[str, Any]]:
+    """The pre-training corpus and its variants, from one reading of the exported corpus.
+
+    The corpus (``pretraining_melodies``): the files of ``corpus_files``, less every duplicate of a
+    ``protected`` (benchmark) melody by ``duplicates_of`` (the contour 8-gram filter); its stats.
+    Each variant (``{name, similarity, drop}``): the same, also less every melody at least
+    ``similarity`` similar to a protected one by ``musicgen.metrics.similarity`` (interval figures,
+    transposition-invariant; the split's threshold is 0.4, the leakage check's 0.25) and every file
+    ``drop`` names (``bach``: every chorale file; ``german_essen``: ``essen_tune_is_german``).
+    Returns ``(corpus, stats, {variant: corpus}, filters)``; ``filters`` counts what each filter
+    removes from the melodies left after the files left out by name: the 8-gram filter, the
+    similarity filter alone at 0.4, 0.25 and each variant's threshold (and how many of those the
+    8-gram filter keeps), and per variant what it drops."""
+    from musicgen.metrics import similarity as sim
+
+    files, left_out = corpus_files(data_dir)
+    read = [(source, midi_melody(path)) for source, path in files]
+    read = [(source, m) for source, m in read if len(m) >= 2]
+    melodies = [m for _, m in read]
+    dup = np.array(duplicates_of(melodies, protected), dtype=bool)
     kept = [m for m, d in zip(melodies, dup) if not d]
-    return kept, {"files": len(files) + left_out, "left_out_by_name": left_out,
-                  "duplicates_removed": int(sum(dup)), "melodies": len(kept), "notes": sum(map(len, kept))}
+    stats = {"files": len(files) + left_out, "left_out_by_name": left_out,
+             "duplicates_removed": int(dup.sum()), "melodies": len(kept), "notes": sum(map(len, kept))}
+    best = np.zeros(len(melodies))
+    if melodies and protected:
+        best, _ = sim.nearest([sim.signature(sim.contour(m)) for m in melodies],
+                              [sim.signature(sim.contour(m)) for m in protected])
+    thresholds = sorted({sim.SPLIT_THRESHOLD, sim.LEAKAGE_THRESHOLD,
+                         *(float(v["similarity"]) for v in variants.values() if v.get("similarity"))}, reverse=True)
+    filters: dict[str, Any] = {
+        "melodies_read": len(melodies), "contour_8gram": int(dup.sum()),
+        "similarity": {f"{t:g}": {"alone": int((best >= t).sum()), "beyond_8gram": int(((best >= t) & ~dup).sum()),
+                                  "8gram_only": int((dup & (best < t)).sum())} for t in thresholds},
+        "variants": {}}
+    out = {}
+    for name, v in variants.items():
+        drop = list(v.get("drop") or [])
+        if set(drop) - set(DROPS):
+            raise ConfigError(f"pretraining_variants.variants.{name}.drop: {drop}; each one of {', '.join(DROPS)}")
+        threshold = v.get("similarity")
+        near = best >= float(threshold) if threshold else np.zeros(len(melodies), dtype=bool)
+        dropped = np.array([_dropped(source, drop) for source, _ in read], dtype=bool)
+        keep = ~(dup | near | dropped)
+        out[name] = [m for m, k in zip(melodies, keep) if k]
+        filters["variants"][name] = {
+            "dropped_by_name": int(dropped.sum()), "contour_8gram": int((dup & ~dropped).sum()),
+            "similarity_beyond_8gram": int((near & ~dup & ~dropped).sum()), "melodies": len(out[name]),
+            "notes": sum(map(len, out[name])),
+            **{f"dropped_{d}": int(np.sum([_dropped(s, [d]) for s, _ in read])) for d in drop}}
+    return kept, stats, out, filters
 
 
 # ----------------------------------------------------------------------------- neural models
@@ -514,6 +612,122 @@ def ppm_rows(melodies: list[list[int]], ppm: dict[str, Any], store: Store | None
     key = Store.key(settings, k, seed, len(melodies), sum(map(len, melodies)))
     return {row: summarise(store.log_probs(f"{tag}-ppm-{key}/{row}", lambda row=row: compute(row))
                            if store else compute(row), seed, n_boot) for row in rows}
+
+
+class CorpusPPM(PPM):
+    """PPM* (unbounded order in its context choice) whose trie keeps contexts of at most
+    ``max_context`` symbols, so that a pre-training corpus of 800,000 notes fits in memory (a
+    node per distinct substring: unbounded, about as many nodes as the corpus's notes squared
+    over its melodies). The cap changes a prediction only where a context of ``max_context``
+    notes has been followed by two things or more: a longer one would then be PPM*'s choice where
+    it matched (a deterministic context stays one when lengthened, so below that PPM*'s choice is
+    the same). ``checkpoint`` and ``rollback`` undo everything counted in between (a fold's
+    training melodies and its online updates), so one corpus trie serves every fold."""
+
+    def __init__(self, alphabet, max_context: int, **settings):
+        super().__init__(alphabet, order=None, **settings)
+        if max_context < 1:
+            raise ValueError(f"max_context must be >= 1, got {max_context}")
+        self.max_context = int(max_context)
+        self._journal: list | None = None
+
+    def _count(self, active, sym):
+        if self._journal is not None:
+            for node in active:
+                child = node.children.get(sym)
+                self._journal.append((node, sym, None if child is None else (child.count, child.excluded_count)))
+        return super()._count(active, sym)[-(self.max_context + 1):]
+
+    def checkpoint(self) -> None:
+        self._journal = []
+
+    def rollback(self) -> None:
+        """Back to the state at ``checkpoint``, exactly (nodes created since are removed)."""
+        for node, sym, before in reversed(self._journal or []):
+            if before is None:
+                del node.children[sym]
+            else:
+                node.children[sym].count, node.children[sym].excluded_count = before
+        self._journal = None
+
+
+#: The pre-trained PPM* rows (``ppm_pretrained``): key in the result -> the model in the thesis's notation.
+PPM_PRETRAINED = {"ltm": "PPM* LTM C*I", "ltm_plus": "PPM* LTM+ C*I", "combined": "PPM* LTM+ C*I with STM C*I"}
+
+
+def ppm_pretrained_log_probs(data: dict[str, list[list[int]]], corpus: list[list[int]], ppm: dict[str, Any],
+                             max_context: int, k: int = 10, seed: int = 0) -> dict[str, dict[str, list[np.ndarray]]]:
+    """Table 6.6's long-term models given the networks' pre-training ``corpus`` too: per dataset of
+    ``data`` and fold (``folds(n, k, seed)``, the other rows' folds), PPM* C*I (``CorpusPPM``)
+    trained on the corpus and the other folds (``ltm``), the same updated online with each test
+    note after predicting it (``ltm_plus``, kept across the fold's melodies as in ``ppm_log_probs``),
+    and that combined with the short-term model of the melody so far (``combined``, bias
+    ``ppm["bias"]``). The trie is over the pitches of the corpus and the datasets; each
+    distribution is renormalised over the dataset's own alphabet (as the networks' are) before it
+    is scored or combined. Natural-log probability of every note: dataset -> row -> per melody."""
+    settings = {key: ppm[key] for key in ("escape", "exclusion", "update_exclusion")}
+    alphabet = sorted({p for m in corpus for p in m} | {p for ms in data.values() for m in ms for p in m})
+    t0 = time.perf_counter()
+    model = CorpusPPM(alphabet, max_context, **settings).fit(corpus)
+    log.info("PPM* on the pre-training corpus (%d melodies, contexts up to %d notes): %.0f s", len(corpus),
+             max_context, time.perf_counter() - t0)
+    out: dict[str, dict[str, list[np.ndarray]]] = {}
+    for ds, melodies in data.items():
+        own = sorted({p for m in melodies for p in m})
+        cols = [alphabet.index(p) for p in own]
+
+        def restrict(d: np.ndarray, cols: list[int] = cols) -> np.ndarray:
+            d = d[:, cols]
+            return d / d.sum(1, keepdims=True)
+
+        rows: dict[str, list[np.ndarray]] = {r: [np.zeros(0)] * len(melodies) for r in PPM_PRETRAINED}
+        for test in folds(len(melodies), k, seed):
+            model.checkpoint()
+            model.fit([melodies[i] for i in np.setdiff1d(np.arange(len(melodies)), test)])
+            fixed = {i: restrict(model.predict_sequence(melodies[i], learn=False)) for i in test}
+            online = {i: restrict(model.predict_sequence(melodies[i], learn=True)) for i in test}
+            model.rollback()
+            for i in test:
+                m = melodies[i]
+                dists = {"ltm": fixed[i], "ltm_plus": online[i],
+                         "combined": combine([online[i], stm_dists(m, own, ppm)], ppm["bias"])}
+                col = [own.index(p) for p in m]
+                for r in rows:
+                    rows[r][i] = np.log(dists[r][np.arange(len(m)), col])
+        out[ds] = rows
+    return out
+
+
+def corpus_key(corpus: list[list[int]]) -> str:
+    """A digest of a corpus's melodies, part of a pre-trained PPM* row's name in the store."""
+    return hashlib.sha1(json.dumps(corpus).encode()).hexdigest()[:12]
+
+
+def ppm_pretrained_rows(data: dict[str, list[list[int]]], corpus: list[list[int]], ppm: dict[str, Any],
+                        max_context: int, store: Store | None, label: str, k: int = 10, seed: int = 0,
+                        n_boot: int = 1000) -> dict[str, dict[str, Any]]:
+    """``ppm_pretrained_log_probs`` summarised: row name (``<model>, <label>``) -> ``{"sees",
+    "corpus", dataset: summary}``; with a ``store``, each dataset's rows are kept under a name
+    derived from the settings and the corpus (computed once, reused on resume)."""
+    settings = {key: ppm[key] for key in ("escape", "exclusion", "update_exclusion", "bias")}
+    done: dict[str, dict[str, list[np.ndarray]]] = {}
+
+    def compute(ds: str, row: str) -> list[np.ndarray]:
+        if not done:
+            done.update(ppm_pretrained_log_probs(data, corpus, ppm, max_context, k, seed))
+        return done[ds][row]
+
+    ckey = corpus_key(corpus)
+    out: dict[str, dict[str, Any]] = {}
+    for row, model in PPM_PRETRAINED.items():
+        name = f"{model}, {label}"
+        out[name] = {"sees": SEES["pre"] if row == "ltm" else SEES["pre_dynamic"], "ppm_row": row}
+        for ds, melodies in data.items():
+            key = Store.key(settings, max_context, k, seed, len(melodies), sum(map(len, melodies)), ckey)
+            lps = (store.log_probs(f"{ds}-ppm-pretrained-{key}/{row}", lambda ds=ds, row=row: compute(ds, row))
+                   if store else compute(ds, row))
+            out[name][ds] = summarise(lps, seed, n_boot)
+    return out
 
 
 def reproduction(ppm: dict[str, dict[str, Any]], tolerance: float) -> dict[str, dict[str, Any]]:
@@ -942,50 +1156,56 @@ def choose_settings(start: dict, grid: dict[str, list], score) -> tuple[dict, li
 
 
 def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]], corpus: list[list[int]] | None,
-               store: Store, features: dict[str, list[np.ndarray]] | None = None) -> tuple[dict, dict]:
+               store: Store, features: dict[str, list[np.ndarray]] | None = None,
+               variant_corpora: dict[str, list[list[int]]] | None = None) -> tuple[dict, dict]:
     """One network: settings chosen on fink (``tune.grid[name]``, recorded with the date in the
     store, so a resumed run reports the choice as it was made), then its rows on both datasets over
     ``seeds``; with a pre-training ``corpus``, the pre-trained rows too (fine-tuning's learning rate
-    chosen on fink as before, ``tune.fine_grid``); for the network ``rhythm.model``, its rhythm rows
-    too (``rhythm_rows``, with each dataset's note ``features``)."""
-    tune = cfg["tune"]
+    chosen on fink as before, ``tune.fine_grid``); for the network ``pretraining_variants.model``,
+    the pre-trained and fine-tuned rows again per variant corpus of ``variant_corpora``
+    (``variant_rows``); for the network ``rhythm.model``, its rhythm rows too (``rhythm_rows``,
+    with each dataset's note ``features``)."""
+    tune_cfg = cfg["tune"]  # not `tune`: that is the fine-tuning search below
     size = int(np.mean([len(data[n]) * (cfg["folds"] - 1) / cfg["folds"] for n in ("chorales", "kinder")]))
     start = {"model": spec, "training": cfg["fold_training"], "dynamic": cfg["dynamic"],
              "bias": cfg["combination"]["bias"]}
-    grid = (tune.get("grid") or {}).get(name) or {}
+    grid = (tune_cfg.get("grid") or {}).get(name) or {}
     ppm = cfg["ppm"]
 
     def score(settings: dict, group: str) -> float:
-        return fink_score(settings, group, data["fink"], store, f"tune-{name}", tune, cfg["seed"], size, ppm)
+        return fink_score(settings, group, data["fink"], store, f"tune-{name}", tune_cfg, cfg["seed"], size, ppm)
 
     def choose() -> dict:
         chosen, trace = choose_settings(start, grid, score)
         return {"chosen": chosen, "trace": trace, "date": datetime.date.today().isoformat()}
 
-    record = store.record(f"tune-{name}-{store.key(start, grid, tune, size, cfg['seed'], ppm)}", choose)
+    record = store.record(f"tune-{name}-{store.key(start, grid, tune_cfg, size, cfg['seed'], ppm)}", choose)
     chosen = record["chosen"]
     tuning = {"fold_only": record}
     common = {"seeds": cfg["seeds"], "fold_seed": cfg["seed"], "k": cfg["folds"], "ppm": ppm, "n_boot": cfg["n_boot"]}
     out: dict[str, dict] = {}
 
-    def add(rows_by_ds: dict[str, dict[str, dict]], sees: list[str]) -> None:
+    def add(rows_by_ds: dict[str, dict[str, dict]], sees: list[str], **extra) -> None:
         for ds, rows in rows_by_ds.items():
             for (row, r), seen in zip(rows.items(), sees):
-                out.setdefault(row, {"sees": seen})[ds] = r
+                out.setdefault(row, {"sees": seen, **extra})[ds] = r
 
     add({ds: seeded_rows(row_names(name, "training folds"), data[ds], chosen["model"], chosen["training"], chosen,
                          store, f"{ds}-{name}", **common) for ds in ("chorales", "kinder")},
         [SEES["fold"], SEES["dynamic"], SEES["dynamic"]])
     if corpus is not None:
         weights = pretrain(name, chosen["model"], cfg["pretraining"], corpus, store, cfg["seed"])
-        fine_train, fine_rows = tune(data["fink"], chosen["model"], cfg["fine_tuning"], tune["fine_grid"], store,
+        fine_train, fine_rows = tune(data["fink"], chosen["model"], cfg["fine_tuning"], tune_cfg["fine_grid"], store,
                                         f"tune-{name}-fine", cfg["seed"], size, init=weights)
         tuning["fine_tuning"] = {"chosen": fine_train, "grid": fine_rows}
         for label, train in (("pre-trained, not fine-tuned", {**fine_train, "steps": 0}),
                              ("pre-trained and fine-tuned per fold", fine_train)):
             add({ds: seeded_rows(row_names(name, label), data[ds], chosen["model"], train, chosen, store,
                                  f"{ds}-{name}", init=weights, **common) for ds in ("chorales", "kinder")},
-                [SEES["pre"], SEES["pre_dynamic"], SEES["pre_dynamic"]])
+                [SEES["pre"], SEES["pre_dynamic"], SEES["pre_dynamic"]], corpus="main", seed_values=list(cfg["seeds"]))
+        variants = cfg.get("pretraining_variants") or {}
+        if variant_corpora and variants.get("model") == name:
+            out.update(variant_rows(name, chosen, fine_train, cfg, data, variant_corpora, store))
     rhythm = cfg.get("rhythm") or {}
     if rhythm.get("model") == name and rhythm.get("run"):
         tuning["rhythm"], rows = rhythm_rows(name, chosen, cfg, data, features or {}, store, size)
@@ -994,6 +1214,32 @@ def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]
         log.info("%s: %s bits per note", row, ", ".join(f"{ds} {r[ds]['per_melody']:.3f}" for ds in
                                                         ("chorales", "kinder") if ds in r))
     return tuning, out
+
+
+def variant_rows(name: str, chosen: dict, fine_train: dict, cfg: dict, data: dict[str, list[list[int]]],
+                 corpora: dict[str, list[list[int]]], store: Store) -> dict[str, dict]:
+    """The pre-training variants of one network (``pretraining_variants``): per variant corpus,
+    the network at its settings ``chosen`` on fink pre-trained on that corpus (``pretraining``, as
+    the main pre-training; stored under its own name), fine-tuned per fold with the fine-tuning
+    settings chosen for the main pre-trained rows (``fine_train``: not chosen again), its three
+    rows (``row_names``) over ``pretraining_variants.seeds`` (null: ``seeds``). Each row names its
+    ``corpus`` and its ``base``, the same row pre-trained on the main corpus."""
+    variants = cfg["pretraining_variants"]
+    seeds = list(variants.get("seeds") or cfg["seeds"])
+    common = {"seeds": seeds, "fold_seed": cfg["seed"], "k": cfg["folds"], "ppm": cfg["ppm"], "n_boot": cfg["n_boot"]}
+    base = row_names(name, "pre-trained and fine-tuned per fold")
+    out: dict[str, dict] = {}
+    for vid, corpus in corpora.items():
+        weights = pretrain(f"{name}-{vid}", chosen["model"], cfg["pretraining"], corpus, store, cfg["seed"])
+        names = row_names(name, f"pre-trained ({variants['variants'][vid]['name']}) and fine-tuned per fold")
+        for row, b, seen in zip(names, base, (SEES["pre"], SEES["pre_dynamic"], SEES["pre_dynamic"])):
+            out[row] = {"sees": seen, "corpus": vid, "base": b, "seed_values": seeds}
+        for ds in ("chorales", "kinder"):
+            rows = seeded_rows(names, data[ds], chosen["model"], fine_train, chosen, store, f"{ds}-{name}",
+                               init=weights, **common)
+            for row, r in rows.items():
+                out[row][ds] = r
+    return out
 
 
 def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[int]]],
@@ -1045,19 +1291,21 @@ def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[in
 
 
 def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
-                features: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+                features: dict[str, list[np.ndarray]] | None = None, corpora: dict | None = None) -> dict[str, Any]:
     """Every network's rows (``model_rows``), the networks side by side in ``workers`` processes
-    (``features``: the note features of the rhythm rows' datasets and fink)."""
+    (``features``: the note features of the rhythm rows' datasets and fink; ``corpora``: the
+    pre-training corpora of ``build_corpora``, built here when pre-training and not given)."""
     import os
 
-    corpus, corpus_stats = None, None
+    corpus, corpus_stats, variant_corpora = None, None, None
     if cfg["pretrained"]:
-        benchmark = [m for name in ("chorales", "kinder", "fink") for m in data[name]]
-        corpus, corpus_stats = pretraining_melodies(Path(cfg["data_dir"]), benchmark)
+        corpora = corpora or build_corpora(Path(cfg["data_dir"]), data, cfg.get("pretraining_variants") or {})
+        corpus, corpus_stats, variant_corpora = corpora["main"], corpora["stats"], corpora["variants"]
     models = cfg["models"]
     workers = max(1, min(int(cfg["workers"]), len(models)))
     if workers == 1:
-        done = [model_rows(name, spec, cfg, data, corpus, store, features) for name, spec in models.items()]
+        done = [model_rows(name, spec, cfg, data, corpus, store, features, variant_corpora)
+                for name, spec in models.items()]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -1066,7 +1314,7 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
         log.info("training %s side by side: %d processes, %d thread(s) each", ", ".join(models), workers, threads)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_start, initargs=(threads,)) as pool:
-            futures = [pool.submit(model_rows, name, spec, cfg, data, corpus, store, features)
+            futures = [pool.submit(model_rows, name, spec, cfg, data, corpus, store, features, variant_corpora)
                        for name, spec in models.items()]
             done = [f.result() for f in futures]
     out: dict[str, Any] = {"pretraining_corpus": corpus_stats, "tuning": {}, "rows": {}}
@@ -1227,6 +1475,16 @@ def pearce2005(cfg: DictConfig) -> dict[str, Any]:
     result = {"datasets": dataset_table(data), "order": order, "order_scores_on_fink": tuning, "ngram": rows,
               "ppm": {"settings": ppm, "rows": reproduced, "reproduction": holds}}
     compared = {ngram_name(order): rows}
+    pre = OmegaConf.to_container(cfg.ppm_pretrained, resolve=True)
+    variants = OmegaConf.to_container(cfg.pretraining_variants, resolve=True)
+    corpora = None
+    if cfg.pretrained and (cfg.neural or pre["run"]):
+        corpora = build_corpora(Path(cfg.data_dir), data, variants)
+        result["pretraining_filters"] = {**corpora["filters"], "corpus": corpora["stats"]}
+    if corpora and pre["run"]:
+        result["ppm_pretrained"] = ppm_pretrained_result(data, corpora, variants, ppm, pre, store, cfg)
+        compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder")}
+                         for row, r in result["ppm_pretrained"]["rows"].items()})
     if cfg.neural:
         plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                  for key in cfg if key not in ("paths", "hydra", "quick_overrides")}
@@ -1234,14 +1492,93 @@ def pearce2005(cfg: DictConfig) -> dict[str, Any]:
         features = None
         if rhythm.get("run"):
             features = load_features(Path(cfg.data_dir), data, list(dict.fromkeys([*rhythm["datasets"], "fink"])))
-        result["neural"] = neural_rows(plain, data, store, features)
+        result["neural"] = neural_rows(plain, data, store, features, corpora)
         compared.update({row: {ds: r[ds] for ds in ("chorales", "kinder") if ds in r}
                          for row, r in result["neural"]["rows"].items()})
     fold_only = {n for n in compared if n == ngram_name(order) or n.endswith(FOLD_ONLY)}
     result["paired"] = paired_against_ppm(compared, reproduced, holds, fold_only, n_boot=cfg.n_boot, seed=cfg.seed)
+    if corpora:
+        every = {**result.get("ppm_pretrained", {}).get("rows", {}), **result.get("neural", {}).get("rows", {})}
+        result["paired_pretrained"] = paired_pretrained(every, n_boot=cfg.n_boot, seed=cfg.seed)
     result["contenders"] = contenders_result(OmegaConf.to_container(cfg.contenders, resolve=True),
                                              result.get("neural", {}).get("rows", {}), reproduced, holds)
     return result
+
+
+def build_corpora(data_dir: Path, data: dict[str, list[list[int]]], variants: dict) -> dict[str, Any]:
+    """The pre-training corpus and the variants ``pretraining_variants.run`` names
+    (``pretraining_corpora``, protecting every chorale, kinder and fink melody)."""
+    for v in variants.get("run") or []:
+        if v not in variants["variants"]:
+            raise ConfigError(f"pretraining_variants.run names {v!r}: the variants are "
+                              f"{', '.join(variants['variants'])}")
+    benchmark = [m for name in ("chorales", "kinder", "fink") for m in data[name]]
+    corpus, stats, by_variant, filters = pretraining_corpora(
+        data_dir, benchmark, {v: variants["variants"][v] for v in variants.get("run") or []})
+    log.info("pre-training corpus: %d melodies; filters: %s", len(corpus), json.dumps(filters))
+    return {"main": corpus, "stats": stats, "variants": by_variant, "filters": filters}
+
+
+def ppm_pretrained_result(data: dict[str, list[list[int]]], corpora: dict, variants: dict, ppm: dict, pre: dict,
+                          store: Store, cfg: DictConfig) -> dict[str, Any]:
+    """The pre-trained PPM* rows (``ppm_pretrained_rows``) on the pre-training corpus and, with
+    ``ppm_pretrained.variants``, on each variant's corpus."""
+    which = {"main": (corpora["main"], "pre-training corpus and training folds")}
+    if pre.get("variants"):
+        which.update({v: (c, f"pre-training corpus ({variants['variants'][v]['name']}) and training folds")
+                      for v, c in corpora["variants"].items()})
+    rows: dict[str, dict] = {}
+    for cid, (corpus, label) in which.items():
+        got = ppm_pretrained_rows({ds: data[ds] for ds in ("chorales", "kinder")}, corpus, ppm,
+                                  int(pre["max_context"]), store, label, k=cfg.folds, seed=cfg.seed, n_boot=cfg.n_boot)
+        main_label = which["main"][1]
+        rows.update({row: {**r, "corpus": cid, **({"base": row.replace(label, main_label)} if cid != "main" else {})}
+                     for row, r in got.items()})
+    return {"max_context": int(pre["max_context"]), "rows": rows}
+
+
+def _by_seed(r: dict) -> np.ndarray:
+    return np.asarray(r["melody_bits_by_seed"] if "melody_bits_by_seed" in r else [r["melody_bits"]])
+
+
+def paired_pretrained(rows: dict[str, dict], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Rows that saw a pre-training corpus, melody by melody, seed-aware (``seed_piece_interval``):
+    - ``against_ppm``: each network row minus the PPM* rows pre-trained on the same corpus (its
+      combined model; and for a row that does not learn from the test melody, its LTM);
+    - ``moves``: each row on a variant's corpus minus the same row on the pre-training corpus
+      (a network row on the training seeds both ran).
+    A row's ``corpus`` says which corpus (``main`` or the variant); a PPM* row has ``ppm_row``."""
+    ppm = {(r["corpus"], r["ppm_row"]): r for r in rows.values() if "ppm_row" in r}
+    main = {r.get("base", name): r for name, r in rows.items() if r.get("corpus") == "main"}
+
+    def diff(a: dict, b: dict, ds: str) -> dict | None:
+        if ds not in a or ds not in b:
+            return None
+        x, y = _by_seed(a[ds]), _by_seed(b[ds])
+        if "ppm_row" not in a and "ppm_row" not in b:  # two network rows: on the seeds both ran
+            sa, sb = a.get("seed_values") or [], b.get("seed_values") or []
+            both = [s for s in sa if s in sb]
+            if not both:
+                return None
+            x, y = x[[sa.index(s) for s in both]], y[[sb.index(s) for s in both]]
+        d = x - y.mean(0)[None] if len(y) != len(x) else x - y
+        return seed_piece_interval(d, np.ones(d.shape[1]), n_boot=n_boot, seed=seed)
+
+    against, moves = {}, {}
+    for name, r in rows.items():
+        cid = r.get("corpus")
+        if cid is None:
+            continue
+        if "ppm_row" not in r:
+            refs = ["combined"] + ([] if LEARNS in r["sees"] else ["ltm"])
+            against[name] = {ds: {ref: diff(r, ppm[(cid, ref)], ds) if (cid, ref) in ppm else None for ref in refs}
+                             for ds in ("chorales", "kinder") if ds in r}
+        if cid != "main":
+            base = main.get(r.get("base", name))
+            if base is not None:
+                moves[name] = {"base": r.get("base", name), **{ds: diff(r, base, ds) for ds in ("chorales", "kinder")
+                                                                if ds in r}}
+    return {"against_ppm": against, "moves": moves}
 
 
 def contenders_result(contenders: dict, rows: dict, reproduced: dict, holds: dict) -> dict[str, Any]:
@@ -1286,6 +1623,8 @@ def report_markdown(result: dict[str, Any]) -> str:
 
     lines += ["", "| may see | model | role | chorales (BWV 253-438) | kinder |", "|---|---|---|---|---|",
               f"| {FOLD_ONLY} | musicgen {ngram_name(result['order'])} | exploratory | {cell(ch)} | {cell(ki)} |"]
+    lines += [f"| {r['sees']} | {row} | exploratory | {cell(r['chorales'])} | {cell(r['kinder'])} |"
+              for row, r in (result.get("ppm_pretrained") or {}).get("rows", {}).items()]
     neural = result.get("neural")
     if neural:
         lines += [f"| {r.get('sees', '-')} | musicgen {row} | {label(row)} | "
@@ -1338,6 +1677,9 @@ def report_markdown(result: dict[str, Any]) -> str:
                                  for r in d["grid"])
                 keys = {k: d["chosen"][k] for k in d["grid"][0] if k != "per_melody"}
                 lines.append(f"- {name}, fine-tuning: chose {keys} from {grid}")
+    if result.get("pretraining_filters"):
+        lines += pretraining_report(result["pretraining_filters"], result.get("ppm_pretrained"),
+                                    result.get("paired_pretrained"))
     if result.get("paired"):
         lines += paired_report(result["paired"], result["ppm"]["settings"]["tolerance"])
     lines.append("")
@@ -1389,7 +1731,54 @@ def paired_report(paired: dict[str, dict[str, dict | None]], tolerance: float) -
     for name, by_ds in paired.items():
         cells = [fig(by_ds[ds][ref]) if ref in by_ds.get(ds, {}) else "-" for ds in ("chorales", "kinder")
                  for ref in ("combined", "ltm")]
-        lines.append(f"| musicgen {name} | {' | '.join(cells)} |")
+        lines.append(f"| {'' if name.startswith('PPM*') else 'musicgen '}{name} | {' | '.join(cells)} |")
+    return lines
+
+
+def pretraining_report(filters: dict[str, Any], ppm_pre: dict | None, paired: dict | None) -> list[str]:
+    """What each near-duplicate filter removed from the pre-training corpus, the variants' corpora,
+    and the pre-trained rows paired with the pre-trained PPM* and with the main corpus's rows."""
+    sim = "; ".join(f"at {t}: {c['alone']:,} ({c['beyond_8gram']:,} of them kept by the 8-gram filter, which "
+                    f"removes {c['8gram_only']:,} this one keeps)" for t, c in filters["similarity"].items())
+    lines = ["", f"Near-duplicate filters on the {filters['melodies_read']:,} melodies left after the files left out "
+             f"by name: the contour 8-gram filter (the pre-training corpus's) removes {filters['contour_8gram']:,}; "
+             "the interval-figure similarity filter (`musicgen.metrics.similarity`, transposition-invariant; 0.4 "
+             f"is the split's threshold, 0.25 the leakage check's) would remove {sim}. The main pre-training corpus "
+             "keeps the 8-gram filter alone; the variants below add the similarity filter."]
+    for vid, v in filters.get("variants", {}).items():
+        by_name = ", ".join(f"{k.removeprefix('dropped_')}: {n:,}" for k, n in v.items() if k.startswith("dropped_")
+                            and k != "dropped_by_name")
+        lines.append(f"- Variant `{vid}`: {v['melodies']:,} melodies, {v['notes']:,} notes; dropped by name "
+                     f"{v['dropped_by_name']:,}{f' ({by_name})' if by_name else ''}, then {v['contour_8gram']:,} by "
+                     f"the 8-gram filter and {v['similarity_beyond_8gram']:,} more by the similarity filter.")
+    if ppm_pre:
+        lines += ["", f"The pre-trained PPM* rows: the thesis's C*I models trained on the same pre-training corpus "
+                  "as the networks plus the training folds (no transposition), over the pitches of the corpus and "
+                  "the datasets, each distribution renormalised over the dataset's alphabet (as the networks'); "
+                  f"contexts of up to {ppm_pre['max_context']} notes are kept (`CorpusPPM`)."]
+    if not paired:
+        return lines
+
+    def fig(d):
+        return "-" if d is None else f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+    if paired.get("against_ppm"):
+        lines += ["", "Pre-trained rows paired with PPM* pre-trained on the same corpus (row minus PPM*, bits per "
+                  "note, melody by melody, seed-aware `seed_piece_interval`); negative: the row predicts better.", "",
+                  "| model | chorales: minus PPM* combined | chorales: minus PPM* LTM | kinder: minus PPM* combined "
+                  "| kinder: minus PPM* LTM |", "|---|---|---|---|---|"]
+        for name, by_ds in paired["against_ppm"].items():
+            cells = [fig(by_ds.get(ds, {}).get(ref)) if ref in by_ds.get(ds, {}) else "-"
+                     for ds in ("chorales", "kinder") for ref in ("combined", "ltm")]
+            lines.append(f"| musicgen {name} | {' | '.join(cells)} |")
+    if paired.get("moves"):
+        lines += ["", "How much the pre-trained figures move on a variant corpus: each row minus the same row "
+                  "pre-trained on the main corpus (paired melody by melody; network rows on the training seeds "
+                  "both ran); positive: worse on the variant corpus.", "",
+                  "| row | minus | chorales | kinder |", "|---|---|---|---|"]
+        for name, m in paired["moves"].items():
+            lines.append(f"| {'' if name.startswith('PPM*') else 'musicgen '}{name} | {m['base']} | "
+                         f"{fig(m.get('chorales'))} | {fig(m.get('kinder'))} |")
     return lines
 
 
