@@ -19,7 +19,10 @@ table), the folds, and four kinds of rows on the same folds:
   network row over several training seeds;
 - the same networks pre-trained on the rest of the exported corpus (``make data``), with every
   kinder, fink and BWV 253-438 melody and every duplicate of one removed, then scored as they are
-  and fine-tuned per fold (``pretrained=false``: not run);
+  and fine-tuned per fold (``pretrained=false``: not run); beside them the thesis's long-term
+  models given the same corpus (``ppm_pretrained``) and, for the Transformer, pre-training
+  variants (``pretraining_variants``: a stricter interval-figure near-duplicate filter; no Bach
+  chorale and no German Essen song), each paired with its main row;
 - the Transformer on the chorales also given note features (``rhythm:``; durations, inter-onset
   intervals, bar positions, fermatas, optionally key and mode: ``pearce2005_rhythm``), of earlier
   notes only (strict) and also the current note's onset and duration (like-for-like, as IDyOM's
