@@ -230,6 +230,9 @@ def export_hf(ckpt_path: Path | str, out: Path | str | None = None, overwrite: b
                           "only the Transformer versions (V7, V8) export to Hugging Face format")
     if getattr(run.net.config, "qk_norm", False):
         raise ConfigError(f"{run.ckpt_path} has model.qk_norm=true: Llama has no QK-norm, so it cannot export")
+    if getattr(run.net.config, "bar_position", False):
+        raise ConfigError(f"{run.ckpt_path} has model.bar_position=true: Llama has no bar/beat position "
+                          "embeddings, so it cannot export")
     missing = llama_missing()
     if missing:
         raise ConfigError(f"format=hf needs transformers: {missing}; `make export` installs it")

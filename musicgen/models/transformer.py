@@ -19,6 +19,17 @@ Options, off by default: ``qk_norm`` (RMSNorm on each head's queries and keys) a
 packed window, RoPE positions restarting at each BOS, so a packed window computes what its
 documents would alone). Cached decoding attends over its whole cache either way: a generation
 context is one document (it starts at BOS; the engine stops a row at EOS), where the two agree.
+
+``bar_position`` (off by default; the design's future work, a music-aware position beside RoPE's
+token position): learned embeddings of each token's place in its bar (``bar_grid`` positions: the
+tokeniser's Position grid, 0 for "not known yet") and of its bar number modulo ``bar_period``
+(0 before the first bar line), added to the token embedding. Both are read off the ids causally,
+from the tokens up to and including the token itself, through two per-id tables the caller sets
+from the tokeniser (``set_bar_tables``: how many Bar tokens an id holds, and the position its last
+Bar or Position token sets), so the model still knows nothing of tokenisers. Counting starts at
+the document's BOS, or at the window's start for a window that begins inside a document; cached
+decoding keeps the ids of its cache positions (``setup_cache``) and reads the same state, so it
+gives the logits of the full forward.
 """
 
 from __future__ import annotations
@@ -58,6 +69,10 @@ class TransformerConfig:
     # training forward (no input_pos): attention stays inside each document of a packed window,
     # documents starting at BOS, and RoPE positions restart at each BOS
     document_mask: bool = False
+    # music-aware position: embeddings of the place in the bar and the bar number (mod bar_period)
+    bar_position: bool = False
+    bar_grid: int | None = None  # positions per bar (the tokeniser's Position tokens); needed with bar_position
+    bar_period: int = 4  # bar numbers are counted modulo this
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layers", "n_heads", "d_model", "d_ff", "max_seq_len"):
@@ -74,9 +89,17 @@ class TransformerConfig:
             raise ValueError(f"rope_base={self.rope_base!r} must be positive")
         if not self.norm_eps > 0:
             raise ValueError(f"norm_eps={self.norm_eps!r} must be positive")
-        for name in ("qk_norm", "document_mask"):
+        for name in ("qk_norm", "document_mask", "bar_position"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
+        if isinstance(self.bar_period, bool) or not isinstance(self.bar_period, int) or self.bar_period < 1:
+            raise ValueError(f"bar_period={self.bar_period!r} must be a positive integer")
+        if self.bar_grid is not None and (isinstance(self.bar_grid, bool) or not isinstance(self.bar_grid, int)
+                                          or self.bar_grid < 1):
+            raise ValueError(f"bar_grid={self.bar_grid!r} must be a positive integer or null")
+        if self.bar_position and self.bar_grid is None:
+            raise ValueError("bar_grid=None: bar_position=true needs the positions per bar (training sets it "
+                             "from the tokeniser)")
 
     @property
     def head_dim(self) -> int:
@@ -167,6 +190,13 @@ class MusicTransformer(nn.Module):
         self.lm_head.weight = self.tok_emb.weight  # tied: one (V, d) matrix
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.causal_mask: torch.Tensor | None = None  # (max_len, max_len) additive 0/-inf, made by setup_cache
+        if cfg.bar_position:
+            self.bar_pos_emb = nn.Embedding(cfg.bar_grid + 1, cfg.d_model)  # 0: no bar or position seen yet
+            self.bar_num_emb = nn.Embedding(cfg.bar_period + 1, cfg.d_model)  # 0: before the first bar line
+            # per id (set_bar_tables): Bar tokens it holds; 1 + the position its last Bar/Position sets (0: none)
+            self.register_buffer("bar_count", torch.zeros(cfg.vocab_size, dtype=torch.long))
+            self.register_buffer("bar_sets", torch.zeros(cfg.vocab_size, dtype=torch.long))
+            self.bar_ids: torch.Tensor | None = None  # (B, max_len) ids at each cache position, by setup_cache
         self.apply(self._init_weights)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layers)
         resid_std = 0.02 / math.sqrt(2 * cfg.n_layers)
@@ -216,18 +246,24 @@ class MusicTransformer(nn.Module):
         # additive (0 / -inf) rather than bool: SDPA would turn a bool mask into this in every layer
         causal = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()
         self.causal_mask = torch.zeros(max_len, max_len, dtype=dtype, device=device).masked_fill(~causal, float("-inf"))
+        if self.config.bar_position:
+            self.bar_ids = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
 
     def reset_cache(self) -> None:
         """Zero the cached keys/values, keeping the buffers."""
         for block in self.layers:
             if block.attn.kv_cache is not None:
                 block.attn.kv_cache.reset()
+        if self.config.bar_position and self.bar_ids is not None:
+            self.bar_ids.zero_()
 
     def clear_cache(self) -> None:
         """Drop the cache buffers (frees their memory)."""
         for block in self.layers:
             block.attn.kv_cache = None
         self.causal_mask = None
+        if self.config.bar_position:
+            self.bar_ids = None
 
     @property
     def has_cache(self) -> bool:
@@ -266,6 +302,8 @@ class MusicTransformer(nn.Module):
             kv_len = None if torch.compiler.is_compiling() else int(input_pos.max()) + 1
             mask = self.causal_mask[input_pos, :kv_len].view(1, 1, T, -1)  # (1, 1, T, kv_len): 0 = attend, -inf = not
         x = self.tok_emb(idx)  # (B, T, C)
+        if self.config.bar_position:
+            x = x + self._bar_embedding(idx, input_pos)
         for block in self.layers:
             x = block(x, cos, sin, input_pos, mask)
         if last_only:
@@ -288,6 +326,55 @@ class MusicTransformer(nn.Module):
         causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
         mask = (doc[:, :, None] == doc[:, None, :]) & causal  # (B, T, T)
         return self.rope.cos[pos].unsqueeze(1), self.rope.sin[pos].unsqueeze(1), mask.unsqueeze(1)
+
+    # --- music-aware position (bar_position) ------------------------------------------------------
+    def set_bar_tables(self, bar_count: torch.Tensor, bar_sets: torch.Tensor) -> None:
+        """The per-id tables the bar position is read through, from the tokeniser
+        (``musicgen.tokenizers.bars.bar_position_tables``): ``bar_count[v]`` Bar tokens in id v,
+        ``bar_sets[v]`` 1 + the position (in the bar's grid) that v's last Bar or Position token
+        sets (a Bar: position 0), 0 where v sets none. Stored with the weights (buffers)."""
+        if not self.config.bar_position:
+            raise RuntimeError("set_bar_tables: this model was built with bar_position=false")
+        bar_count, bar_sets = torch.as_tensor(bar_count).long(), torch.as_tensor(bar_sets).long()
+        V = self.config.vocab_size
+        if bar_count.shape != (V,) or bar_sets.shape != (V,):
+            raise ValueError(f"bar tables must have shape ({V},), got {tuple(bar_count.shape)} and "
+                             f"{tuple(bar_sets.shape)}")
+        if bar_count.min() < 0 or bar_sets.min() < 0 or bar_sets.max() > self.config.bar_grid:
+            raise ValueError(f"bar tables out of range: positions must lie in 0..{self.config.bar_grid} (bar_grid)")
+        self.bar_count.copy_(bar_count)
+        self.bar_sets.copy_(bar_sets)
+
+    def bar_state(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(position in the bar, bar number) of each token of ``idx`` (B, T), from the tokens up to
+        and including it, counted from its document's BOS (or the window's start): position 0 =
+        not known yet, else 1 + the grid position; bar 0 = before the first bar line, else
+        1 + (bar lines seen - 1) mod ``bar_period``. -> two (B, T) long tensors."""
+        T = idx.size(1)
+        t = torch.arange(T, device=idx.device)
+        start = torch.where(idx == BOS_ID, t, 0).cummax(dim=1).values  # (B, T): the document's first token
+        n = self.bar_count[idx]  # (B, T)
+        seen = n.cumsum(dim=1)
+        bars = seen - (seen - n).gather(1, start)  # bar lines from the document's start up to t
+        sets = self.bar_sets[idx]  # (B, T)
+        last = torch.where(sets > 0, t, -1).cummax(dim=1).values  # (B, T): the last token that set a position
+        pos = torch.where(last >= start, sets.gather(1, last.clamp(min=0)), 0)
+        bar = torch.where(bars > 0, (bars - 1) % self.config.bar_period + 1, 0)
+        return pos, bar
+
+    def _bar_embedding(self, idx: torch.Tensor, input_pos: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, C): the bar-position embeddings of ``idx``; with ``input_pos``, from the ids of
+        the cache positions up to these (written into ``bar_ids`` first), as the full forward
+        over the cached context would compute them."""
+        if input_pos is None:
+            pos, bar = self.bar_state(idx)
+        else:
+            ids = self.bar_ids[: idx.size(0)]  # (B, max_len)
+            ids.index_copy_(1, input_pos, idx)
+            kv_len = None if torch.compiler.is_compiling() else int(input_pos.max()) + 1
+            pos, bar = self.bar_state(ids[:, :kv_len])
+            pos, bar = pos[:, input_pos], bar[:, input_pos]  # (B, T)
+        return self.bar_pos_emb(pos) + self.bar_num_emb(bar)
 
 
 MusicTransformer.__signature__ = signature_from_config(TransformerConfig)

@@ -27,6 +27,30 @@ def notes_per_id(tokenizer: Any, vocab_size: int) -> np.ndarray:
         out[v] = sum(t.startswith("Pitch_") for t in tokenizer.tokens([v]))
     return out
 
+def bar_position_tables(tokenizer: Any, vocab_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """What a Transformer with ``bar_position`` reads each token's place in the bar through:
+    ``(bar_count, bar_sets, grid)``: per id of ``vocab_size`` (ids past the tokeniser's own, such
+    as attribute tokens, set nothing), the Bar tokens in its base-token expansion, and 1 + the
+    position its last Bar or Position token sets (a Bar: position 0 of the new bar; 0: the id sets
+    none); ``grid``: the positions per bar (Position tokens in the base vocabulary). A tokeniser
+    without bars (pitch strings) is a one-line ``ConfigError``."""
+    backend = getattr(tokenizer, "backend", None)
+    positions = [int(k.split("_", 1)[1]) for k in getattr(backend, "vocab", {}) if k.startswith("Position_")]
+    if backend is None or not positions or not any(k.startswith("Bar_") for k in backend.vocab):
+        raise ConfigError(f"model.bar_position=true needs a tokeniser with bars and positions (REMI); "
+                          f"{type(getattr(tokenizer, 'base_tokenizer', tokenizer)).__name__} has none")
+    count = np.zeros(vocab_size, dtype=np.int64)
+    sets = np.zeros(vocab_size, dtype=np.int64)
+    for v in range(min(vocab_size, len(backend))):
+        for t in tokenizer.tokens([v]):
+            if t.startswith("Bar_"):
+                count[v] += 1
+                sets[v] = 1
+            elif t.startswith("Position_"):
+                sets[v] = 1 + int(t.split("_", 1)[1])
+    return count, sets, max(positions) + 1
+
+
 def uses_time_signatures(tokenizer: Any) -> bool:
     """Whether the tokeniser writes time signatures (real bars) rather than 4/4 bars throughout."""
     return bool(getattr(getattr(getattr(tokenizer, "backend", None), "config", None), "use_time_signatures", False))

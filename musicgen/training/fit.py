@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -35,7 +36,7 @@ from musicgen.checkpoint.provenance import provenance
 from musicgen.checkpoint.run import RunMetadata
 from musicgen.fs import atomic_write_text
 from musicgen.training.callbacks import ResumeCheckpoint
-from musicgen.training.preflight import preflight, resolve_vocab
+from musicgen.training.preflight import preflight, resolve_bar_position, resolve_vocab
 from musicgen.training.resume import TrainingInterrupted, check_resume, tidy_run_dir
 from musicgen.training.summary import fit_summary
 
@@ -58,6 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["vocab_size"] = resolve_vocab(cfg, tokenizer.vocab_size)
+    bar_tables = resolve_bar_position(model_cfg, tokenizer)  # None unless model.bar_position
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     # what every checkpoint stores (checkpoint["musicgen"]), written here only: a conditioned or
     # infilling run's vocabulary comes from the DataModule, which built it in setup
@@ -72,6 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checked.ckpt_path is not None:
         check_resume(checked.ckpt_path, metadata)
     net = instantiate(model_cfg)
+    if bar_tables is not None:
+        net.set_bar_tables(*(torch.from_numpy(t) for t in bar_tables))
     module = instantiate(cfg.objective.module)(net=net, metadata=metadata, **OmegaConf.to_container(cfg.optim))
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]

@@ -44,6 +44,11 @@ def preflight(cfg: DictConfig) -> Checked:
     def model() -> None:
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         model_cfg["vocab_size"] = model_cfg.get("vocab_size") or 512  # the real one comes from the tokeniser
+        if model_cfg.get("bar_position"):
+            model_cfg["bar_grid"] = model_cfg.get("bar_grid") or 32  # so does the bar's grid
+            if "use_time_signatures" not in cfg.tokenizer:
+                raise ConfigError(f"model.bar_position=true needs a tokeniser with bars (tokenizer=remi or "
+                                  f"remi_bpe); {cfg.tokenizer._target_.rsplit('.', 1)[-1]} has none")
         with torch.device("meta"):  # shapes only: no memory, no time
             build("model", model_cfg)
 
@@ -95,6 +100,23 @@ def infill_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"infill={infill.get('name')} needs packed causal windows (data.mode=causal, "
                           "data.pack=true: the Transformer versions V7, V8)")
     return {"infill": OmegaConf.to_container(infill, resolve=True)}
+
+def resolve_bar_position(model_cfg: dict[str, Any], tokenizer: Any) -> tuple[Any, Any] | None:
+    """With ``model.bar_position``: sets ``model_cfg["bar_grid"]`` (null: the tokeniser's positions
+    per bar; a number must hold them) and returns the per-id tables for ``net.set_bar_tables``;
+    None without the option."""
+    if not model_cfg.get("bar_position"):
+        return None
+    from musicgen.tokenizers.bars import bar_position_tables
+
+    count, sets, grid = bar_position_tables(tokenizer, model_cfg["vocab_size"])
+    wanted = model_cfg.get("bar_grid")
+    if wanted is not None and wanted < grid:
+        raise ConfigError(f"model.bar_grid={wanted} is smaller than the tokeniser's {grid} positions per bar; "
+                          "set model.bar_grid=null to take the tokeniser's")
+    model_cfg["bar_grid"] = wanted or grid
+    return count, sets
+
 
 def resolve_vocab(cfg: DictConfig, tokenizer_vocab: int) -> int:
     """The model's vocabulary: the tokeniser's, or a configured number that must agree with it."""

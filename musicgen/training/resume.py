@@ -44,6 +44,23 @@ def resolve_ckpt_path(cfg) -> str | None:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {p}")
     return str(p)
 
+def _same_network(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether two model configs (``_target_`` and fields) build the same network once the
+    fields either lacks take the model's defaults (a model option added since the checkpoint)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    if not before or not after or before.get("_target_") != after.get("_target_"):
+        return False
+    try:
+        params = inspect.signature(get_class(before["_target_"])).parameters.values()
+    except Exception:  # an unknown target: compare as written
+        return before == after
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {**defaults, **before} == {**defaults, **after}
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
@@ -67,6 +84,8 @@ def check_resume(ckpt_path: str, metadata: dict[str, Any]) -> None:
     changed = sorted(k for k in before.keys() | after.keys()
                      if before.get(k) != after.get(k) and k.split(".")[0] not in ("paths", "resume", "ckpt_path"))
     model = [k for k in changed if k.startswith("model.")]
+    if model and _same_network(saved.get("model"), metadata.get("model")):
+        model = []  # e.g. an option added since, at its default: the same network
     if model:
         raise ConfigError(
             f"cannot resume from {ckpt_path}: the model differs ("

@@ -72,6 +72,24 @@ def test_resume_with_another_model_is_refused(trained, run, prepared_data_dir):
         train(compose("train", [*overrides(trained, prepared_data_dir, run), "model.d_ff=128", "resume=true"]))
 
 
+def test_a_model_option_added_since_the_checkpoint_at_its_default_is_not_a_change(trained, run):
+    """A checkpoint written before model.bar_position (and its bar_grid, bar_period) existed
+    resumes: the same network, so no refusal; a real model change still is one."""
+    from musicgen.training.resume import check_resume
+
+    path = run / "checkpoints" / "last.ckpt"
+    ckpt = load(path)
+    now = json.loads(json.dumps(ckpt["musicgen"]))
+    for meta in (ckpt["musicgen"]["model"], ckpt["musicgen"]["config"]["model"]):
+        for key in ("bar_position", "bar_grid", "bar_period"):
+            del meta[key]
+    torch.save(ckpt, path)
+    check_resume(str(path), now)
+    now["config"]["model"]["bar_period"] = now["model"]["bar_period"] = 8
+    with pytest.raises(ValueError, match=r"the model differs \(model.bar_period=None there, 8 now"):
+        check_resume(str(path), now)
+
+
 def test_generate_refuses_a_tokenizer_file_that_is_not_the_checkpoints(run, tmp_path):
     tok = run / "tokenizer.json"
     tok.write_text(tok.read_text().replace("\n", "\n "))  # same tokens, another file
