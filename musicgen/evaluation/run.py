@@ -3,7 +3,9 @@
 Scores the test split by default (the validation split selected the checkpoint). Writes
 ``evaluation.json`` (rows ``model``, ``ngram``, ``real``: every figure with its 95% interval),
 ``evaluation.md``, PNG plots and ``evaluation_pieces.npz`` (the per-piece statistics behind every
-figure, which the leaderboard pools over seeds) into the run directory; ``pieces/<row>/NNN.mid``:
+figure, which the leaderboard pools over seeds; ``likelihood/names`` names each scored piece by
+its source, so runs are paired by piece; with ``transpose=[...]`` the ``transposed/...`` block holds
+each transposed copy's NLL, notes and name) into the run directory; ``pieces/<row>/NNN.mid``:
 every piece each row scored (model samples, n-gram samples, real pieces), decoded as the figures
 decoded it, with ``pieces/index.json`` mapping each file to its row and its place in the row's
 per-piece statistics, so an outside tool can recompute any figure; and ``real/``: a few real

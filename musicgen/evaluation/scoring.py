@@ -12,6 +12,14 @@ What is compared, and how:
   cap), and real pieces drawn from the split. Their figures are computed on the decoded music
   (``musicgen.metrics.features``: the same for every tokeniser) and compared with the untransposed
   training pieces; copying is measured against everything the model trained on.
+- **Transposed test pieces** (``transpose``: a list of semitone shifts, off by default): the
+  model and the n-gram also score every piece of the split at each shift, each copy made by
+  decoding the piece's ids, transposing the notes and encoding again (``transposed_copies``).
+  A shift that would take a note of the piece outside the tokeniser's pitch range is skipped for
+  that piece (counted in the report; a piece that fits no shift has no copies). Each copy is
+  scored like an original (its NLL over the original's source notes) and kept per copy, with its
+  name (``<piece>@+3``), in the per-piece statistics (``transposed/...``): what tells whether the
+  model learned the music or the keys it saw.
 - **The critic** (``critic_rows``): a classifier trained to tell the real pieces from each
   sample row, on decoded notes cut to matched lengths; its held-out AUC (0.5: indistinguishable)
   for the model, the n-gram, and real against real (the floor).
@@ -32,7 +40,8 @@ import torch
 from omegaconf import OmegaConf
 
 from musicgen.api import MusicModel
-from musicgen.constants import EOS_ID
+from musicgen.constants import BOS_ID, EOS_ID
+from musicgen.errors import ConfigError
 from musicgen.evaluation.leakage import leakage
 from musicgen.generation import SamplingConfig, TokenGrammar, filter_logits, sample_next
 from musicgen.metrics import NgramLM
@@ -135,6 +144,63 @@ def critic_rows(tok, pieces: dict[str, list[list[int]]], seed: int) -> dict[str,
             "real_vs_real": critic_test(real[:half], real[half:], seed=seed)}
 
 
+def check_shifts(transpose: Any) -> list[int]:
+    """``evaluate.transpose`` as a list of distinct semitone shifts (a ``ConfigError`` otherwise)."""
+    values = list(transpose) if isinstance(transpose, Sequence) and not isinstance(transpose, str) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or abs(v) > 127 for v in values) \
+            or len(set(values)) != len(values):
+        raise ConfigError(f"transpose={transpose!r}: give distinct semitone shifts (integers), e.g. "
+                          "transpose=[-5,-4,-3,-2,-1,1,2,3,4,5,6]")
+    return [int(v) for v in values]
+
+
+def transposed_copies(tok, docs: Sequence[np.ndarray], shifts: Sequence[int]) -> dict[str, Any]:
+    """Each document (``BOS ids EOS``) transposed by each shift that keeps its notes inside the
+    tokeniser's pitch range: its ids decoded, the notes moved, encoded again. -> ``docs`` (the
+    copies, ``BOS ids EOS``), ``piece`` (each copy's document index), ``shift``, ``skipped`` (copies
+    whose shift did not fit)."""
+    lo, hi = tok.pitch_range
+    out: dict[str, Any] = {"docs": [], "piece": [], "shift": [], "skipped": 0}
+    for k, d in enumerate(docs):
+        score = tok.decode([int(t) for t in d[1:-1]])
+        pitches = [n.pitch for track in score.tracks for n in track.notes]
+        for s in shifts:
+            if not pitches or min(pitches) + s < lo or max(pitches) + s > hi:
+                out["skipped"] += 1
+                continue
+            ids = tok.encode(score.shift_pitch(s)) if s else [int(t) for t in d[1:-1]]
+            out["docs"].append(np.array([BOS_ID, *ids, EOS_ID], dtype=np.int64))
+            out["piece"].append(k)
+            out["shift"].append(s)
+    return out
+
+
+def transposed_likelihood(m: MusicModel, ngram: NgramLM, docs: Sequence[np.ndarray], notes: np.ndarray,
+                          names: Sequence[str], shifts: Sequence[int], context: int, n_boot: int,
+                          seed: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The model's and the n-gram's likelihood of the transposed copies of ``docs`` (report row,
+    per-copy statistics)."""
+    if m.conditioning is not None:
+        raise ConfigError("transpose: a conditioned run's pieces carry attributes (their key among them) that a "
+                          "transposed copy would contradict; evaluate it without transpose")
+    copies = transposed_copies(m.tokenizer, docs, shifts)
+    if not copies["docs"]:
+        raise ConfigError(f"transpose={list(shifts)}: no piece of the split fits the tokeniser's pitch range "
+                          f"{m.tokenizer.pitch_range} at any of these shifts")
+    piece = np.array(copies["piece"], dtype=np.int64)
+    nll = m.nll(copies["docs"], context_len=context)
+    ngram_nll = np.array([ngram.nll(d) for d in copies["docs"]])
+    tokens = np.array([len(d) - 1 for d in copies["docs"]])
+    row = {"shifts": list(shifts), "copies": len(piece), "skipped_copies": copies["skipped"],
+           "pieces_without_copies": int(len(docs) - len(np.unique(piece))),
+           "model": likelihood_metrics(nll, tokens, notes[piece], n_boot, seed),
+           "ngram": likelihood_metrics(ngram_nll, tokens, notes[piece], n_boot, seed)}
+    block = {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes[piece],
+             "piece": piece, "shift": np.array(copies["shift"], dtype=np.int64),
+             "names": np.array([f"{names[k]}@{s:+d}" for k, s in zip(piece, copies["shift"], strict=True)])}
+    return row, block
+
+
 def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[str, Any]:
     """The evaluation report of a loaded run (``MusicModel``) on ``cfg.split`` of its token cache
     (``cfg``: the ``evaluate`` config): likelihood of the model and of a smoothed n-gram on every
@@ -146,6 +212,8 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
     originals = split.originals()[: cfg.max_pieces or None]
     docs = [split.doc(i) for i in originals]
     notes = split.notes[originals]
+    names = [str(split.names[i]) for i in originals]  # each piece's source name (pairs runs by piece)
+    shifts = check_shifts(cfg.transpose) if cfg.get("transpose") is not None else None
     train_docs = [train.doc(i) for i in range(train.n_docs)]
     context, context_desc = m.context(cfg.context_len)
     n_boot, seed = cfg.bootstrap, cfg.seed
@@ -167,6 +235,9 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
     ngram = ngram_baseline(train_docs, tok.vocab_size, cfg.ngram_order)
     ngram_nll = np.array([ngram.nll(d) for d in docs])
     ngram_row = likelihood_metrics(ngram_nll, tokens, notes, n_boot, seed)
+    transposed = None
+    if shifts is not None:
+        transposed = transposed_likelihood(m, ngram, docs, notes, names, shifts, context, n_boot, seed)
 
     # samples: equal numbers of model samples, n-gram samples and real pieces
     n = min(cfg.num_samples, len(docs))
@@ -219,6 +290,7 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
         "model": model_row,
         **({"conditioning": conditioning} if conditioning else {}),
         "ngram": ngram_row,
+        **({"transposed": transposed[0]} if transposed else {}),
         "real": samples["real"],
         "lengths": lengths,
         "critic": critic_rows(tok, {name: ids for name, (ids, _) in rows.items()}, seed),
@@ -233,6 +305,7 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
         "_ids": {name: ids for name, (ids, _) in rows.items()},
         "_names": {"real": [str(split.names[originals[i]]) for i in real]},
         # per-piece statistics, for pooling runs (the leaderboard); evaluate writes them to an .npz
-        "_pieces": {"likelihood": {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes},
-                    **stats},
+        "_pieces": {"likelihood": {"model_nll": nll, "ngram_nll": ngram_nll, "tokens": tokens, "notes": notes,
+                                   "names": np.array(names)},
+                    **({"transposed": transposed[1]} if transposed else {}), **stats},
     }

@@ -105,6 +105,17 @@ def _length_section(result: dict[str, Any], names: dict[str, str]) -> list[str]:
     return lines + [""]
 
 
+def _transposed_section(result: dict[str, Any], ngram_name: str) -> list[str]:
+    t = result.get("transposed")
+    if not t:
+        return []
+    shifts = ", ".join(f"{s:+d}" for s in t["shifts"])
+    return [f"Transposed {result['split']} pieces (shifts {shifts} semitones; {t['copies']} copies, "
+            f"{t['skipped_copies']} skipped because a note would leave the tokeniser's pitch range, "
+            f"{t['pieces_without_copies']} pieces with no copy): NLL per note, model "
+            f"{fmt(t['model']['nll_per_note'])}, {ngram_name} {fmt(t['ngram']['nll_per_note'])} nats.", ""]
+
+
 def _leakage_section(result: dict[str, Any]) -> list[str]:
     leak = result.get("leakage")
     if not leak:
@@ -172,6 +183,7 @@ def report_markdown(result: dict[str, Any]) -> str:
         "models on one tokeniser, and REMI with REMI+BPE (BPE is lossless); they do not compare pitch strings "
         "with REMI, which encode different information (pitch strings drop durations, rests and velocities).",
         "",
+        *_transposed_section(result, ngram_name),
         f"## Samples ({s['num_samples']} pieces per row)",
         "",
         f"Model and n-gram samples start from the start token and end at their EOS (or after "

@@ -94,3 +94,39 @@ def test_validation_perplexity_is_evaluations(smoke_run, tmp_path):
                                "split=val", "num_samples=1", "max_new_tokens=8", "bootstrap=10"])
     ppl = evaluate(cfg)["model"]["perplexity"]["value"]
     assert ppl == pytest.approx(metrics["best_val_ppl"], rel=0.01)
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_transposed_test_pieces_are_scored_per_copy_and_named(smoke_run, tmp_path):
+    """transpose=[...]: every piece of the split is scored at each shift that fits the tokeniser's
+    pitch range, each copy on its own row of evaluation_pieces.npz with its piece's source notes
+    and its name; the untransposed rows name their pieces, and differ from the copies' NLL."""
+    shifts = [-5, -1, 2, 6, 40]  # +40 lifts every folk tune past the range (21..109)
+    cfg = compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "num_samples=2",
+                               "max_new_tokens=16", "bootstrap=20", "split=train", "max_pieces=4",
+                               "real_examples=0", f"transpose=[{','.join(map(str, shifts))}]"])
+    saved = evaluate(cfg)
+    with np.load(tmp_path / "evaluation_pieces.npz") as z:
+        names, like, notes = z["likelihood/names"], z["likelihood/model_nll"], z["likelihood/notes"]
+        t = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("transposed/")}
+    assert len(names) == len(like) == 4 and all(n.startswith("folk/") for n in names)
+    assert set(t["shift"].tolist()) == {-5, -1, 2, 6}  # no tune fits +40
+    row = saved["transposed"]
+    assert row["copies"] == len(t["model_nll"]) and row["skipped_copies"] == 4 * len(shifts) - row["copies"]
+    assert row["skipped_copies"] >= 4
+    for k, (p, s) in enumerate(zip(t["piece"], t["shift"], strict=True)):
+        assert t["names"][k] == f"{names[p]}@{s:+d}"
+        assert t["notes"][k] == notes[p]  # the original's source notes
+    assert not np.allclose(t["model_nll"], like[t["piece"]])  # a transposed copy is another sequence to score
+    assert row["model"]["nll_per_note"]["value"] > 0
+    assert "Transposed train pieces" in (tmp_path / "evaluation.md").read_text()
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_transpose_settings_are_checked_in_one_line(smoke_run, tmp_path):
+    from musicgen.errors import ConfigError
+
+    cfg = compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={tmp_path}", "transpose=[1,1]"])
+    with pytest.raises(ConfigError, match=r"transpose=.*give distinct semitone shifts") as e:
+        evaluate(cfg)
+    assert "\n" not in str(e.value)
