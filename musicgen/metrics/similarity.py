@@ -139,6 +139,8 @@ def nearest(queries: Sequence[np.ndarray], references: Sequence[np.ndarray]) -> 
     if not len(queries) or not len(references):
         return best, which
     for rows, cols, sim in _similar_blocks(queries, references):
+        if not len(rows):  # no query of this block shares a figure with any reference
+            continue
         order = np.lexsort((-sim, rows))  # per row, the most similar first
         rows, cols, sim = rows[order], cols[order], sim[order]
         first = np.r_[True, rows[1:] != rows[:-1]]

@@ -105,3 +105,54 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
 def test_unknown_entries_are_one_line_errors():
     proc = run_cli("musicgen", ["leaderboard", "only=[v9]"], timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: only=['v9']")
+
+
+#: the three claims that needed a change outside the board, with their entries
+CLAIM_ENTRIES = ["v7", "v7_no_augment", "v7_bar_position", "v7_chorales", "v7_pooled"]
+
+
+@pytest.fixture(scope="module")
+def claims_board(tmp_path_factory, prepared_data_dir):
+    tmp = tmp_path_factory.mktemp("claims_board")
+    args = [a if not a.startswith("only=") else f"only=[{','.join(CLAIM_ENTRIES)}]"
+            for a in board_args(prepared_data_dir, tmp)]
+    run_cli("musicgen", ["leaderboard", *args], timeout=1500, check=True)
+    return tmp
+
+
+def test_transposed_test_genre_and_position_claims_run_in_quick_mode(claims_board):
+    r = result(claims_board)
+    claims = {c["name"]: c for c in r["claims"]}
+    runs = claims_board / "board" / "runs"
+    for name in ("augmentation_transposed_test", "genre_over_pooled", "music_aware_position"):
+        c = claims[name]
+        assert c["verdict"] in VERDICTS, (name, c.get("reason"))
+        assert c["seeds"] == 2 and c["pieces"] > 0 and c["low"] <= c["effect"] <= c["high"]
+    with np.load(runs / "v7_s0" / "evaluation_pieces.npz") as z:
+        test_names = list(z["likelihood/names"])
+        copies = list(z["transposed/names"])
+        assert np.array_equal(z["transposed/notes"], z["likelihood/notes"][z["transposed/piece"]])
+    # augmentation on the transposed copies: every test piece's copies that fit, paired copy by copy
+    assert claims["augmentation_transposed_test"]["pieces"] == len(copies) > len(test_names)
+    assert "transposed by -5, -4" in claims["augmentation_transposed_test"]["scored_on"]
+    with np.load(runs / "v7_no_augment_s1" / "evaluation_pieces.npz") as z:
+        assert list(z["transposed/names"]) == copies
+    with np.load(runs / "v7_bar_position_s0" / "evaluation_pieces.npz") as z:
+        assert "transposed/names" not in z.files  # only the claim's entries score the copies
+    # genre against pooled: the pooled model's chorale test pieces, paired by name with the chorale model's
+    with np.load(runs / "v7_pooled_s0" / "evaluation_pieces.npz") as z:
+        pooled = [str(n) for n in z["likelihood/names"]]
+    with np.load(runs / "v7_chorales_s0" / "evaluation_pieces.npz") as z:
+        alone = [str(n) for n in z["likelihood/names"]]
+    assert any(n.startswith("folk/") for n in pooled) and all(n.startswith("chorales/") for n in alone)
+    assert sorted(n for n in pooled if n.startswith("chorales/")) == sorted(alone)
+    assert claims["genre_over_pooled"]["pieces"] == len(alone)
+    # the music-aware position: the one difference from V7
+    e = r["entries"]
+    assert e["v7_bar_position"]["parameters"] > e["v7"]["parameters"]
+    assert "model.bar_position=true" in e["v7_bar_position"]["overrides"]
+    md = (claims_board / "board" / "leaderboard.md").read_text()
+    for name in ("augmentation_transposed_test", "genre_over_pooled", "music_aware_position"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {claims[name]['hypothesis']} |"))
+        assert f"**{claims[name]['verdict']}**" in row and "not run" not in row, row
+    assert "(on the test pieces named chorales/...)" in md

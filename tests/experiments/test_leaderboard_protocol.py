@@ -99,6 +99,35 @@ def test_the_claims_compare_the_entries_that_differ_in_what_they_claim(board):
     assert compose_train([*entry_overrides(board, "v7_no_augment"), copies]) == v7
 
 
+def test_the_claims_that_needed_a_change_outside_the_board_are_wired(board):
+    """Augmentation on transposed test pieces, genre against pooled data, and the music-aware
+    position: each differs from its control in its one thing, and none is marked not run."""
+    board.size = "small"
+    claims = {c.name: c for c in board.claims}
+    assert not any(c.get("not_run") for c in board.claims)
+    aug = claims["augmentation_transposed_test"]
+    assert dict(aug.contrast) == dict(claims["augmentation"].contrast) and aug.metric == "nll_per_note"
+    assert list(aug.transpose) == [-5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6]
+    from musicgen.experiments.leaderboard.runs import evaluation_settings
+
+    assert evaluation_settings(board, "v7_no_augment")["transpose"] == "[-5,-4,-3,-2,-1,1,2,3,4,5,6]"
+    assert "transpose" not in evaluation_settings(board, "v6")  # only the claim's entries score copies
+
+    v7 = train_of(board, "v7")
+    genre = claims["genre_over_pooled"]
+    assert dict(genre.contrast) == {"v7_chorales": 1, "v7_pooled": -1} and genre.pieces == "chorales/"
+    chorales, pooled = train_of(board, "v7_chorales"), train_of(board, "v7_pooled")
+    assert list(chorales.data.corpora) == ["chorales"] and list(pooled.data.corpora) == ["folk", "chorales"]
+    for t in (chorales, pooled):  # the data is the one difference from V7
+        assert compose_train([*entry_overrides(board, "v7"), f"data.corpora=[{','.join(t.data.corpora)}]"]) == t
+
+    pos = claims["music_aware_position"]
+    assert dict(pos.contrast) == {"v7_bar_position": 1, "v7": -1}
+    t = train_of(board, "v7_bar_position")
+    assert t.model.bar_position is True and v7.model.bar_position is False
+    assert compose_train([*entry_overrides(board, "v7"), "model.bar_position=true"]) == t
+
+
 def test_every_run_has_the_same_notes_budget(board):
     board.size = "small"
     budgets = {next(o for o in run_settings(board, e) if "notes_budget" in o) for e in board.entries}

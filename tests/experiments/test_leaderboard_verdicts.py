@@ -78,3 +78,31 @@ def test_holm_keeps_a_borderline_claim_from_being_supported_in_a_family():
     assert family[0]["p_value"] == pytest.approx(alone["p_value"])
     assert family[0]["holm_p_value"] > 0.05 and family[0]["verdict"] == "inconclusive"
     assert family[0]["holm_low"] < alone["low"]  # read at Holm's stricter level
+
+
+def test_claims_pair_pieces_by_name_and_refuse_different_pieces_in_one_line():
+    """NLL per note is paired by piece name (restricted to ``pieces``, e.g. one corpus's test
+    pieces); entries that scored different pieces cannot be paired: a one-line ``ConfigError``."""
+    from omegaconf import OmegaConf
+
+    from musicgen.errors import ConfigError
+    from musicgen.experiments.leaderboard.board import claim_input
+
+    def run(names, nll):
+        names = np.array(names)
+        return {"dir": "run", "pieces": {"likelihood/names": names, "likelihood/model_nll": np.array(nll, float),
+                                         "likelihood/notes": np.array([10 + len(n) for n in names])}}
+
+    claim = OmegaConf.create({"name": "genre", "contrast": {"alone": 1, "pooled": -1}, "metric": "nll_per_note",
+                              "better": "lower", "min_effect": 0.05, "margin": 0.03, "pieces": "chorales/"})
+    pooled = run(["folk/a", "chorales/b", "folk/c", "chorales/dd"], [1.0, 2.0, 3.0, 4.0])
+    alone = run(["chorales/dd", "chorales/b"], [3.0, 1.5])  # another order
+    data = claim_input({"alone": [alone, alone], "pooled": [pooled, pooled]}, claim)
+    assert data["pieces"] == 2 and data["seeds"] == 2
+    np.testing.assert_allclose(data["diffs"], [[0.5, 1.0], [0.5, 1.0]])  # pooled - alone, piece by piece
+    np.testing.assert_array_equal(data["denom"], [20, 21])
+    other = run(["chorales/b", "chorales/e"], [1.0, 1.0])
+    with pytest.raises(ConfigError, match=r"claim genre: pooled and alone did not score the same chorales/ "
+                                          r"test pieces \(2 and 2, 1 in common\)") as e:
+        claim_input({"alone": [other, other], "pooled": [pooled, pooled]}, claim)
+    assert "\n" not in str(e.value)

@@ -148,6 +148,9 @@ def test_nearest_is_the_best_reference_of_each_query():
         assert b == pytest.approx(max(sims))
         assert w == -1 if max(sims) == 0 else sims[w] == pytest.approx(max(sims))
     assert nearest(queries, [])[1].tolist() == [-1] * len(queries)
+    # a query that shares no figure with any reference (a chorale-only board's test piece did)
+    apart = [np.array([1, 2, 3], dtype=np.int64)], [np.array([7, 8], dtype=np.int64)]
+    assert [a.tolist() for a in nearest(*apart)] == [[0.0], [-1]]
 
 
 def test_a_bad_threshold_is_a_clear_error():

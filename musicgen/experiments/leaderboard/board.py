@@ -37,33 +37,77 @@ def tokenizer_label(run: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- per-piece values
 
 
-def piece_values(run: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:
+def piece_values(run: dict[str, Any], metric: str, block: str = "likelihood") -> tuple[np.ndarray, np.ndarray]:
     """``(values, denominators)`` per piece of one run for ``metric``: the NLL per note as each
-    test piece's total nats over its notes; a histogram overlap (``<h>_overlap``) as each model
-    sample's overlap with the run's training reference; a tonal figure as each sample's ratio
-    (denominator 1: the figure is the mean over samples)."""
+    test piece's total nats over its notes (``block="transposed"``: each transposed copy's, from an
+    evaluation with ``transpose``); a histogram overlap (``<h>_overlap``) as each model sample's
+    overlap with the run's training reference; a tonal figure as each sample's ratio (denominator
+    1: the figure is the mean over samples)."""
     pieces = run["pieces"]
     if metric == "nll_per_note":
-        return pieces["likelihood/model_nll"], pieces["likelihood/notes"].astype(np.float64)
+        if f"{block}/model_nll" not in pieces:
+            raise ConfigError(f"{run['dir']} was evaluated without transpose: its transposed test pieces are missing")
+        return pieces[f"{block}/model_nll"], pieces[f"{block}/notes"].astype(np.float64)
+    if block != "likelihood":
+        raise ConfigError(f"claim metric {metric!r} is a figure of samples: only nll_per_note is read on test pieces")
     if metric.endswith("_overlap"):
         h = metric[: -len("_overlap")]
         ref = np.asarray(run["evaluation"]["histograms"]["reference"][h], dtype=np.float64)
         values = np.asarray(overlap(pieces[f"model/{h}"], ref), dtype=np.float64)
     elif metric in TONAL_FIGURES:
-        block = pieces[f"model/{metric}"]
-        values = np.divide(block[:, 0], block[:, 1], out=np.full(len(block), np.nan), where=block[:, 1] > 0)
+        ratio = pieces[f"model/{metric}"]
+        values = np.divide(ratio[:, 0], ratio[:, 1], out=np.full(len(ratio), np.nan), where=ratio[:, 1] > 0)
     else:
         raise ConfigError(f"claim metric {metric!r}: use nll_per_note, a <histogram>_overlap or one of {TONAL_FIGURES}")
     return values, np.ones_like(values)
 
 
+def _by_name(runs: dict[str, list[dict[str, Any]]], claim: DictConfig, block: str) -> dict[str, list[int]] | None:
+    """Each run's rows of the claim's test pieces, in one order of piece names shared by every run
+    (``claim.pieces``: only pieces whose names start with it, e.g. ``chorales/``); None where the
+    runs carry no piece names (evaluations before names: paired by position). Runs of the contrast
+    that scored different pieces are a one-line ``ConfigError``."""
+    prefix = claim.get("pieces")
+    named = [(e, r) for e in claim.contrast for r in runs[e]]
+    if not all(f"{block}/names" in r["pieces"] for _, r in named):
+        if prefix:
+            raise ConfigError(f"claim {claim.name}: pieces={prefix!r} needs each test piece's name in "
+                              "evaluation_pieces.npz; evaluate the runs again")
+        return None
+    first, order = None, None
+    rows: dict[str, list[int]] = {}
+    for e, r in named:
+        names = [str(n) for n in r["pieces"][f"{block}/names"]]
+        index = {n: i for i, n in enumerate(names) if not prefix or n.startswith(prefix)}
+        if order is None:
+            first, order = e, sorted(index)
+            if not order:
+                raise ConfigError(f"claim {claim.name}: {e} scored no test piece named {prefix}...")
+        elif sorted(index) != order:
+            common = len(set(index) & set(order))
+            what = f"{prefix} test pieces" if prefix else "test pieces"
+            raise ConfigError(f"claim {claim.name}: {e} and {first} did not score the same {what} ({len(index)} "
+                              f"and {len(order)}, {common} in common), so they cannot be paired by piece")
+        rows.setdefault(e, [])
+        rows[e].append([index[n] for n in order])
+    return rows
+
+
 def claim_input(runs: dict[str, list[dict[str, Any]]], claim: DictConfig) -> dict[str, Any]:
-    """A claim's per-seed, per-piece differences (pieces with a value in every run) and denominators."""
+    """A claim's per-seed, per-piece differences (pieces with a value in every run) and denominators:
+    NLL per note paired by piece name where the evaluations name their pieces (on the transposed
+    copies with ``claim.transpose``, on the pieces named ``claim.pieces...`` only with that)."""
     weights = dict(claim.contrast)
     seeds = min(len(runs[e]) for e in weights)
+    block = "transposed" if claim.get("transpose") else "likelihood"
+    if claim.get("pieces") and claim.metric != "nll_per_note":
+        raise ConfigError(f"claim {claim.name}: pieces={claim.pieces!r} needs the metric nll_per_note")
+    rows = _by_name({e: runs[e][:seeds] for e in weights}, claim, block) if claim.metric == "nll_per_note" else None
     values, denom = {}, None
     for e in weights:
-        pairs = [piece_values(r, claim.metric) for r in runs[e][:seeds]]
+        pairs = [piece_values(r, claim.metric, block) for r in runs[e][:seeds]]
+        if rows is not None:
+            pairs = [(v[rows[e][k]], d[rows[e][k]]) for k, (v, d) in enumerate(pairs)]
         values[e] = np.stack([v for v, _ in pairs])
         d = pairs[0][1]
         if denom is not None and (len(d) != len(denom) or not np.array_equal(d, denom)):
@@ -105,13 +149,23 @@ def entry_row(cfg: DictConfig, name: str, runs: list[dict[str, Any]]) -> dict[st
     return row
 
 
+def scored_on(claim: DictConfig) -> str:
+    """What a claim's metric is read on, in words."""
+    if claim.get("transpose"):
+        return f"the test pieces transposed by {', '.join(f'{int(v):+d}' for v in claim.transpose)} semitones"
+    if claim.get("pieces"):
+        return f"the test pieces named {claim.pieces}..."
+    return "the test pieces" if claim.get("metric") == "nll_per_note" else "samples"
+
+
 def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: dict[str, list[str]]) -> dict[str, Any]:
     entries = {name: {**entry_row(cfg, name, rs), "overrides": settings[name]} for name, rs in runs.items()}
     claims, inputs = [], []
     for claim in cfg.claims:
         row = {"name": claim.name, "hypothesis": claim.hypothesis, "metric": claim.get("metric"),
                "contrast": dict(claim.contrast) if claim.get("contrast") else None,
-               "better": claim.get("better"), "min_effect": claim.get("min_effect"), "margin": claim.get("margin")}
+               "better": claim.get("better"), "min_effect": claim.get("min_effect"), "margin": claim.get("margin"),
+               "scored_on": scored_on(claim)}
         missing = [e for e in (claim.get("contrast") or {}) if e not in runs]
         if claim.get("not_run"):
             row.update(verdict="not run", reason=claim.not_run)
@@ -184,6 +238,8 @@ def markdown(board: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for c in board["claims"]:
         contrast_text = " ".join(f"{w:+g} {e}" for e, w in (c["contrast"] or {}).items())
+        if c.get("scored_on") and c["scored_on"] not in ("the test pieces", "samples"):
+            contrast_text += f" (on {c['scored_on']})"
         if c["verdict"] == "not run":
             lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric'] or '-'} | - | - | "
                          f"{c['min_effect'] or '-'} | {c['margin'] or '-'} | - | not run: {c['reason']} |")

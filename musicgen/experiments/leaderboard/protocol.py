@@ -111,11 +111,14 @@ def entry_overrides(cfg: DictConfig, name: str) -> list[str]:
     """One entry's ``musicgen.train`` overrides at the board's size, before seed and budget:
     its own, the size rule, ``window_of`` (the data windows and batch of another entry),
     ``window_scale`` (its window times a factor: equal notes per window across tokenisers) and
-    ``params_of`` (LSTM hidden sizes matched to another entry's parameter count), then ``common``
-    and ``extra``."""
+    ``params_of`` (LSTM hidden sizes matched to another entry's parameter count), then ``common``,
+    ``after_common`` (the entry's own overrides of what ``common`` fixes: its data, for the genre
+    claim) and ``extra``."""
     e = _entry(cfg, name)
     own = list(e.overrides)
-    train = compose_train([*own, *cfg.common])
+    mine = list(e.get("after_common") or [])  # what the entry overrides of common (its own data)
+    tail = [*cfg.common, *mine, *cfg.extra]
+    train = compose_train([*own, *cfg.common, *mine])
     out = [*own, *size_overrides(train, cfg.sizes[cfg.size])]
     if e.get("window_of"):
         ref = compose_train(entry_overrides(cfg, e.window_of))
@@ -123,15 +126,15 @@ def entry_overrides(cfg: DictConfig, name: str) -> list[str]:
                 f"data.batch_size={ref.data.batch_size}",
                 f"trainer.accumulate_grad_batches={ref.trainer.accumulate_grad_batches}"]
     if e.get("window_scale"):
-        now = compose_train([*out, *cfg.common, *cfg.extra])
+        now = compose_train([*out, *tail])
         seq = max(8, round(now.data.seq_len * float(e.window_scale)))
         out += [f"data.seq_len={seq}", f"data.stride={max(1, round(now.data.stride * float(e.window_scale)))}"]
         if "max_seq_len" in now.model and now.model.max_seq_len < seq:
             out.append(f"model.max_seq_len={seq}")
     if e.get("params_of"):
         ref = compose_train(entry_overrides(cfg, e.params_of))
-        out += _matched_hidden([*out, *cfg.common, *cfg.extra], parameter_count(ref, _vocab(ref)), _vocab(ref))
-    return [*out, *cfg.common, *cfg.extra]
+        out += _matched_hidden([*out, *tail], parameter_count(ref, _vocab(ref)), _vocab(ref))
+    return [*out, *tail]
 
 
 def budget_overrides(cfg: DictConfig) -> list[str]:

@@ -76,10 +76,21 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     return all_settings
 
 
+def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """The ``musicgen.evaluate`` settings of an entry's runs: the test split and ``evaluate``, plus
+    the shifts of every claim on the entry that is judged on transposed test pieces (``transpose``)."""
+    wanted = {"split": "test", **OmegaConf.to_container(cfg.evaluate)}
+    shifts = sorted({int(v) for c in cfg.claims if c.get("transpose") and name in (c.get("contrast") or {})
+                     for v in c.transpose})
+    if shifts:
+        wanted["transpose"] = f"[{','.join(map(str, shifts))}]"
+    return wanted
+
+
 def evaluate_entries(cfg: DictConfig, names: list[str]) -> None:
     """``musicgen.evaluate`` on the test split for every run without an evaluation of these settings."""
-    wanted = {"split": "test", **OmegaConf.to_container(cfg.evaluate)}
     for name in names:
+        wanted = evaluation_settings(cfg, name)
         for s in range(cfg.seeds):
             d = run_dir(cfg, name, s)
             marker = d / "board_evaluation.json"  # written once an evaluation with these settings is complete
