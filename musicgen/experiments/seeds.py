@@ -48,7 +48,9 @@ def train_seeds(overrides: Sequence[str], seeds: Sequence[int], runs_dir: str | 
     """The runs ``musicgen train <overrides> seed=<s>`` in ``<runs_dir>/seed_<s>``, one per seed,
     all on one data split (``data.seed=0`` unless ``overrides`` set it: ``data.seed`` follows
     ``seed`` by default, and seeds compared piece by piece must be scored on the same pieces),
-    trained in turn where missing: a run with ``metrics.json`` is finished and reused, one with a
+    trained in turn where missing (``{seed}`` in an override is replaced by the seed, so each seed can
+    start from its own run, e.g. ``objective.module.init_from=outputs/demo_seeds/seed_{seed}``): a run
+    with ``metrics.json`` is finished and reused, one with a
     ``last.ckpt`` only continues (``resume=true``), any other starts. Run again after a failure:
     nothing finished is redone. The run directories, in seed order."""
     dirs = []
@@ -60,7 +62,8 @@ def train_seeds(overrides: Sequence[str], seeds: Sequence[int], runs_dir: str | 
             log.info("seed %s: %s is finished, reused", s, d)
             continue
         resume = ["resume=true"] if (d / "checkpoints" / "last.ckpt").is_file() else []
-        cmd = [sys.executable, "-m", "musicgen.train", *overrides, *split, f"seed={s}", *resume, f"hydra.run.dir={d}"]
+        own = [o.replace("{seed}", str(s)) for o in overrides]  # e.g. init_from=<runs>/seed_{seed}
+        cmd = [sys.executable, "-m", "musicgen.train", *own, *split, f"seed={s}", *resume, f"hydra.run.dir={d}"]
         log.info("seed %s: %s", s, " ".join(cmd[1:]))
         if subprocess.run(cmd).returncode != 0:
             raise UserError(f"training seed {s} failed; see {d}/train.log, then run the same command again "

@@ -59,3 +59,16 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
 def test_seeds_needs_a_setup(tmp_path):
     with pytest.raises(ConfigError, match="train.seeds"):
         run(compose("seeds", [f"dir={tmp_path}"]))
+
+
+def test_each_seed_can_start_from_its_own_run(tmp_path, monkeypatch):
+    import musicgen.experiments.seeds as seeds
+
+    cfg = compose("seeds", ["train.overrides=['objective=dpo','objective.module.init_from=runs/seed_{seed}']",
+                            "train.seeds=[3,5]"])
+    calls = []
+    monkeypatch.setattr(seeds.subprocess, "run", lambda cmd: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    seeds.train_seeds(list(cfg.train.overrides), list(cfg.train.seeds), tmp_path)
+    assert [c[c.index("objective=dpo") + 1] for c in calls] == [f"objective.module.init_from=runs/seed_{s}"
+                                                                 for s in (3, 5)]
+    assert [c for c in calls[0] if c.startswith("seed=")] == ["seed=3"]
