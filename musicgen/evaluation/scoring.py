@@ -251,7 +251,9 @@ def evaluate_run(m: MusicModel, cache, cfg, sampling: SamplingConfig) -> dict[st
     model_ids, model_ended = [p.ids for p in pieces], [p.ended for p in pieces]
     rng = np.random.default_rng(seed)
     drawn = [sample_ngram(ngram, cfg.max_new_tokens, sampling, rng, grammar) for _ in range(n)]
-    real = rng.choice(len(docs), size=n, replace=False)
+    # the real pieces from a stream of their own: how many numbers the n-gram's sampling draws
+    # (its tokeniser, its samples' lengths) must not decide which real pieces are scored
+    real = np.random.default_rng([seed, 1]).choice(len(docs), size=n, replace=False)
     rows = {
         "model": (model_ids, model_ended),
         "ngram": ([d[0] for d in drawn], [d[1] for d in drawn]),

@@ -130,3 +130,20 @@ def test_transpose_settings_are_checked_in_one_line(smoke_run, tmp_path):
     with pytest.raises(ConfigError, match=r"transpose=.*give distinct semitone shifts") as e:
         evaluate(cfg)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_the_real_pieces_drawn_do_not_depend_on_the_ngrams_samples(smoke_run, tmp_path):
+    """The real row's pieces come from a random stream of their own: an n-gram of another order,
+    whose samples draw other random numbers, leaves them as they were."""
+    real, ngram = [], []
+    for order in (2, 4):
+        out = tmp_path / str(order)
+        evaluate(compose("evaluate", [f"ckpt_path={smoke_run}", f"output_dir={out}", "num_samples=4",
+                                      "max_new_tokens=48", "bootstrap=20", "split=train", f"ngram_order={order}",
+                                      "real_examples=0", "audio.enabled=false"]))
+        with np.load(out / "evaluation_pieces.npz") as z:
+            real.append(z["real/notes"].copy())
+            ngram.append(z["ngram/tokens"].copy())
+    assert not np.array_equal(ngram[0], ngram[1])  # the n-grams drew differently...
+    assert np.array_equal(real[0], real[1])  # ...and the same real pieces were scored
