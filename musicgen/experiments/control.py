@@ -274,7 +274,8 @@ def saved_result(saved: Path, m: MusicModel, values: Mapping[str, Sequence[str]]
         return None
     try:
         data = json.loads(saved.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        log.warning("%s is not a readable result (%s): measuring again; it will be replaced", saved, e)
         return None
     ckpt = Path(m.ckpt_path).resolve()
     if not ckpt.is_file() or ckpt.stat().st_mtime > saved.stat().st_mtime:
