@@ -170,7 +170,7 @@ def seeds_markdown(result: dict[str, Any]) -> str:
     head = "| figure | model, mean over seeds | " + " | ".join(f"seed {i}" for i in range(n_seeds)) + \
         f" | n-gram (order {s['ngram_order']}) | real {result['split']} pieces |"
     lines = [
-        f"# {result['version']} over {n_seeds} training seeds",
+        f"# {result.get('title') or result['version'] + f' over {n_seeds} training seeds'}",
         "",
         f"{n_seeds} runs of the same setup, differing only in the training seed (steps: "
         f"{', '.join(str(x) for x in result['steps'])}), each evaluated on the same {result['pieces']} "
@@ -202,6 +202,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dirs = train_seeds(list(cfg.train.overrides), list(cfg.train.seeds), out_dir)
     evaluate_seeds(dirs, list(cfg.evaluate))
     result = pool_seeds(dirs)
+    if cfg.title:
+        result["title"] = str(cfg.title)
     md = seeds_markdown(result)
     if cfg.baseline:
         base = Path(cfg.baseline) / "seeds.json"

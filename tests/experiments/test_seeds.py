@@ -46,6 +46,8 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     key = next(k for k in compared if k != "nll_per_note")
     assert compared[key]["value"] == 0.0 and (np.isnan(compared[key]["low"]) or compared[key]["low"] <= 0.0)
     assert "## Against the baseline" in (tmp_path / "seeds" / "seeds.md").read_text()
+    run(compose("seeds", [*overrides, "title=Fine-tuned against its start"]))
+    assert (tmp_path / "seeds" / "seeds.md").read_text().startswith("# Fine-tuned against its start\n")
     paired = run(compose("seeds", [*overrides, f"baseline={tmp_path}/seeds", "baseline_paired=true"]))["comparison"]
     assert paired["paired"] and paired["difference"][key] == {"value": 0.0, "low": 0.0, "high": 0.0}
     (tmp_path / "one").mkdir()
