@@ -256,7 +256,7 @@ def summary_line(result: Mapping[str, Any]) -> str:
 
 def nll_markdown(result: Mapping[str, Any]) -> str:
     """The suffix measurement (one run, or pooled over seeds) as a Markdown page."""
-    title = "# Infilling: what the bars after the gap are worth\n\n"
+    title = f"# Infilling: what the bars after the gap are worth ({result['bars']}-bar middles)\n\n"
     if "seeds" not in result:
         return (f"{title}Run `{result['ckpt_path']}`, {result['bars']}-bar middles from the middle of each test "
                 "piece; 95% bootstrap intervals over pieces, the difference paired (the same middles).\n\n"
