@@ -110,20 +110,42 @@ def arm_run(cfg: DictConfig, overrides: list[str], seed: int, run_dir: Path, dev
             "test": score_ours(run_dir, device, int(cfg.scoring.batch_size))}
 
 
+def race_default(cfg: DictConfig, seed: int) -> dict[str, Any] | None:
+    """Our run of ``seed`` in the race (``make ttq``'s ``seed_<s>/race.json`` beside ``race``) when it
+    is the default recipe's run of this ablation: the same train overrides (seed and split included)
+    and budget, its best checkpoint scored on the same test pieces. None when there is none or it differs."""
+    path = Path(cfg.race).parent / f"seed_{seed}" / "race.json"
+    if not cfg.reuse_race or not path.is_file():
+        return None
+    race = json.loads(path.read_text())
+    key = race.get("key", {})
+    if key.get("train_overrides") != train_overrides(cfg, seed) or key.get("budget_s") != float(cfg.budget_s):
+        log.info("default, seed %d: the race's run in %s has other settings, not reused", seed, path)
+        return None
+    return {"seed": int(seed), "overrides": [], "ours": race["ours"], "test": race["test"]["ours"],
+            "from_race": str(path)}
+
+
 def arm_records(cfg: DictConfig, arm: str, overrides: list[str], seeds: list[int], out: Path,
                 device: torch.device) -> list[dict[str, Any]]:
-    """``arm`` on each of ``seeds``: a record written with the same settings is reused."""
+    """``arm`` on each of ``seeds``: a record written with the same settings is reused, and so is the
+    race's run of a seed for ``default`` (``race_default``)."""
     records = []
     for seed in seeds:
         path = out / arm / f"seed_{seed}" / "record.json"
         key = json.loads(json.dumps({"budget_s": float(cfg.budget_s), "overrides":
                                      [*train_overrides(cfg, seed), *overrides]}))
+        from_race = race_default(cfg, seed) if arm == DEFAULT and not path.is_file() else None
         if path.is_file():
             rec = json.loads(path.read_text())
             if rec.get("key") != key:
                 raise ConfigError(f"{path} holds a run with other settings; use another out_dir, or delete "
                                   f"{path.parent} to run it again")
             log.info("%s, seed %d: finished, reused", arm, seed)
+        elif from_race is not None:
+            rec = from_race | {"key": key}
+            atomic_write_text(path, json.dumps(rec, indent=1, default=str) + "\n")
+            log.info("%s, seed %d: the race's run of the same command, reused (%s)", arm, seed, rec["from_race"])
         else:
             t = time.perf_counter()
             rec = arm_run(cfg, overrides, seed, path.parent, device) | {"key": key}

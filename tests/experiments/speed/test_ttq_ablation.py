@@ -86,7 +86,7 @@ def test_ablation_selects_combines_confirms_and_resumes(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
     overrides = [f"out_dir={tmp_path / 'abl'}", "arms=[muon,wsd,qk_norm]", "device=cpu", "publish=true",
-                 f"publish_dir={docs}"]
+                 f"publish_dir={docs}", f"race={tmp_path / 'no_race' / 'ttq.json'}"]
     res = ablation.run(compose("ttq_ablation", overrides), overrides)
 
     selection = {(o, s) for o, s in calls if s in (0, 1, 2)}
@@ -125,7 +125,8 @@ def test_ablation_selects_combines_confirms_and_resumes(tmp_path, monkeypatch):
 def test_ablation_without_a_helping_candidate_confirms_nothing(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(ablation, "arm_run", fake_arm_run(calls))
-    overrides = [f"out_dir={tmp_path / 'abl'}", "arms=[qk_norm]", "device=cpu"]
+    overrides = [f"out_dir={tmp_path / 'abl'}", "arms=[qk_norm]", "device=cpu",
+                 f"race={tmp_path / 'no_race' / 'ttq.json'}"]
     res = ablation.run(compose("ttq_ablation", overrides), overrides)
     assert res["helped"] == [] and res["winner"] is None and res["confirmation"] is None and not res["confirmed"]
     assert all(s in (0, 1, 2) for _, s in calls)
@@ -157,11 +158,43 @@ def test_ablation_against_the_race_peer(tmp_path, monkeypatch):
     assert "## Against the tuned peer" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
+def test_default_reuses_the_race_run_of_the_same_command(tmp_path, monkeypatch):
+    """make ttq's run of ours on a seed is the default recipe's run of that seed: reused, not trained
+    again; a race run with another budget is not."""
+    calls = []
+    monkeypatch.setattr(ablation, "arm_run", fake_arm_run(calls))
+    race = tmp_path / "ttq"
+    overrides = [f"out_dir={tmp_path / 'abl'}", "arms=[wsd]", "device=cpu", f"race={race / 'ttq.json'}"]
+    cfg = compose("ttq_ablation", overrides)
+    made = fake_arm_run([])
+    for seed, budget in ((0, 600.0), (1, 300.0)):
+        rec = made(cfg, [], seed, race / f"seed_{seed}" / "ours", None)
+        (race / f"seed_{seed}").mkdir(parents=True)
+        (race / f"seed_{seed}" / "race.json").write_text(json.dumps(
+            {"seed": seed, "ours": rec["ours"], "test": {"ours": rec["test"], "peer": rec["test"]},
+             "key": {"budget_s": budget, "train_overrides": ablation.train_overrides(cfg, seed)}}))
+    res = ablation.run(cfg, overrides)
+    assert ((), 0) not in calls and ((), 1) in calls and ((), 2) in calls
+    kept = json.loads((tmp_path / "abl" / "default" / "seed_0" / "record.json").read_text())
+    assert kept["from_race"] == str(race / "seed_0" / "race.json") and kept["ours"] == rec_curve(race, 0)
+    assert res["runs"]["selection"]["default"][0] == str(race / "seed_0" / "ours")
+    n = len(calls)
+    ablation.run(compose("ttq_ablation", overrides), overrides)  # reused from its own record now
+    assert len(calls) == n
+    off = [*overrides, f"out_dir={tmp_path / 'abl2'}", "reuse_race=false"]
+    ablation.run(compose("ttq_ablation", off), off)
+    assert ((), 0) in calls[n:]
+
+
+def rec_curve(race, seed):
+    return json.loads((race / f"seed_{seed}" / "race.json").read_text())["ours"]
+
+
 @pytest.mark.slow
 def test_quick_ablation_end_to_end(tmp_path, real_midi_dir):
     out = tmp_path / "abl"
     overrides = ["quick=true", f"out_dir={out}", f"data.root={real_midi_dir / 'folk'}",
-                 f"data.cache_dir={tmp_path / 'cache'}", "device=cpu"]
+                 f"data.cache_dir={tmp_path / 'cache'}", "device=cpu", f"race={tmp_path / 'no_race' / 'ttq.json'}"]
     res = ablation.run(compose("ttq_ablation", overrides), overrides)
     sel = res["selection"]
     assert list(sel)[:3] == ["default", "qk_norm", "z_loss"]
