@@ -62,11 +62,23 @@ define SOUNDFONT_DEPS
 	fi
 endef
 
+# the tests' system packages besides the SoundFont: Debian's chromium + chromium-driver for the
+# listening study's browser test (apt-get when root and missing); without them that test is
+# skipped with its reason, so a failure here only warns
+define TEST_BROWSER_DEPS
+@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "warning: could not install chromium and chromium-driver; the browser test will be skipped"; \
+	  else echo "warning: no chromium/chromedriver (sudo apt-get install chromium chromium-driver); the browser test will be skipped"; fi; \
+	fi
+endef
+
 # the suite runs in TEST_WORKERS processes (pytest-xdist; a test file stays in one), one torch
 # thread each, so that the cores are shared out rather than oversubscribed
 TEST_WORKERS ?= auto
 test: lint ## Lint, then run the fast test suite (excludes slow and gpu markers) on every core
 	$(SOUNDFONT_DEPS)
+	$(TEST_BROWSER_DEPS)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP) ## Run every test, the slow ones included

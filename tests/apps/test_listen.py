@@ -172,7 +172,7 @@ def test_a_browser_listener_answers_ten_pairs(smoke_run, study_dir):
     from gallery_check import find, headless_chromium
 
     if not (find("chromium", "chromium-browser") and find("chromedriver")):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (make app-check installs them)")
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make test installs them when root)")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
