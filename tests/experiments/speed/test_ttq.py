@@ -140,6 +140,28 @@ def test_race_summary_when_ours_never_reaches_the_target():
     assert sm["per_seed"][0]["peer_reach_ours_final"]["wall_s"] == 10.0
 
 
+def test_second_reading_races_to_the_peers_best_value_when_it_overfits():
+    """A peer whose validation NLL rises after its best point: the headline races to its last value
+    (which it first reaches on the way down), the second reading to its best (where it bottoms)."""
+    times = np.arange(1, 11) * 30.0
+    peer_vals = [5.0, 4.0, 3.5, 3.2, 3.0, 3.1, 3.2, 3.3, 3.4, 3.5]  # best 3.0 at 150 s, last 3.5
+    ours_vals = 5.5 - 0.3 * np.arange(10)  # 3.5 at 7/0.3*30 s, 3.0 at 2.5/0.3*30 s
+    recs = [_record(seed, _curve(times, ours_vals), _curve(times, peer_vals), ["a"], [10], [30.0], ["a"], [31.0])
+            for seed in (0, 1)]
+    sm = race_summary(recs, goal=0.5, budget_s=300.0, resolution=0.1)
+    s = sm["per_seed"][0]
+    assert s["target"] == 3.5 and s["peer_reach"]["interpolated_wall_s"] == pytest.approx(90.0)
+    assert s["ratio"] == pytest.approx((2.0 / 0.3 * 30 + 30) / 90.0)
+    assert s["peer_best_val"] == 3.0 and s["peer_reach_best"]["interpolated_wall_s"] == pytest.approx(150.0)
+    assert s["ratio_best"] == pytest.approx((2.5 / 0.3 * 30 + 30) / 150.0)
+    assert sm["best"]["peer_rose"] == 2 and sm["best"]["ratio"]["value"] == pytest.approx(s["ratio_best"])
+    # a peer that only improves: both readings agree
+    rising = [_record(0, _curve(times, ours_vals), _curve(times, sorted(peer_vals, reverse=True)), ["a"], [10],
+                      [30.0], ["a"], [31.0])]
+    one = race_summary(rising, goal=0.5, budget_s=300.0, resolution=0.1)
+    assert one["best"]["peer_rose"] == 0 and one["per_seed"][0]["ratio_best"] == one["per_seed"][0]["ratio"]
+
+
 def test_seeds_are_checked():
     assert check_seeds([0, 1, 2]) == [0, 1, 2]
     with pytest.raises(ConfigError, match="each once"):
