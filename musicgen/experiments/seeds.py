@@ -100,6 +100,21 @@ def _model_nll(dirs: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(nll), notes
 
 
+def seed_lengths(evals: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each evaluation's length figures that are not the model's: the training documents' tokens per
+    note (originals, transposed copies) and the mean notes per piece of the real row, whose pieces
+    each evaluation draws (so they can differ between runs and between setups)."""
+    out: dict[str, list[float]] = {}
+    for e in evals:
+        lengths = e.get("lengths", {})
+        row = {f"training tokens per note, {k}": v for k, v in lengths.get("training_tokens_per_note", {}).items()}
+        if "notes_per_piece" in e.get("real", {}):
+            row["real row's notes per piece"] = e["real"]["notes_per_piece"]["value"]
+        for k, v in row.items():
+            out.setdefault(k, []).append(float(v))
+    return {k: v for k, v in out.items() if len(v) == len(evals)}
+
+
 def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
     """The seeds' evaluations (``evaluation.json`` and ``evaluation_pieces.npz`` of each run) pooled."""
     evals = [json.loads((d / "evaluation.json").read_text()) for d in dirs]
@@ -121,7 +136,8 @@ def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
     first = evals[0]
     return {"runs": [str(d) for d in dirs], "steps": steps, "version": first["version"], "split": first["split"],
             "settings": first["settings"], "pieces": int(len(notes)), "notes": int(notes.sum()),
-            "model": model, "per_seed": per_seed, "ngram": first["ngram"], "real": first["real"],
+            "model": model, "per_seed": per_seed, "lengths": seed_lengths(evals),
+            "ngram": first["ngram"], "real": first["real"],
             **({"critic": first["critic"]} if "critic" in first else {}),
             "interval": "95%: NLL over seeds and pieces (two-way t, seed_piece_interval); "
                         "sample figures: t over the seeds' values"}
@@ -191,6 +207,12 @@ def seeds_markdown(result: dict[str, Any]) -> str:
         if key == "critic_auc":  # n-gram against real, and real against real (the floor)
             ngram, real = result["critic"]["ngram"], result["critic"]["real_vs_real"]
         lines.append(f"| {key} | {fmt(model[key])} | {cells} | {fmt(ngram)} | {fmt(real)} |")
+    if result.get("lengths"):
+        lines += ["", "Lengths that are not the model's, per run (each run's `evaluation.json`):", "",
+                  "| figure | " + " | ".join(f"seed {i}" for i in range(n_seeds)) + " |",
+                  "|---|" + "---|" * n_seeds]
+        lines += [f"| {key} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"
+                  for key, vals in result["lengths"].items()]
     return "\n".join(lines) + "\n"
 
 

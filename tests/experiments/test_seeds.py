@@ -36,6 +36,11 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     md = (tmp_path / "seeds" / "seeds.md").read_text()
     assert "seed 0 | seed 1" in md and "nll_per_note" in md
     assert json.loads((tmp_path / "seeds" / "seeds.json").read_text())["steps"]
+    evals = [json.loads((d / "evaluation.json").read_text()) for d in dirs]  # lengths as each run measured them
+    assert result["lengths"]["real row's notes per piece"] == [e["real"]["notes_per_piece"]["value"] for e in evals]
+    assert result["lengths"]["training tokens per note, originals"] == [
+        e["lengths"]["training_tokens_per_note"]["originals"] for e in evals]
+    assert "| real row's notes per piece |" in md
     stamps = [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
     run(cfg)  # again: nothing is retrained or re-evaluated
     assert stamps == [(d / "evaluation.json").stat().st_mtime_ns for d in dirs]
