@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from musicgen.experiments import pearce2005 as bm
-from musicgen.experiments.pearce2005 import bits_per_note, folds, melody_events, ngram_cross_validation
+from musicgen.experiments.pearce2005 import (
+    bits_per_note,
+    folds,
+    melody_events,
+    ngram_cross_validation,
+    ppm_models,
+    protocol,
+)
 
 
 def test_folds_put_every_melody_in_exactly_one():
@@ -128,7 +135,7 @@ def test_network_cross_validation_learns_and_resumes(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fold was trained again")
 
-    monkeypatch.setattr(bm, "fit", no_training)
+    monkeypatch.setattr(protocol, "fit", no_training)  # where the cross-validation calls it
     again = bm.neural_cross_validation(melodies, spec, train, store, "t", seed=0, k=3, n_boot=50)
     assert again["per_melody"] == r["per_melody"]
     with pytest.raises(AssertionError, match="trained again"):  # a changed setting is not reused
@@ -161,7 +168,7 @@ def test_ppm_reproduction_on_real_tunes_orders_the_models_as_the_thesis_and_resu
     def no_rerun(*args, **kwargs):
         raise AssertionError("the PPM rows were computed again")
 
-    monkeypatch.setattr(bm, "ppm_log_probs", no_rerun)
+    monkeypatch.setattr(ppm_models, "ppm_log_probs", no_rerun)  # where ppm_rows calls it
     again = bm.ppm_rows(kinder, PPM, store, "kinder", k=5, n_boot=50)
     assert {n: r["melody_bits"] for n, r in again.items()} == {n: r["melody_bits"] for n, r in rows.items()}
     with pytest.raises(AssertionError, match="computed again"):  # a changed setting is not reused

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from musicgen.experiments import pearce2005 as bm
+from musicgen.experiments.pearce2005 import ppm_models
 from musicgen.metrics.ppm import PPM
 
 PPM_SETTINGS = {"escape": "c", "exclusion": True, "update_exclusion": False, "bias": 2, "tolerance": 0.03,
@@ -70,7 +71,7 @@ def test_pretrained_ppm_rows_resume_and_pair_with_the_pretrained_networks(kinder
     def no_rerun(*args, **kwargs):
         raise AssertionError("computed again")
 
-    monkeypatch.setattr(bm, "ppm_pretrained_log_probs", no_rerun)
+    monkeypatch.setattr(ppm_models, "ppm_pretrained_log_probs", no_rerun)  # where ppm_pretrained_rows calls it
     again = bm.ppm_pretrained_rows(data, corpus, PPM_SETTINGS, 12, store, "pre-training corpus and training folds",
                                    k=4, n_boot=20)
     assert again[next(iter(again))]["kinder"]["melody_bits"] == ltm["kinder"]["melody_bits"]

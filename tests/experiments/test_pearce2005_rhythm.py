@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from musicgen.experiments import pearce2005 as bm
-from musicgen.experiments import pearce2005_rhythm as rh
+from musicgen.experiments.pearce2005 import protocol
+from musicgen.experiments.pearce2005 import rhythm as rh
 
 EARLIER = ["duration", "ioi", "bar_position", "fermata"]
 CURRENT = ["bar_position", "duration", "ioi"]
@@ -157,7 +158,7 @@ def test_a_rhythm_network_trains_on_its_features_and_its_folds_are_stored_apart(
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(bm, "fit", no_training)  # resumed from the store, features and all
+    monkeypatch.setattr(protocol, "fit", no_training)  # resumed from the store, features and all
     again = bm.fold_log_dists(melodies, tiny_spec(earlier=EARLIER, current=CURRENT), train, store, "t", 0, 0, 3,
                               variants, features=features)["s"]
     assert all(np.array_equal(again[i], like[i]) for i in range(12))

@@ -1,6 +1,6 @@
 """Rhythm-aware inputs for the Pearce (2005) benchmark's networks (``musicgen.experiments.pearce2005``).
 
-Each note event of a melody (the same events as ``pearce2005.melody_events``: tied notes one
+Each note event of a melody (the same events as ``data.melody_events``: tied notes one
 event, rests and grace notes none, a chord its highest note) keeps, beside its pitch:
 - ``duration``: its length in quarter notes (a tied note: the whole of it);
 - ``ioi``: the inter-onset interval from the previous event, in quarter notes (rests included;
@@ -17,7 +17,7 @@ pitch embedding at each input position. Input position ``i`` (token: the pitch o
 the start token at ``i = 0``) predicts note ``i`` and adds the ``earlier`` features of note ``i - 1``
 (none at ``i = 0``) and the ``current`` features of note ``i`` (the like-for-like variant with
 IDyOM's linked viewpoints, which see the onset and duration of the note whose pitch they predict);
-never the pitch of note ``i`` or of any later note. Imports nothing of the benchmark's module."""
+never the pitch of note ``i`` or of any later note. Imports no other module of the benchmark."""
 
 from __future__ import annotations
 
