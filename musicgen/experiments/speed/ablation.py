@@ -55,9 +55,9 @@ from musicgen.experiments.speed.ttq import (
     goal_verdict,
     pieces_by_seed,
     ratio_interval,
+    reach_ratio,
     run_ours,
     score_ours,
-    time_to_reach,
     train_overrides,
     unpaired_ratio_interval,
 )
@@ -135,14 +135,13 @@ def arm_records(cfg: DictConfig, arm: str, overrides: list[str], seeds: list[int
         path = out / arm / f"seed_{seed}" / "record.json"
         key = json.loads(json.dumps({"budget_s": float(cfg.budget_s), "overrides":
                                      [*train_overrides(cfg, seed), *overrides]}))
-        from_race = race_default(cfg, seed) if arm == DEFAULT and not path.is_file() else None
         if path.is_file():
             rec = json.loads(path.read_text())
             if rec.get("key") != key:
                 raise ConfigError(f"{path} holds a run with other settings; use another out_dir, or delete "
                                   f"{path.parent} to run it again")
             log.info("%s, seed %d: finished, reused", arm, seed)
-        elif from_race is not None:
+        elif arm == DEFAULT and (from_race := race_default(cfg, seed)) is not None:
             rec = from_race | {"key": key}
             atomic_write_text(path, json.dumps(rec, indent=1, default=str) + "\n")
             log.info("%s, seed %d: the race's run of the same command, reused (%s)", arm, seed, rec["from_race"])
@@ -176,11 +175,7 @@ def compare(arm: list[dict[str, Any]], default: list[dict[str, Any]], target: fl
     per_seed = []
     for a, d in zip(arm, default, strict=True):
         goal = final_val(d) if target is None else target
-        a_hit = time_to_reach(a["ours"]["curve"], goal) if goal is not None else None
-        d_hit = time_to_reach(d["ours"]["curve"], goal) if goal is not None else None
-        ratio = None
-        if a_hit and d_hit and d_hit["interpolated_wall_s"] > 0:
-            ratio = a_hit["interpolated_wall_s"] / d_hit["interpolated_wall_s"]
+        a_hit, d_hit, ratio = reach_ratio(a["ours"]["curve"], d["ours"]["curve"], goal)
         per_seed.append({"seed": a["seed"], "target": goal, "reach": a_hit, "default_reach": d_hit, "ratio": ratio,
                          "final_val": final_val(a), "steps": a["ours"]["steps"]})
     names, notes = common_pieces([r["test"] for r in arm + default], max_pieces)

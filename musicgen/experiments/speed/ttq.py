@@ -178,6 +178,18 @@ def time_to_reach(curve: list[dict[str, Any]], target: float, key: str = "nats_p
     return None
 
 
+def reach_ratio(curve: list[dict[str, Any]], reference: list[dict[str, Any]], target: float | None
+                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float | None]:
+    """When ``curve`` and ``reference`` first reach ``target`` (``time_to_reach``) and the ratio of
+    those interpolated times (None where either never does, or there is no target)."""
+    if target is None:
+        return None, None, None
+    hit, ref = time_to_reach(curve, target), time_to_reach(reference, target)
+    if not (hit and ref and ref["interpolated_wall_s"] > 0):
+        return hit, ref, None
+    return hit, ref, hit["interpolated_wall_s"] / ref["interpolated_wall_s"]
+
+
 def tokens_per_note(docs: list[np.ndarray], notes: np.ndarray) -> float:
     """Scored tokens (all but BOS) per source note of a set of documents ``BOS ... EOS``."""
     return float(sum(len(d) - 1 for d in docs) / max(1, int(np.sum(notes))))
@@ -689,19 +701,11 @@ def race_summary(records: list[dict[str, Any]], goal: float, budget_s: float, re
         peer = [{"wall_s": q["wall_s"], "step": q.get("step"), "nats_per_note": q.get(key)} for q in r["peer"]["curve"]]
         target = peer[-1]["nats_per_note"] if peer else None
         ours_final = ours[-1]["nats_per_note"] if ours else None
-        ours_hit = time_to_reach(ours, target) if target is not None else None
-        peer_hit = time_to_reach(peer, target) if target is not None else None
-        ratio = None
-        if ours_hit and peer_hit and peer_hit["interpolated_wall_s"] > 0:
-            ratio = ours_hit["interpolated_wall_s"] / peer_hit["interpolated_wall_s"]
+        ours_hit, peer_hit, ratio = reach_ratio(ours, peer, target)
         # the second reading: the peer's best validation value (the checkpoint load_best_model_at_end ships)
         values = [q["nats_per_note"] for q in peer if q["nats_per_note"] is not None]
         best = min(values) if values else None
-        ours_best = time_to_reach(ours, best) if best is not None else None
-        peer_best = time_to_reach(peer, best) if best is not None else None
-        ratio_best = None
-        if ours_best and peer_best and peer_best["interpolated_wall_s"] > 0:
-            ratio_best = ours_best["interpolated_wall_s"] / peer_best["interpolated_wall_s"]
+        ours_best, peer_best, ratio_best = reach_ratio(ours, peer, best)
         per_seed.append({
             "seed": r["seed"], "target": target, "ours_final_val": ours_final,
             "ours_reach": ours_hit, "peer_reach": peer_hit, "ratio": ratio,
