@@ -62,14 +62,14 @@ define SOUNDFONT_DEPS
 	fi
 endef
 
-# the tests' system packages besides the SoundFont: Debian's chromium + chromium-driver for the
-# listening study's browser test (apt-get when root and missing); without them that test is
+# Debian's chromium + chromium-driver (apt-get when root and missing): the tests' soft install for the
+# listening study's browser test and the base of BROWSER_DEPS; without them that test is
 # skipped with its reason, so a failure here only warns
 define TEST_BROWSER_DEPS
 @if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	    || echo "warning: could not install chromium and chromium-driver; the browser test will be skipped"; \
-	  else echo "warning: no chromium/chromedriver (sudo apt-get install chromium chromium-driver); the browser test will be skipped"; fi; \
+	    || echo "warning: could not install chromium and chromium-driver; the browser test skips, browser checks stop"; \
+	  else echo "warning: no chromium/chromedriver (sudo apt-get install chromium chromium-driver); the browser test skips, browser checks stop"; fi; \
 	fi
 endef
 
@@ -164,10 +164,9 @@ gallery: $(STAMP) ## Static page of runs side by side (samples, audio, real piec
 
 # Debian's chromium + chromium-driver (apt-get when root and missing) and selenium into .venv; no browser download
 define BROWSER_DEPS
-@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
-	  else echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi; \
-	fi
+$(TEST_BROWSER_DEPS)
+@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { echo "needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; }
 	@$(PY) -c "import selenium" 2>/dev/null || $(PIP) install -q "selenium>=4.10"
 endef
 
