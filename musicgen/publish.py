@@ -72,9 +72,7 @@ def publish(name: str, markdown: str, files: Mapping[str, Path] | Sequence[Path]
     docs tree (default: the checkout's ``docs/``; an installed package has none: pass one).
     ``command``: what wrote the page, for the header (default: ``command_line()``, this process's).
     """
-    if not NAME.fullmatch(name) or name == "index":
-        raise ConfigError(f"page name {name!r}: use letters, digits, '.', '_' and '-' (and not 'index')")
-    results = results_dir(docs_dir)
+    results = results_dir(docs_dir, name)
     figures = _figures(files)
     figure_dir = results / name
     copied: set[Path] = set()
@@ -98,9 +96,12 @@ def publish(name: str, markdown: str, files: Mapping[str, Path] | Sequence[Path]
     return page
 
 
-def results_dir(docs_dir: Path | str | None = None) -> Path:
-    """``<docs_dir>/results``, or a one-line ``ConfigError`` where there is no docs directory: a
-    command that publishes calls it before its work, so a bad ``publish_dir`` fails at once."""
+def results_dir(docs_dir: Path | str | None = None, name: str | None = None) -> Path:
+    """``<docs_dir>/results``, or a one-line ``ConfigError`` where there is no docs directory (or
+    ``name``, the page's, is not a plain name): a command that publishes calls it before its work,
+    so a bad ``publish_dir`` or ``publish_name`` fails at once."""
+    if name is not None and (not NAME.fullmatch(name) or name == "index"):
+        raise ConfigError(f"page name {name!r}: use letters, digits, '.', '_' and '-' (and not 'index')")
     if docs_dir is None:
         docs_dir = Path(project_root()) / "docs"
         if not docs_dir.is_dir():

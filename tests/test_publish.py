@@ -13,7 +13,7 @@ import pytest
 from musicgen.config import compose
 from musicgen.errors import ConfigError
 from musicgen.evaluation.run import evaluate
-from musicgen.publish import INDEX_END, INDEX_START, command_line, publish
+from musicgen.publish import INDEX_END, INDEX_START, command_line, publish, results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16  # the bytes are copied, never decoded
@@ -78,6 +78,9 @@ def test_publish_refuses_what_would_make_a_broken_page(tmp_path):
     with pytest.raises(ConfigError, match="publish_dir=.*is not a directory"):
         publish("page", "# P\n", docs_dir=tmp_path / "nowhere")
     assert listing(docs / "results" / "index.md") == []  # nothing was published
+    with pytest.raises(ConfigError, match="page name 'index'"):  # what a command checks before its work
+        results_dir(docs, "index")
+    assert results_dir(docs, "leaderboard-1m") == docs / "results"
 
 
 def test_an_index_without_markers_gets_them_and_a_page_without_title_its_name(tmp_path):

@@ -91,20 +91,27 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     docs = board / "docs"  # publishing too: the page and its figures in the docs site
     docs.mkdir()
     proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), "publish=true",
-                                f"publish_dir={docs}"], timeout=900, check=True)
+                                "publish_name=board-smoke", f"publish_dir={docs}"], timeout=900, check=True)
     assert "lstm_pitch: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
-    page = (docs / "results" / "leaderboard.md").read_text()
+    page = (docs / "results" / "board-smoke.md").read_text()
     assert page.startswith("# Leaderboard\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
-    assert "![metrics](leaderboard/metrics.png)" in page
-    copy = docs / "results" / "leaderboard" / "curves.png"
+    assert "![metrics](board-smoke/metrics.png)" in page
+    copy = docs / "results" / "board-smoke" / "curves.png"
     assert copy.read_bytes() == (board / "board" / "curves.png").read_bytes()
 
 
 def test_unknown_entries_are_one_line_errors():
     proc = run_cli("musicgen", ["leaderboard", "only=[v9]"], timeout=120)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: only=['v9']")
+
+
+def test_a_bad_page_name_fails_before_any_training(tmp_path):
+    proc = run_cli("musicgen", ["leaderboard", "publish=true", "publish_name=../up", f"output_dir={tmp_path}"],
+                   timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: page name '../up'")
+    assert not any(tmp_path.iterdir())
 
 
 #: the three claims that needed a change outside the board, with their entries

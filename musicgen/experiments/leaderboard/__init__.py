@@ -12,9 +12,9 @@ and a verdict with Holm's correction over the family (``verdicts``).
 
 It writes ``leaderboard.json``, ``leaderboard.md``, ``curves.png`` and ``metrics.png`` into
 ``output_dir``; ``publish=true`` also writes the page and figures into the docs site
-(``docs/results/leaderboard.md``). Finished runs and evaluations of the same settings are reused,
-an unfinished run starts over: an interrupted board resumes where it stopped. ``quick=true``
-shrinks everything to smoke size (the tests).
+(``docs/results/<publish_name>.md``, ``leaderboard`` by default). Finished runs and evaluations
+of the same settings are reused, an unfinished run starts over: an interrupted board resumes where
+it stopped. ``quick=true`` shrinks everything to smoke size (the tests).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     names = entry_names(cfg)
     if cfg.publish:
-        results_dir(cfg.publish_dir)  # a missing docs directory fails before the training
+        results_dir(cfg.publish_dir, cfg.publish_name)  # a missing docs directory or bad name fails before the training
     run_settings = train_entries(cfg, names)
     evaluate_entries(cfg, names)
     runs = {name: [load_run(run_dir(cfg, name, s)) for s in range(cfg.seeds)] for name in names}
@@ -58,7 +58,7 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(out / "leaderboard.md", page)
     log.info("leaderboard written to %s", out / "leaderboard.md")
     if cfg.publish:
-        log.info("published to %s", publish("leaderboard", page, figures, docs_dir=cfg.publish_dir))
+        log.info("published to %s", publish(cfg.publish_name, page, figures, docs_dir=cfg.publish_dir))
     return board
 
 

@@ -353,7 +353,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     arms = arm_overrides(cfg)
     target, target_words, peer_times = resolve_target(cfg)
     if cfg.publish:
-        results_dir(cfg.publish_dir)
+        results_dir(cfg.publish_dir, cfg.publish_name)
     start = time.perf_counter()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

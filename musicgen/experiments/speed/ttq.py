@@ -903,7 +903,7 @@ def run(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[st
     if why:
         raise UserError(f"musicgen ttq needs the peer's packages: {why}")
     if cfg.publish:
-        results_dir(cfg.publish_dir)  # a missing docs directory fails before the work
+        results_dir(cfg.publish_dir, cfg.publish_name)  # a missing docs directory or bad name fails before the work
     start = time.perf_counter()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
