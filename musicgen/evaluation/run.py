@@ -101,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     renderer = renderer_from_config(cfg.audio)  # a bad audio.soundfont fails before any work
     docs_dir = cfg.publish_dir or None
     if cfg.publish:
-        results_dir(docs_dir)  # and so does a missing docs directory
+        results_dir(docs_dir, cfg.publish_name or None)  # and so does a missing docs directory or bad name
     device = pick_device(cfg.device)
     m = MusicModel.load(cfg.ckpt_path, device)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else m.run_dir

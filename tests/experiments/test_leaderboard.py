@@ -91,12 +91,12 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     docs = board / "docs"  # publishing too: the page and its figures in the docs site
     docs.mkdir()
     proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), "publish=true",
-                                "publish_name=board-smoke", f"publish_dir={docs}"], timeout=900, check=True)
+                                "publish_name=board-smoke", "title='Smoke board'", f"publish_dir={docs}"], timeout=900, check=True)
     assert "lstm_pitch: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
     page = (docs / "results" / "board-smoke.md").read_text()
-    assert page.startswith("# Leaderboard\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
+    assert page.startswith("# Smoke board\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
     assert "![metrics](board-smoke/metrics.png)" in page
     copy = docs / "results" / "board-smoke" / "curves.png"
     assert copy.read_bytes() == (board / "board" / "curves.png").read_bytes()

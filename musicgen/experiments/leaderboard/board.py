@@ -184,7 +184,7 @@ def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: 
         claims.append(row)
     for (row, data), result in zip(inputs, judge([d for _, d in inputs], cfg.alpha), strict=True):
         row.update(result, pieces=data["pieces"], seeds=data["seeds"])
-    return {"settings": {"size": cfg.size, "sizes": OmegaConf.to_container(cfg.sizes[cfg.size]),
+    return {"settings": {"title": cfg.title, "size": cfg.size, "sizes": OmegaConf.to_container(cfg.sizes[cfg.size]),
                          "budget": OmegaConf.to_container(cfg.budget), "seeds": cfg.seeds, "alpha": cfg.alpha,
                          "common": list(cfg.common), "evaluate": OmegaConf.to_container(cfg.evaluate)},
             "entries": entries, "claims": claims,
@@ -209,7 +209,7 @@ def markdown(board: dict[str, Any]) -> str:
     b = s["budget"]
     keys = ("nll_per_note", *SAMPLE_COLUMNS)
     lines = [
-        "# Leaderboard", "",
+        f"# {s.get('title') or 'Leaderboard'}", "",
         f"Size `{s['size']}` ({', '.join(f'{k} {v}' for k, v in s['sizes'].items())}); every run saw the same "
         f"{b['notes']:,.0f} notes of training music (loss targets counted in source notes), {s['seeds']} seeds per "
         f"entry on one data split (`{' '.join(s['common'])}`), each evaluated on the test split "

@@ -8,6 +8,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     """One multirun per entry over the seeds it still lacks (or trained with other settings);
     ``data.seed`` is pinned in ``common``, so every seed and entry sees one split. Returns each
     entry's settings."""
-    all_settings = {}
-    for name in names:
+    all_settings, t0 = {}, time.perf_counter()
+    for i, name in enumerate(names, 1):
         settings = all_settings[name] = run_settings(cfg, name)
         missing = [s for s in range(cfg.seeds) if not _reusable(cfg, name, s, settings)]
         if not missing:
@@ -69,7 +70,8 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
         cmd = [sys.executable, "-m", "musicgen.train", "-m", *settings, f"seed={','.join(map(str, missing))}",
                *cfg.launcher, f"hydra.sweep.dir={Path(cfg.output_dir) / 'runs'}",
                f"hydra.sweep.subdir={name}_s${{seed}}"]
-        log.info("%s: training seeds %s for %.3g notes each", name, missing, cfg.budget.notes)
+        log.info("%s (entry %d of %d, %.0f min in): training seeds %s for %.3g notes each", name, i, len(names),
+                 (time.perf_counter() - t0) / 60, missing, cfg.budget.notes)
         if subprocess.run(cmd).returncode != 0:
             raise UserError(f"training {name} failed; see {run_dir(cfg, name, missing[0])}/train.log, "
                             "then run the same command again (finished runs are kept)")
