@@ -227,13 +227,28 @@ def fit_critic(real: Sequence[symusic.Score], other: Sequence[symusic.Score], se
     return Critic(l2).fit(feature_matrix(a), feature_matrix(b))
 
 
+def critic_scores(critic: Critic, scores: Sequence[symusic.Score]) -> np.ndarray:
+    """The critic's logit of each of ``scores``, all cut to the shortest one's note count (so
+    length alone decides nothing): higher for the pieces it finds more real."""
+    k = min(note_count(s) for s in scores)
+    return critic.logit(feature_matrix([first_notes(s, k) for s in scores]))
+
+
 def prefer(critic: Critic, first: symusic.Score, second: symusic.Score) -> float:
-    """The critic's logit of ``first`` minus that of ``second``, both cut to the shorter one's note
-    count (so length alone decides nothing): > 0 when it finds ``first`` the more real."""
-    k = min(note_count(first), note_count(second))
-    s = critic.logit(feature_matrix([first_notes(first, k), first_notes(second, k)]))
+    """The critic's logit of ``first`` minus that of ``second`` (``critic_scores``): > 0 when it
+    finds ``first`` the more real."""
+    s = critic_scores(critic, [first, second])
     return float(s[0] - s[1])
 
 
-__all__ = ["Critic", "auc", "critic_auc", "critic_features", "critic_test", "delong_variance", "feature_matrix",
-           "fit_critic", "match_lengths", "prefer"]
+def best_and_worst(critic: Critic, scores: Sequence[symusic.Score]) -> tuple[int, int] | None:
+    """The indices of the piece the critic finds the most real and the one it finds the least
+    real among ``scores`` (``critic_scores``); None when it finds them all alike."""
+    s = critic_scores(critic, scores)
+    if s.max() == s.min():
+        return None
+    return int(np.argmax(s)), int(np.argmin(s))
+
+
+__all__ = ["Critic", "auc", "best_and_worst", "critic_auc", "critic_features", "critic_scores", "critic_test",
+           "delong_variance", "feature_matrix", "fit_critic", "match_lengths", "prefer"]

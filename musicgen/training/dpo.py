@@ -19,9 +19,10 @@ did not end):
 
 - ``critic``: a critic standing in for listeners (``musicgen.metrics.critic``): trained on the
   run's untransposed training pieces (as many, drawn at random) against ``critic_samples``
-  samples of the starting model, it then compares ``pairs`` pairs of further samples (another
-  seed), each pair cut to the shorter piece's length, and the piece it finds more real is
-  chosen. Critic preferences are not human ones: the fine-tuned model learns what this critic
+  samples of the starting model, it then draws ``candidates`` further samples (another seed)
+  for each of ``pairs`` pairs, cuts them to the shortest one's length, and chooses the piece it
+  finds the most real over the one it finds the least real (with 2 candidates: the more real of
+  two). Critic preferences are not human ones: the fine-tuned model learns what this critic
   rewards.
 - a path to a listening study's SQLite file (``musicgen.data.preferences``): its answered pairs
   (ties left out), the preferred piece chosen, each MIDI file (relative to the file's folder)
@@ -52,7 +53,7 @@ from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.data.preferences import preference_pairs
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.critic import fit_critic, prefer
+from musicgen.metrics.critic import best_and_worst, fit_critic
 from musicgen.metrics.samples import body
 from musicgen.training.modules import CausalLM
 
@@ -109,9 +110,10 @@ def _as_doc(piece) -> list[int]:
 
 
 def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int, sampling: Any,
-                       max_new_tokens: int, seed: int) -> Preferences:
-    """``pairs`` pairs of the starting model's samples, the piece a critic finds more real chosen
-    (see the module docstring); ``train``: the run's training split (``SplitTokens``)."""
+                       max_new_tokens: int, seed: int, candidates: int = 2) -> Preferences:
+    """``pairs`` pairs of the starting model's samples, of each group of ``candidates`` the piece a
+    critic finds the most real chosen over the one it finds the least real (see the module
+    docstring); ``train``: the run's training split (``SplitTokens``)."""
     tok = start.tokenizer
     originals = train.originals()
     if len(originals) < 2:
@@ -120,12 +122,14 @@ def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int
     real = [tok.decode(body(train.doc(i))) for i in real_idx]
     fake = start.generate(critic_samples, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens, batch_size=32)
     critic = fit_critic(real, [tok.decode(p.ids) for p in fake], seed=seed)
-    drawn = start.generate(2 * pairs, sampling=sampling, seed=seed + 1, max_new_tokens=max_new_tokens, batch_size=32)
+    drawn = start.generate(candidates * pairs, sampling=sampling, seed=seed + 1, max_new_tokens=max_new_tokens,
+                           batch_size=32)
     out: Preferences = []
-    for a, b in zip(drawn[:pairs], drawn[pairs:]):
-        d = prefer(critic, tok.decode(a.ids), tok.decode(b.ids))
-        if d != 0:  # a tie prefers nothing
-            out.append((_as_doc(a), _as_doc(b)) if d > 0 else (_as_doc(b), _as_doc(a)))
+    for i in range(pairs):
+        group = drawn[i::pairs]  # the i-th of each block of ``pairs`` samples
+        chosen = best_and_worst(critic, [tok.decode(p.ids) for p in group])
+        if chosen is not None:  # a group the critic finds all alike prefers nothing
+            out.append((_as_doc(group[chosen[0]]), _as_doc(group[chosen[1]])))
     return out
 
 
@@ -152,6 +156,7 @@ class DPOLM(CausalLM):
         pairs: preference pairs drawn (``preferences=critic``; a study gives what it has).
         preferences: ``critic`` or the path of a listening study's SQLite file.
         critic_samples: samples of the starting model the critic is trained on.
+        candidates: samples drawn for each critic pair, the most real chosen over the least real.
         max_new_tokens: the samples' length cap (at most the window: longer pieces are cut to it).
         sampling: the samples' sampling settings (the ``sampling`` group).
         seed: the samples' and the pairs' order's seed.
@@ -159,15 +164,16 @@ class DPOLM(CausalLM):
     """
 
     def __init__(self, net: torch.nn.Module, init_from: str | None = None, beta: float = 0.1, pairs: int = 256,
-                 preferences: str = "critic", critic_samples: int = 128, max_new_tokens: int = 256,
+                 preferences: str = "critic", critic_samples: int = 128, candidates: int = 2,
+                 max_new_tokens: int = 256,
                  sampling: Any = None, seed: int = 0, output_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
         if not init_from:
             raise ConfigError("objective=dpo needs objective.module.init_from=<run dir or .ckpt>: "
                               "the run it starts from")
-        if not beta > 0 or pairs < 1 or critic_samples < 2:
-            raise ConfigError(f"objective=dpo: need beta > 0, pairs >= 1, critic_samples >= 2; "
-                              f"got beta={beta}, pairs={pairs}, critic_samples={critic_samples}")
+        if not beta > 0 or pairs < 1 or critic_samples < 2 or candidates < 2:
+            raise ConfigError(f"objective=dpo: need beta > 0, pairs >= 1, critic_samples >= 2, candidates >= 2; got "
+                              f"beta={beta}, pairs={pairs}, critic_samples={critic_samples}, candidates={candidates}")
         self._start = start = MusicModel.load(init_from)
         meta = start.metadata
         if meta.conditioning or meta.infill or meta.objective == "seq2one":
@@ -196,7 +202,7 @@ class DPOLM(CausalLM):
         h = self.hparams
         if h.preferences == "critic":
             return critic_preferences(self._start, train, h.pairs, h.critic_samples, self._sampling,
-                                      h.max_new_tokens, h.seed)
+                                      h.max_new_tokens, h.seed, h.candidates)
         if Path(h.preferences).is_file():
             return study_preferences(h.preferences, self._start.tokenizer)
         raise ConfigError(f"objective.module.preferences={h.preferences!r} must be 'critic' or the path of a "

@@ -91,7 +91,8 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     docs = board / "docs"  # publishing too: the page and its figures in the docs site
     docs.mkdir()
     proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), "publish=true",
-                                "publish_name=board-smoke", "title='Smoke board'", f"publish_dir={docs}"], timeout=900, check=True)
+                                "publish_name=board-smoke", "title='Smoke board'", f"publish_dir={docs}"],
+                   timeout=900, check=True)
     assert "lstm_pitch: 2 finished runs reused" in proc.stdout + proc.stderr
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated

@@ -13,8 +13,10 @@ from musicgen.evaluation.run import evaluate
 from musicgen.metrics.critic import (
     Critic,
     auc,
+    best_and_worst,
     critic_auc,
     critic_features,
+    critic_scores,
     critic_test,
     feature_matrix,
     fit_critic,
@@ -122,6 +124,25 @@ def test_prefer_scores_more_real_pieces_higher():
     assert prefer(critic, random_walk(rng, 20), random_walk(rng, 60, steps=(-7, 7))) > 0
     assert prefer(critic, random_walk(rng, 60, steps=(-7, 7)), random_walk(rng, 20)) < 0
     assert note_count(first_notes(steps[0], 10)) == 10
+
+
+def test_best_and_worst_of_a_group_at_the_shortest_length():
+    """Of a group of tunes of different lengths, all read up to the shortest one's length, a critic
+    of stepwise tunes against leaping ones picks a stepwise one as the most real and a leaping one
+    as the least; a group of one piece repeated is all alike (None)."""
+    rng = np.random.default_rng(4)
+    critic = fit_critic([random_walk(rng, 40) for _ in range(40)],
+                        [random_walk(rng, 40, steps=(-7, -5, 5, 7)) for _ in range(40)])
+    leaps = (-7, -5, 5, 7)
+    group = [random_walk(rng, 50, steps=leaps), random_walk(rng, 20), random_walk(rng, 70, steps=leaps),
+             random_walk(rng, 30)]
+    s = critic_scores(critic, group)  # every piece read up to the shortest one's 20 notes
+    np.testing.assert_allclose(s, critic.logit(feature_matrix([first_notes(g, 20) for g in group])))
+    best, worst = best_and_worst(critic, group)
+    assert (best, worst) == (int(s.argmax()), int(s.argmin())) and best in (1, 3) and worst in (0, 2)
+    pair = critic_scores(critic, [group[0], group[2]])
+    assert prefer(critic, group[0], group[2]) == pytest.approx(float(pair[0] - pair[1]))
+    assert best_and_worst(critic, [group[0], group[0]]) is None
 
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)

@@ -5,6 +5,7 @@ chosen-over-rejected log-ratio on its training pairs (critic preferences)."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,4 +129,42 @@ def test_dpo_needs_a_starting_run(smoke_overrides):
 
     cfg = compose("train", ["+version=v7", *smoke_overrides, "objective=dpo"])
     with pytest.raises(ConfigError, match="init_from"):
+        instantiate(cfg.objective.module)(net=torch.nn.Linear(1, 1))
+
+
+@pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
+def test_critic_pairs_are_the_best_and_worst_of_each_group_of_candidates(smoke_run):
+    """Each pair is the i-th of each block of ``pairs`` samples: the one the critic finds the most
+    real chosen over the least real (with 2 candidates: the more real of two, as ``prefer`` says)."""
+    from musicgen.metrics.critic import critic_scores, fit_critic, prefer
+    from musicgen.metrics.samples import body
+    from musicgen.training.dpo import _as_doc, critic_preferences
+
+    start = MusicModel.load(smoke_run)
+    train_split, tok = start.pieces_of("train"), start.tokenizer
+    originals = train_split.originals()
+    real_idx = np.random.default_rng(0).choice(originals, size=min(len(originals), 8), replace=False)
+    real = [tok.decode(body(train_split.doc(i))) for i in real_idx]
+    fake = start.generate(8, seed=0, max_new_tokens=48, batch_size=32)
+    critic = fit_critic(real, [tok.decode(p.ids) for p in fake], seed=0)  # the critic critic_preferences trains
+    for candidates in (2, 3):
+        pairs = critic_preferences(start, train_split, 4, 8, None, 48, 0, candidates=candidates)
+        drawn = start.generate(4 * candidates, seed=1, max_new_tokens=48, batch_size=32)
+        expected = []
+        for i in range(4):
+            group = drawn[i::4]
+            s = critic_scores(critic, [tok.decode(p.ids) for p in group])
+            if s.max() > s.min():
+                expected.append((_as_doc(group[int(s.argmax())]), _as_doc(group[int(s.argmin())])))
+                if candidates == 2:
+                    assert (prefer(critic, tok.decode(group[0].ids), tok.decode(group[1].ids)) > 0) == (s.argmax() == 0)
+        assert pairs == expected and pairs
+
+
+def test_dpo_needs_two_candidates_or_more(smoke_overrides):
+    from hydra.utils import instantiate
+
+    cfg = compose("train", ["+version=v7", *smoke_overrides, "objective=dpo", "objective.module.init_from=x",
+                            "objective.module.candidates=1"])
+    with pytest.raises(ConfigError, match="candidates >= 2"):
         instantiate(cfg.objective.module)(net=torch.nn.Linear(1, 1))
