@@ -57,7 +57,17 @@ def command_line(argv: Sequence[str] | None = None) -> str:
         head = f"python -m {first.parent.name}"
     else:
         head = first.name
-    return " ".join([head, *map(shlex.quote, argv[1:])])
+    return " ".join([head, *map(shell_quote, argv[1:])])
+
+
+def shell_quote(arg: str) -> str:
+    """``arg`` quoted for a POSIX shell as a person would write it: as it is when nothing needs
+    quoting, in single quotes, or in double quotes when it holds single quotes and nothing a
+    shell expands inside double quotes (Hydra's ``"title='...'"``); else ``shlex.quote``'s form."""
+    quoted = shlex.quote(arg)
+    if "'" in arg and not re.search(r'["$`\\!]', arg):
+        return f'"{arg}"'
+    return quoted
 
 
 def publish(name: str, markdown: str, files: Mapping[str, Path] | Sequence[Path] = (),

@@ -3,6 +3,7 @@ figures and the results index in a docs tree; ``musicgen evaluate publish=true``
 and the site still building with ``--strict`` once a page is published."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,16 @@ def test_command_line_names_the_command_the_user_typed():
     assert command_line([str(ROOT / "musicgen" / "experiments" / "speed" / "__main__.py"), "quick=true"]) == \
         "python -m musicgen.experiments.speed quick=true"
     assert command_line(["/venv/lib/pytest/__main__.py", "-q"]) == "python -m pytest -q"
+
+
+def test_the_command_line_reads_as_typed_and_the_shell_gives_back_the_same_arguments():
+    args = ["train.seeds=[3,4,5]", "title='DPO (beta 0.25), seeds 3-5'",
+            "train.overrides=['+version=v7','objective.module.init_from=outputs/x/seed_{seed}']",
+            "plain", "two words", "it's $HOME", 'say "hi"', "back\\slash 'q'", "wow!'x'", ""]
+    line = command_line(["musicgen seeds", *args])
+    assert shlex.split(line) == ["musicgen", "seeds", *args]
+    assert "\"title='DPO (beta 0.25), seeds 3-5'\"" in line  # Hydra's quoting, as a person writes it
+    assert " plain " in line and "'two words'" in line
 
 
 def test_the_default_docs_dir_is_the_checkouts(monkeypatch, tmp_path):
