@@ -320,7 +320,8 @@ def render_markdown(res: dict[str, Any]) -> str:
 
 def plot_curves(runs: dict[str, dict[str, list[dict[str, Any]]]], target: float | None, path: Path) -> None:
     """Validation NLL/note against wall time, one panel per phase, one colour per arm, a line per
-    seed; dotted: the target (None: each seed's default final value)."""
+    seed; dotted: the target (None: each seed's default final value); the axis shows from the
+    lowest value to 1 nat above the target, where the arms part."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401 (the Agg canvas, as musicgen.plots)
     from matplotlib.figure import Figure
 
@@ -337,8 +338,11 @@ def plot_curves(runs: dict[str, dict[str, list[dict[str, Any]]]], target: float 
                 c = rec["ours"]["curve"]
                 ax.plot([q["wall_s"] for q in c], [q["nats_per_note"] for q in c], "-", lw=1, color=colors[arm],
                         label=arm if i == 0 else None)
-        for value in [target] if target is not None else [final_val(r) for r in runs[phase][DEFAULT]]:
+        targets = [target] if target is not None else [final_val(r) for r in runs[phase][DEFAULT]]
+        for value in targets:
             ax.axhline(value, color="k", ls=":", lw=0.8)
+        lowest = min(q["nats_per_note"] for recs in runs[phase].values() for r in recs for q in r["ours"]["curve"])
+        ax.set_ylim(lowest - 0.05, max(targets) + 1.0)  # the race is decided near the target, not in the first steps
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel("validation NLL (nats per note)")
         ax.set_title(f"{phase} seeds")
