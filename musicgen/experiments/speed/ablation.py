@@ -268,6 +268,12 @@ def _table(rows: dict[str, dict[str, Any]], overrides: dict[str, list[str]]) -> 
     return lines
 
 
+def _section(name: str, lines: list[str]) -> list[str]:
+    """``lines`` between snippet markers, so that another docs page can show them as the command
+    wrote them (``--8<-- "docs/results/ttq-ablation.md:selection"``, mkdocs.yml's snippets)."""
+    return [f"<!-- --8<-- [start:{name}] -->", *lines, f"<!-- --8<-- [end:{name}] -->"]
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     sel, conf = res["selection"], res["confirmation"]
     lines = [
@@ -283,7 +289,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
         "## Selection",
         "",
-        *_table(sel, res["overrides"]),
+        *_section("selection", _table(sel, res["overrides"])),
         "",
     ]
     helping = res["helped"]
@@ -296,7 +302,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append("No arm helped on the selection seeds: nothing to confirm, the default recipe stays.")
     else:
         w = res["winner"]
-        lines += [*_table(conf, res["overrides"]), "",
+        lines += [*_section("confirmation", _table(conf, res["overrides"])), "",
                   f"Winner on the selection seeds: **{w}**. On the fresh seeds {res['confirm_seeds']}: **"
                   f"{'confirmed' if res['confirmed'] else 'not confirmed'}** (time ratio {_ratio(conf[w])}; it "
                   "becomes a default only if the whole interval lies below 1)."]
@@ -308,12 +314,13 @@ def render_markdown(res: dict[str, Any]) -> str:
     else:
         lines += [f"Each arm's time to the peer's final validation NLL/note over the peer's own time to it (the race's "
                   f"{len(vp['peer_times_s'])} peer seeds; other seeds, so unpaired: Welch's t interval on the log "
-                  f"times). The goal: at most {vp['goal_ratio']:g}, interval included.", "",
-                  "| seeds | arm | ours / peer time [95%] | goal |", "|---|---|---|---|"]
+                  f"times). The goal: at most {vp['goal_ratio']:g}, interval included.", ""]
+        rows = ["| seeds | arm | ours / peer time [95%] | goal |", "|---|---|---|---|"]
         for phase in ("selection", "confirmation"):
             for arm, iv in vp[phase].items():
                 shown = fmt_interval(iv) if iv["value"] is not None else f"not reached on {iv['not_reached']} seed(s)"
-                lines.append(f"| {phase} | {arm} | {shown} | {iv['verdict']} |")
+                rows.append(f"| {phase} | {arm} | {shown} | {iv['verdict']} |")
+        lines += _section("vs_peer", rows)
     lines += ["", "![validation curves](curves.png)", ""]
     return "\n".join(lines)
 

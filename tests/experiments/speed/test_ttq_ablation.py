@@ -111,6 +111,8 @@ def test_ablation_selects_combines_confirms_and_resumes(tmp_path, monkeypatch):
     assert res["selection"]["default"]["test"]["minus_default"]["value"] == pytest.approx(0.0)
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| muon | `optim.name=muon` |" in md and "**confirmed**" in md and "did not help: qk_norm" in md
+    for section in ("selection", "confirmation"):  # the performance note shows these tables as written here
+        assert f"<!-- --8<-- [start:{section}] -->\n| arm |" in md and f"<!-- --8<-- [end:{section}] -->" in md
     assert (docs / "results" / "ttq-ablation.md").is_file()
     assert json.loads((tmp_path / "abl" / "ablation.json").read_text())["winner"] == "combo"
 
@@ -163,7 +165,8 @@ def test_ablation_against_the_race_peer(tmp_path, monkeypatch):
     assert vs["value"] == pytest.approx(gm, rel=0.02) and vs["low"] < gm < vs["high"]
     assert vs["verdict"] in ("met", "missed", "inconclusive")
     assert res["vs_peer"]["confirmation"]["muon"]["value"] < vs["value"]  # muon: about 0.6 of the default's time
-    assert "## Against the tuned peer" in (tmp_path / "abl" / "ablation.md").read_text()
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "## Against the tuned peer" in md and "<!-- --8<-- [start:vs_peer] -->\n| seeds |" in md
 
     # a seed where the peer never gets down to the target is left out, and the page says so
     race.write_text(json.dumps({"seeds": [0, 1, 2], "records": [{"seed": s, "peer": {"curve": c}}
