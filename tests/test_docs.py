@@ -1,6 +1,7 @@
 """The documentation site builds with --strict, and the README stays a front door."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,6 @@ def test_docs_build_strict(tmp_path):
 def test_every_included_section_exists():
     """A note that shows a generated page's table (``--8<-- "docs/results/<page>.md:<section>"``)
     names a page and a section the command writes: a missing section would render as nothing."""
-    import re
-
     includes = [(page, m) for page in (ROOT / "docs").rglob("*.md")
                 for m in re.finditer(r'^--8<-- "([^":]+)(?::([^"]+))?"$', page.read_text(encoding="utf-8"), re.M)]
     assert includes  # the performance note shows the ablation's tables
