@@ -133,8 +133,10 @@ def pool_seeds(dirs: Sequence[Path]) -> dict[str, Any]:
         per_seed["critic_auc"] = [e["critic"]["model"]["value"] for e in evals]
         model["critic_auc"] = t_over_seeds(per_seed["critic_auc"])
     steps = [json.loads((d / "metrics.json").read_text()).get("global_step") for d in dirs]
+    seeds = [OmegaConf.load(d / "config.yaml").seed for d in dirs]  # the training seed each run was given
     first = evals[0]
-    return {"runs": [str(d) for d in dirs], "steps": steps, "version": first["version"], "split": first["split"],
+    return {"runs": [str(d) for d in dirs], "seeds": seeds, "steps": steps, "version": first["version"],
+            "split": first["split"],
             "settings": first["settings"], "pieces": int(len(notes)), "notes": int(notes.sum()),
             "model": model, "per_seed": per_seed, "lengths": seed_lengths(evals),
             "ngram": first["ngram"], "real": first["real"],
@@ -157,6 +159,9 @@ def compare_seeds(result: dict[str, Any], baseline: dict[str, Any], paired: bool
                           f"{result['runs'][0]}: compare setups trained on one data split (data.seed)")
     if len(nll) != len(base_nll):
         raise ConfigError(f"{len(nll)} seeds against the baseline's {len(base_nll)}: train as many of each")
+    if paired and "seeds" in baseline and result["seeds"] != baseline["seeds"]:
+        raise ConfigError(f"baseline_paired=true pairs run s with the baseline's run s, but the seeds differ: "
+                          f"{result['seeds']} against {baseline['seeds']}")
     diff = {"nll_per_note": seed_piece_interval(nll - base_nll, notes)}
     for key, vals in result["per_seed"].items():
         if key != "nll_per_note" and key in baseline["per_seed"]:
@@ -183,7 +188,8 @@ def compare_markdown(result: dict[str, Any]) -> str:
 def seeds_markdown(result: dict[str, Any]) -> str:
     s, model, per_seed = result["settings"], result["model"], result["per_seed"]
     n_seeds = len(result["runs"])
-    head = "| figure | model, mean over seeds | " + " | ".join(f"seed {i}" for i in range(n_seeds)) + \
+    seed_heads = " | ".join(f"seed {i}" for i in result["seeds"])
+    head = "| figure | model, mean over seeds | " + seed_heads + \
         f" | n-gram (order {s['ngram_order']}) | real {result['split']} pieces |"
     lines = [
         f"# {result.get('title') or result['version'] + f' over {n_seeds} training seeds'}",
@@ -209,7 +215,7 @@ def seeds_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {key} | {fmt(model[key])} | {cells} | {fmt(ngram)} | {fmt(real)} |")
     if result.get("lengths"):
         lines += ["", "Lengths that are not the model's, per run (each run's `evaluation.json`):", "",
-                  "| figure | " + " | ".join(f"seed {i}" for i in range(n_seeds)) + " |",
+                  "| figure | " + seed_heads + " |",
                   "|---|" + "---|" * n_seeds]
         lines += [f"| {key} | " + " | ".join(f"{v:.3f}" for v in vals) + " |"
                   for key, vals in result["lengths"].items()]

@@ -17,13 +17,13 @@ from musicgen.experiments.seeds import run
 def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     train = cli_overrides(smoke_override_list(tmp_path, prepared_data_dir))
     quoted = ",".join(f"'{o}'" for o in ["+version=v7", *train])
-    overrides = [f"train.overrides=[{quoted}]", "train.seeds=[0,1]", f"dir={tmp_path}/seeds",
+    overrides = [f"train.overrides=[{quoted}]", "train.seeds=[1,2]", f"dir={tmp_path}/seeds",
                  "evaluate=['num_samples=2','max_new_tokens=32','bootstrap=20','split=train']"]
     cfg = compose("seeds", overrides)
     cli = [sys.executable, "-m", "musicgen", "seeds", *overrides]
     assert subprocess.run(cli).returncode == 0  # the command users run (one Hydra app per process)
     result = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
-    dirs = [tmp_path / "seeds" / f"seed_{s}" for s in (0, 1)]
+    dirs = [tmp_path / "seeds" / f"seed_{s}" for s in (1, 2)]
     per_seed = result["per_seed"]["nll_per_note"]
     assert len(per_seed) == 2 and per_seed[0] != per_seed[1]  # the training seed matters
     pieces = [np.load(d / "evaluation_pieces.npz") for d in dirs]
@@ -34,7 +34,8 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     assert pooled["low"] < pooled["value"] < pooled["high"]
     assert "model_minus_ngram_nll_per_note" in result["model"]
     md = (tmp_path / "seeds" / "seeds.md").read_text()
-    assert "seed 0 | seed 1" in md and "nll_per_note" in md
+    assert result["seeds"] == [1, 2] and "| seed 1 | seed 2 |" in md and "seed 0" not in md  # named by seed
+    assert "nll_per_note" in md
     assert json.loads((tmp_path / "seeds" / "seeds.json").read_text())["steps"]
     evals = [json.loads((d / "evaluation.json").read_text()) for d in dirs]  # lengths as each run measured them
     assert result["lengths"]["real row's notes per piece"] == [e["real"]["notes_per_piece"]["value"] for e in evals]
@@ -55,6 +56,11 @@ def test_seeds_trains_evaluates_pools_and_reuses(tmp_path, prepared_data_dir):
     assert (tmp_path / "seeds" / "seeds.md").read_text().startswith("# Fine-tuned against its start\n")
     paired = run(compose("seeds", [*overrides, f"baseline={tmp_path}/seeds", "baseline_paired=true"]))["comparison"]
     assert paired["paired"] and paired["difference"][key] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    other = tmp_path / "other_seeds"
+    other.mkdir()
+    (other / "seeds.json").write_text(json.dumps({**result, "seeds": [7, 8]}))
+    with pytest.raises(ConfigError, match="seeds differ"):
+        run(compose("seeds", [*overrides, f"baseline={other}", "baseline_paired=true"]))
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "seeds.json").write_text(json.dumps({**result, "runs": result["runs"][:1]}))
     with pytest.raises(ConfigError, match="baseline's 1"):
