@@ -26,6 +26,11 @@ def cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_precision() -> str:
     """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
     if torch.cuda.is_available():

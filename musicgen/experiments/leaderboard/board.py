@@ -186,6 +186,7 @@ def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: 
         row.update(result, pieces=data["pieces"], seeds=data["seeds"])
     return {"settings": {"title": cfg.title, "size": cfg.size, "sizes": OmegaConf.to_container(cfg.sizes[cfg.size]),
                          "budget": OmegaConf.to_container(cfg.budget), "seeds": cfg.seeds, "alpha": cfg.alpha,
+                         "parallel": int(cfg.get("parallel") or 1),
                          "common": list(cfg.common), "evaluate": OmegaConf.to_container(cfg.evaluate)},
             "entries": entries, "claims": claims,
             "runs_converged": sum(e["runs_converged"] for e in entries.values()),
@@ -218,7 +219,9 @@ def markdown(board: dict[str, Any]) -> str:
         f"{100 * b['tolerance']:.0f}% over the last fifth of training, or early stopping fired). NLL per note: over "
         "seeds and pieces, with the seed-aware interval; it compares tokenisations of the same information "
         "only (REMI and REMI+BPE), not pitch strings with REMI. Sample figures: all seeds' samples, interval "
-        "over pieces. Training seconds exclude validation and are never used for a verdict.", "",
+        "over pieces. Training seconds exclude validation and are never used for a verdict"
+        + (f" ({s['parallel']} runs trained at once, sharing the cores)." if s.get("parallel", 1) > 1 else ".")
+        + "", "",
         "| entry | model | tokeniser | window | parameters | steps | notes seen | training FLOPs | seconds | "
         "converged | " + " | ".join(keys) + " |",
         "|---" * (len(keys) + 10) + "|",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from musicgen.errors import ConfigError, UserError
 from musicgen.evaluation.run import evaluate
 from musicgen.experiments.leaderboard.protocol import budget_overrides, curve, entry_overrides
 from musicgen.fs import atomic_write_text
+from musicgen.runtime import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +54,63 @@ def _reusable(cfg: DictConfig, name: str, seed: int, settings: list[str]) -> boo
         json.loads(marker.read_text()) == [*settings, f"seed={seed}"]
 
 
+def _train_command(cfg: DictConfig, name: str, settings: list[str], seeds: list[int]) -> list[str]:
+    return [sys.executable, "-m", "musicgen.train", "-m", *settings, f"seed={','.join(map(str, seeds))}",
+            *cfg.launcher, f"hydra.sweep.dir={Path(cfg.output_dir) / 'runs'}", f"hydra.sweep.subdir={name}_s${{seed}}"]
+
+
+def _failed(cfg: DictConfig, name: str, seed: int) -> UserError:
+    return UserError(f"training {name} failed; see {run_dir(cfg, name, seed)}/train.log, "
+                     "then run the same command again (finished runs are kept)")
+
+
 def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
-    """One multirun per entry over the seeds it still lacks (or trained with other settings);
-    ``data.seed`` is pinned in ``common``, so every seed and entry sees one split. Returns each
-    entry's settings."""
-    all_settings, t0 = {}, time.perf_counter()
-    for i, name in enumerate(names, 1):
+    """Train every seed of every entry that is not finished with the same settings (an unfinished
+    run, or one of other settings, starts over); ``data.seed`` is pinned in ``common``, so every
+    seed and entry sees one split. ``parallel=1``: one multirun per entry over its missing seeds;
+    ``parallel=n``: n runs at once, each one process with the usable cores shared out among them
+    (``OMP_NUM_THREADS``; small networks use 2 cores poorly, so two one-thread runs do nearly twice
+    the work of one two-thread run). Returns each entry's settings."""
+    all_settings, jobs, t0 = {}, [], time.perf_counter()
+    for name in names:
         settings = all_settings[name] = run_settings(cfg, name)
         missing = [s for s in range(cfg.seeds) if not _reusable(cfg, name, s, settings)]
         if not missing:
             log.info("%s: %d finished runs reused", name, cfg.seeds)
-            continue
-        for s in missing:  # an unfinished run, or one of other settings, starts over
+        for s in missing:
             d = run_dir(cfg, name, s)
             shutil.rmtree(d, ignore_errors=True)
             atomic_write_text(d.with_name(d.name + ".board.json"), json.dumps([*settings, f"seed={s}"]))
-        cmd = [sys.executable, "-m", "musicgen.train", "-m", *settings, f"seed={','.join(map(str, missing))}",
-               *cfg.launcher, f"hydra.sweep.dir={Path(cfg.output_dir) / 'runs'}",
-               f"hydra.sweep.subdir={name}_s${{seed}}"]
-        log.info("%s (entry %d of %d, %.0f min in): training seeds %s for %.3g notes each", name, i, len(names),
-                 (time.perf_counter() - t0) / 60, missing, cfg.budget.notes)
-        if subprocess.run(cmd).returncode != 0:
-            raise UserError(f"training {name} failed; see {run_dir(cfg, name, missing[0])}/train.log, "
-                            "then run the same command again (finished runs are kept)")
+            jobs.append((name, s))
+    parallel = int(cfg.get("parallel") or 1)
+    if parallel < 1:
+        raise ConfigError(f"parallel={parallel} must be >= 1")
+    if parallel == 1:
+        for i, name in enumerate(dict.fromkeys(n for n, _ in jobs), 1):
+            seeds = [s for n, s in jobs if n == name]
+            log.info("%s (%d of %d entries to train, %.0f min in): training seeds %s for %.3g notes each", name, i,
+                     len({n for n, _ in jobs}), (time.perf_counter() - t0) / 60, seeds, cfg.budget.notes)
+            if subprocess.run(_train_command(cfg, name, all_settings[name], seeds)).returncode != 0:
+                raise _failed(cfg, name, seeds[0])
+        return all_settings
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, usable_cores() // parallel))}
+    running: list[tuple[str, int, subprocess.Popen]] = []
+    done = 0
+    while jobs or running:
+        while jobs and len(running) < parallel:
+            name, s = jobs.pop(0)
+            log.info("%s seed %d (%d of %d runs to train, %d at once, %.0f min in): training for %.3g notes", name,
+                     s, done + len(running) + 1, done + len(running) + len(jobs) + 1, parallel,
+                     (time.perf_counter() - t0) / 60, cfg.budget.notes)
+            running.append((name, s, subprocess.Popen(_train_command(cfg, name, all_settings[name], [s]), env=env)))
+        time.sleep(1)
+        for job in [j for j in running if j[2].poll() is not None]:
+            running.remove(job)
+            done += 1
+            if job[2].returncode != 0:
+                for _, _, p in running:  # the others stop too: their runs start over on the next try
+                    p.terminate()
+                raise _failed(cfg, job[0], job[1])
     return all_settings
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from musicgen.runtime import cpu_info, default_precision
+from musicgen.runtime import cpu_info, default_precision, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,6 @@ Fn = Callable[[], Any]
 
 
 # ----------------------------------------------------------------------------- machine
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def set_threads(threads: int | None) -> int:
     """``torch.set_num_threads`` for every contender (None: the usable cores); returns the count."""
     torch.set_num_threads(int(usable_cores() if threads is None else threads))

@@ -62,9 +62,9 @@ from tqdm.auto import tqdm
 from musicgen.data.sources import MANIFEST_NAME, list_midi_files, load_manifest
 from musicgen.data.split import hash_unit, subsample
 from musicgen.experiments.speed import with_quick
-from musicgen.experiments.speed.harness import load_average, usable_cores
+from musicgen.experiments.speed.harness import load_average
 from musicgen.fs import atomic_write_text
-from musicgen.runtime import hydra_main
+from musicgen.runtime import hydra_main, usable_cores
 
 log = logging.getLogger(__name__)
 
