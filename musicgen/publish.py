@@ -70,6 +70,12 @@ def shell_quote(arg: str) -> str:
     return quoted
 
 
+def snippet_section(name: str, lines: list[str]) -> list[str]:
+    """``lines`` between snippet markers, so that another docs page can show them as the command
+    wrote them (``--8<-- "docs/results/<page>.md:<name>"``, mkdocs.yml's snippets)."""
+    return [f"<!-- --8<-- [start:{name}] -->", *lines, f"<!-- --8<-- [end:{name}] -->"]
+
+
 def publish(name: str, markdown: str, files: Mapping[str, Path] | Sequence[Path] = (),
             docs_dir: Path | str | None = None, command: str | None = None) -> Path:
     """Write ``<docs_dir>/results/<name>.md`` (atomically) with its figures; return its path.

@@ -100,6 +100,8 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     page = (docs / "results" / "board-smoke.md").read_text()
     assert page.startswith("# Smoke board\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
     assert "![metrics](board-smoke/metrics.png)" in page
+    for section in ("entries", "claims"):  # marked, so that the docs' leaderboard note can include them
+        assert f"<!-- --8<-- [start:{section}] -->" in page and f"<!-- --8<-- [end:{section}] -->" in page
     copy = docs / "results" / "board-smoke" / "curves.png"
     assert copy.read_bytes() == (board / "board" / "curves.png").read_bytes()
 

@@ -20,6 +20,7 @@ from musicgen.metrics.report import fmt
 from musicgen.metrics.samples import TONAL_FIGURES, Reference, sample_figures
 from musicgen.metrics.statistics import seed_piece_interval
 from musicgen.plots import save_figure
+from musicgen.publish import snippet_section
 
 #: Sample figures in the board beside the NLL per note: tokeniser-independent, fair to transposition
 #: first (tonic-relative pitch classes, intervals, rhythm, scale consistency), then repetition and copying.
@@ -220,37 +221,37 @@ def markdown(board: dict[str, Any]) -> str:
         "seeds and pieces, with the seed-aware interval; it compares tokenisations of the same information "
         "only (REMI and REMI+BPE), not pitch strings with REMI. Sample figures: all seeds' samples, interval "
         "over pieces. Training seconds exclude validation and are never used for a verdict"
-        + (f" ({s['parallel']} runs trained at once, sharing the cores)." if s.get("parallel", 1) > 1 else ".")
-        + "", "",
-        "| entry | model | tokeniser | window | parameters | steps | notes seen | training FLOPs | seconds | "
-        "converged | " + " | ".join(keys) + " |",
-        "|---" * (len(keys) + 10) + "|",
+        + (f" ({s['parallel']} runs trained at once, sharing the cores)." if s.get("parallel", 1) > 1 else "."),
+        "",
     ]
+    table = ["| entry | model | tokeniser | window | parameters | steps | notes seen | training FLOPs | seconds | "
+             "converged | " + " | ".join(keys) + " |",
+             "|---" * (len(keys) + 10) + "|"]
     for e in board["entries"].values():
-        lines.append(
+        table.append(
             f"| {e['entry']} | {e['model']} ({e['objective']}) | {e['tokenizer']} | {e['seq_len']} | "
             f"{_num(e['parameters'])} | {_num(e['steps'])} | {_num(e['notes_seen'])} | {_num(e['flops'], '.2e')} | "
             f"{_num(e['train_seconds'])} | {e['runs_converged']}/{e['seeds']} | "
             + " | ".join(fmt(e.get(k)) for k in keys) + " |")
-    lines += ["", "## Claims", "",
+    lines += [*snippet_section("entries", table), "", "## Claims", "",
               "Each claim is fixed in `conf/leaderboard.yaml` before the run: a contrast of entries on one metric, "
               "its smallest effect that matters and its equivalence margin. Effect: positive means the claim's "
               "direction; interval: 95% over seeds and pieces (paired by piece); the verdict is read at the level "
-              "Holm's step-down procedure allows over the family.", "",
-              "| claim | contrast | metric | effect | 95% interval | min effect | margin | Holm p | verdict |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "Holm's step-down procedure allows over the family.", ""]
+    table = ["| claim | contrast | metric | effect | 95% interval | min effect | margin | Holm p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in board["claims"]:
         contrast_text = " ".join(f"{w:+g} {e}" for e, w in (c["contrast"] or {}).items())
         if c.get("scored_on") and c["scored_on"] not in ("the test pieces", "samples"):
             contrast_text += f" (on {c['scored_on']})"
         if c["verdict"] == "not run":
-            lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric'] or '-'} | - | - | "
+            table.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric'] or '-'} | - | - | "
                          f"{c['min_effect'] or '-'} | {c['margin'] or '-'} | - | not run: {c['reason']} |")
             continue
         note = f" (rests on unconverged runs: {', '.join(c['unconverged'])})" if c["unconverged"] else ""
-        lines.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric']} | {c['effect']:.3f} | {_interval(c)} | "
+        table.append(f"| {c['hypothesis']} | {contrast_text} | {c['metric']} | {c['effect']:.3f} | {_interval(c)} | "
                      f"{c['min_effect']} | {c['margin']} | {c['holm_p_value']:.3g} | **{c['verdict']}**{note} |")
-    lines += ["", "## Convergence of each run", "",
+    lines += [*snippet_section("claims", table), "", "## Convergence of each run", "",
               "| run | improvement of the best validation NLL per note over the last fifth | converged |",
               "|---|---|---|"]
     for e in board["entries"].values():

@@ -64,7 +64,7 @@ from musicgen.experiments.speed.ttq import (
 )
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.statistics import seed_piece_interval, t_over_seeds
-from musicgen.publish import publish, results_dir
+from musicgen.publish import publish, results_dir, snippet_section
 from musicgen.runtime import hydra_main, pick_device
 
 __all__ = ["OMP_WAIT_POLICY", "arm_overrides", "compare", "run"]
@@ -268,12 +268,6 @@ def _table(rows: dict[str, dict[str, Any]], overrides: dict[str, list[str]]) -> 
     return lines
 
 
-def _section(name: str, lines: list[str]) -> list[str]:
-    """``lines`` between snippet markers, so that another docs page can show them as the command
-    wrote them (``--8<-- "docs/results/ttq-ablation.md:selection"``, mkdocs.yml's snippets)."""
-    return [f"<!-- --8<-- [start:{name}] -->", *lines, f"<!-- --8<-- [end:{name}] -->"]
-
-
 def render_markdown(res: dict[str, Any]) -> str:
     sel, conf = res["selection"], res["confirmation"]
     lines = [
@@ -289,7 +283,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
         "## Selection",
         "",
-        *_section("selection", _table(sel, res["overrides"])),
+        *snippet_section("selection", _table(sel, res["overrides"])),
         "",
     ]
     helping = res["helped"]
@@ -302,7 +296,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append("No arm helped on the selection seeds: nothing to confirm, the default recipe stays.")
     else:
         w = res["winner"]
-        lines += [*_section("confirmation", _table(conf, res["overrides"])), "",
+        lines += [*snippet_section("confirmation", _table(conf, res["overrides"])), "",
                   f"Winner on the selection seeds: **{w}**. On the fresh seeds {res['confirm_seeds']}: **"
                   f"{'confirmed' if res['confirmed'] else 'not confirmed'}** (time ratio {_ratio(conf[w])}; it "
                   "becomes a default only if the whole interval lies below 1)."]
@@ -320,7 +314,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             for arm, iv in vp[phase].items():
                 shown = fmt_interval(iv) if iv["value"] is not None else f"not reached on {iv['not_reached']} seed(s)"
                 rows.append(f"| {phase} | {arm} | {shown} | {iv['verdict']} |")
-        lines += _section("vs_peer", rows)
+        lines += snippet_section("vs_peer", rows)
     lines += ["", "![validation curves](curves.png)", ""]
     return "\n".join(lines)
 
