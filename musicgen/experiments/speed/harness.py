@@ -46,7 +46,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return {
         "cpu": cpu_model or platform.processor() or platform.machine(),
         "cpu_flags": {flag: flag in cpu_flags for flag in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")},
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers_version,
