@@ -223,3 +223,33 @@ def test_the_report_is_written_and_published_when_asked(tmp_path, capsys):
     assert page.startswith("# Pearce (2005)") and "Written by" in page and own.split("\n", 1)[1] in page
     assert "- [Pearce (2005): pitch prediction in monophonic melodies](pearce2005.md)" in \
         (tmp_path / "docs" / "results" / "index.md").read_text()
+
+
+def test_wall_time_sums_sittings_to_their_last_stored_piece(tmp_path):
+    import json
+    import os
+
+    store = bm.Store(tmp_path)
+
+    def piece(name, at):
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(b"x")
+        os.utime(path, (at, at))
+
+    piece("old", 900)  # stored before timing began
+    (tmp_path / "invocations.jsonl").write_text(json.dumps({"start": 1000}) + "\n" + json.dumps({"start": 2000}) + "\n")
+    piece("a", 1100)
+    piece("b", 1500)  # the first sitting's last piece: what it did after (to 2000) was lost
+    piece("c", 2300)
+    w = store.wall_time(now=2600)
+    assert [i["seconds"] for i in w["invocations"]] == [500, 600] and [i["pieces"] for i in w["invocations"]] == [2, 1]
+    assert w["seconds"] == 1100 and w["untimed_pieces"] == 1
+    assert "0 h 18 min" in bm.report.wall_time_line({**w, "cores": 2})  # 1,100 s
+    assert "1 piece of work stored before timing began" in bm.report.wall_time_line({**w, "cores": 2})
+
+    fresh = bm.Store(tmp_path / "fresh")
+    fresh.begin(commit="abc")
+    fresh.record("r", lambda: {"x": 1})
+    w = fresh.wall_time()
+    assert len(w["invocations"]) == 1 and w["invocations"][0]["pieces"] == 1 and 0 <= w["seconds"] < 60
+    assert w["untimed_pieces"] == 0

@@ -155,8 +155,8 @@ from musicgen.experiments.pearce2005.thesis import (
 )
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.statistics import seed_piece_interval
-from musicgen.publish import publish, results_dir
-from musicgen.runtime import hydra_main
+from musicgen.publish import git_commit, publish, results_dir
+from musicgen.runtime import hydra_main, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,11 @@ def run(cfg: DictConfig) -> None:
         raise ConfigError(f"benchmark {cfg.name!r} unknown; the benchmarks are: pearce2005")
     if cfg.publish:
         results_dir(cfg.publish_dir)  # a missing docs directory fails before the work
-    write_report(cfg, pearce2005(cfg))
+    store = Store(Path(cfg.output_dir) / "pearce2005_runs")
+    store.begin(commit=git_commit(), quick=bool(cfg.get("quick")))
+    result = pearce2005(cfg)
+    result["wall_time"] = {**store.wall_time(), "cores": usable_cores()}
+    write_report(cfg, result)
 
 
 def write_report(cfg: DictConfig, result: dict[str, Any]) -> None:

@@ -41,9 +41,25 @@ def contender_report(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[s
 PPM_LABEL = {"combined": "combined", "ltm": "LTM", "ltm_plus": "LTM+", "stm": "STM"}
 
 
+def wall_time_line(w: dict[str, Any]) -> str:
+    """How long the stored work took (``Store.wall_time``), over how many sittings."""
+    h, m = divmod(round(w["seconds"] / 60), 60)
+    n = len(w["invocations"])
+    line = (f"Wall time: **{h} h {m:02d} min** on {w['cores']} cores, over {n} invocation{'s' if n != 1 else ''} "
+            "of the command (each counted from its start to the last piece of work it stored; the last to this "
+            "report), so a resumed run is timed as one.")
+    if w["untimed_pieces"]:
+        k = w["untimed_pieces"]
+        line += (f" {k} {'piece' if k == 1 else 'pieces'} of work stored before timing began "
+                 "(reused, untimed) are not in this figure.")
+    return line
+
+
 def report_markdown(result: dict[str, Any]) -> str:
-    lines = ["# Pearce (2005): pitch prediction in monophonic melodies", "",
-             "| dataset | melodies | events | distinct pitches | thesis (Table 4.1) | within 2% |",
+    lines = ["# Pearce (2005): pitch prediction in monophonic melodies", ""]
+    if result.get("wall_time"):
+        lines += [wall_time_line(result["wall_time"]), ""]
+    lines += ["| dataset | melodies | events | distinct pitches | thesis (Table 4.1) | within 2% |",
              "|---|---|---|---|---|---|"]
     for d in result["datasets"]:
         lines.append(f"| {d['dataset']} | {d['ours'][0]} | {d['ours'][1]} | {d['ours'][2]} | "
