@@ -54,6 +54,18 @@ def _reusable(cfg: DictConfig, name: str, seed: int, settings: list[str]) -> boo
         json.loads(marker.read_text()) == [*settings, f"seed={seed}"]
 
 
+def _refuse_other_settings(cfg: DictConfig, name: str, seed: int, settings: list[str]) -> None:
+    """A finished run of other settings is the user's work: never deleted to train over it."""
+    d = run_dir(cfg, name, seed)
+    marker = d.with_name(d.name + ".board.json")
+    if not (d / "metrics.json").is_file() or _reusable(cfg, name, seed, settings):
+        return
+    had = json.loads(marker.read_text()) if marker.is_file() else []
+    changed = [o for o in [*settings, f"seed={seed}"] if o not in had][:3]
+    raise ConfigError(f"{d} holds a finished run of other settings (this board has {', '.join(changed)}); "
+                      "use another output_dir, or delete it to train it again")
+
+
 def _train_command(cfg: DictConfig, name: str, settings: list[str], seeds: list[int]) -> list[str]:
     return [sys.executable, "-m", "musicgen.train", "-m", *settings, f"seed={','.join(map(str, seeds))}",
             *cfg.launcher, f"hydra.sweep.dir={Path(cfg.output_dir) / 'runs'}", f"hydra.sweep.subdir={name}_s${{seed}}"]
@@ -65,8 +77,8 @@ def _failed(cfg: DictConfig, name: str, seed: int) -> UserError:
 
 
 def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
-    """Train every seed of every entry that is not finished with the same settings (an unfinished
-    run, or one of other settings, starts over); ``data.seed`` is pinned in ``common``, so every
+    """Train every seed of every entry that is not finished (an unfinished run starts over; a
+    finished run of other settings is refused, never deleted); ``data.seed`` is pinned in ``common``, so every
     seed and entry sees one split. ``parallel=1``: one multirun per entry over its missing seeds;
     ``parallel=n``: n runs at once, each one process with the usable cores shared out among them
     (``OMP_NUM_THREADS``; small networks use 2 cores poorly, so two one-thread runs do nearly twice
@@ -74,6 +86,10 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     all_settings, jobs, t0 = {}, [], time.perf_counter()
     for name in names:
         settings = all_settings[name] = run_settings(cfg, name)
+        for s in range(cfg.seeds):
+            _refuse_other_settings(cfg, name, s, settings)
+    for name in names:
+        settings = all_settings[name]
         missing = [s for s in range(cfg.seeds) if not _reusable(cfg, name, s, settings)]
         if not missing:
             log.info("%s: %d finished runs reused", name, cfg.seeds)

@@ -45,7 +45,7 @@ class Store:
         path = self.root / INVOCATIONS
         starts = [json.loads(line)["start"] for line in path.read_text().splitlines() if line.strip()] \
             if path.is_file() else []
-        written = sorted(p.stat().st_mtime for p in self.root.iterdir() if p.name != INVOCATIONS and p.is_file())
+        written = sorted(p.stat().st_mtime for p in self.root.rglob("*") if p.name != INVOCATIONS and p.is_file())
         seconds, per = 0.0, []
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else None
