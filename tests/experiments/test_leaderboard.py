@@ -109,8 +109,8 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
 def test_a_finished_run_of_other_settings_is_refused_not_deleted(board, prepared_data_dir):
     runs = board / "board" / "runs"
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
-    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), "quick_settings.budget.notes=401"],
-                   timeout=300)
+    changed = "quick_settings.budget.notes=401"
+    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board), changed], timeout=300)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith("error: ") and "finished run of other settings" in last
     assert "max_notes:401" in last

@@ -271,3 +271,24 @@ def test_finished_folds_are_reused_only_for_the_same_settings_and_initial_weight
         with pytest.raises(AssertionError, match="trained again"):
             nets.fold_log_dists(melodies, spec, train, store, "t", args["seed"], 0, 3, args["variants"],
                                 init=args["init"])
+
+
+def test_folds_trained_side_by_side_are_the_folds_one_process_trains(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    melodies = [[int(p) for p in rng.choice(ALPHABET, size=10)] for _ in range(9)]
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0}
+    train = {"steps": 4, "batch_size": 2, "lr": 3e-3, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    variants = {"s": {}, "d": {"lr": 0.1, "steps": 1}}
+    alone = nets.fold_log_dists(melodies, spec, train, bm.Store(tmp_path / "one"), "t", 1, 0, 3, variants)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained in the parent")
+
+    monkeypatch.setattr(protocol, "fit", no_training)  # the workers train (spawned: they import their own)
+    with protocol.fold_workers(2):
+        side = nets.fold_log_dists(melodies, spec, train, bm.Store(tmp_path / "two"), "t", 1, 0, 3, variants)
+    stored = [sorted(p.relative_to(tmp_path / d) for p in (tmp_path / d).rglob("*.npz")) for d in ("one", "two")]
+    assert stored[0] == stored[1] and len(stored[0]) == 6  # 3 folds x 2 variants, under the same names
+    for v in variants:
+        assert sorted(side[v]) == list(range(9))
+        assert all(np.allclose(alone[v][i], side[v][i], atol=1e-5) for i in range(9))

@@ -15,9 +15,12 @@ the settings chosen on fink:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -157,11 +160,39 @@ def tune(melodies: list[list[int]], spec: dict, base: dict, grid: dict[str, list
 
 # ----------------------------------------------------------------------------- folds and seeds
 
+_POOL: ProcessPoolExecutor | None = None  # set by ``fold_workers``
+
+
+def _worker_start(threads: int) -> None:
+    """A fold worker: ``threads`` intra-op threads, and log lines on stderr like the parent's."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(processName)s] %(message)s")
+
+
+@contextlib.contextmanager
+def fold_workers(workers: int, threads: int = 1) -> Iterator[None]:
+    """Within the block, the folds a network row still needs (``fold_log_dists``) are trained and
+    scored side by side in ``workers`` processes of ``threads`` torch threads each, and kept in the
+    store as one process would keep them (the same names, seeds and results); ``workers`` 1: here."""
+    global _POOL
+    if workers <= 1:
+        yield
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                             initargs=(threads,)) as pool:
+        _POOL = pool
+        try:
+            yield
+        finally:
+            _POOL = None
+
 
 def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: Store, tag: str, seed: int,
                    fold_seed: int, k: int, variants: dict[str, dict], init: dict | None = None,
-                   train_size: int | None = None,
-                   features: list[np.ndarray] | None = None) -> dict[str, dict[int, np.ndarray]]:
+                   train_size: int | None = None, features: list[np.ndarray] | None = None,
+                   only: int | None = None) -> dict[str, dict[int, np.ndarray]]:
     """The benchmark's protocol for a network: per fold (``folds(n, k, fold_seed)``, the PPM*
     rows' folds), a network trained on the other folds (``train_size``: a random subset that
     large) with training seed ``seed``, then each test melody's log-distributions
@@ -169,12 +200,32 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
     first that many melodies of each test fold). Returns variant -> melody index -> ``(n, |A|)``.
     Each fold's variant is kept in ``store``; a fold is trained only when a variant is missing.
     ``features``: each melody's note features, for a rhythm network (``spec["rhythm"]``); their
-    digest joins the stored name (a pitch-only network's name is as it always was)."""
+    digest joins the stored name (a pitch-only network's name is as it always was). Inside
+    ``fold_workers`` the missing folds are computed side by side first; ``only``: that fold alone
+    (what a worker computes)."""
     alphabet = sorted({p for m in melodies for p in m})
     key = store.key(spec, train, seed, fold_seed, k, train_size, len(melodies), sum(map(len, melodies)),
                     weights_key(init), *([features_key(features)] if features is not None else []))
+    parts = folds(len(melodies), k, fold_seed)
+
+    def piece(f: int, v: dict) -> tuple[str, np.ndarray, float, int]:
+        idx = parts[f] if v.get("limit") is None else parts[f][: int(v["limit"])]
+        lr, steps = float(v.get("lr", 0.0)), int(v.get("steps", 0))
+        if not (lr and steps):
+            lr, steps = 0.0, 0  # one static variant, whatever its name
+        return f"{tag}-{key}/fold{f}-{store.key(lr, steps, len(idx))}", idx, lr, steps
+
+    if only is None and _POOL is not None:
+        missing = [f for f in range(len(parts))
+                   if not all(store.has_log_probs(piece(f, v)[0]) for v in variants.values())]
+        if len(missing) > 1:
+            args = (melodies, spec, train, store, tag, seed, fold_seed, k, variants, init, train_size, features)
+            for done in [_POOL.submit(fold_log_dists, *args, only=f) for f in missing]:
+                done.result()
     out: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
-    for f, test in enumerate(folds(len(melodies), k, fold_seed)):
+    for f, test in enumerate(parts):
+        if only is not None and f != only:
+            continue
         rest = np.setdiff1d(np.arange(len(melodies)), test)
         run_seed = seed * 1009 + f  # distinct for every (seed, fold); seed 0 keeps the old fold seeds
         if train_size is not None:
@@ -192,12 +243,9 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
             return held[0]
 
         for name, v in variants.items():
-            idx = test if v.get("limit") is None else test[: int(v["limit"])]
-            lr, steps = float(v.get("lr", 0.0)), int(v.get("steps", 0))
-            if not (lr and steps):
-                lr, steps = 0.0, 0  # one static variant, whatever its name
+            path, idx, lr, steps = piece(f, v)
             lds = store.log_probs(
-                f"{tag}-{key}/fold{f}-{store.key(lr, steps, len(idx))}",
+                path,
                 lambda idx=idx, lr=lr, steps=steps: [
                     dynamic_log_dists(trained(), melodies[i], alphabet, lr, steps,
                                       None if features is None else features[i]) for i in idx])

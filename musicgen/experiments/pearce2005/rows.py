@@ -1,7 +1,7 @@
 """Each network's rows: its settings chosen on fink, then its rows on both datasets over the
 training seeds (alone, with dynamic evaluation, and that combined with PPM*'s short-term model);
 pre-trained on the corpus and fine-tuned per fold, pre-trained on each variant corpus, and given
-note features (the rhythm rows); the networks side by side in worker processes (``neural_rows``)."""
+note features (the rhythm rows); a row's folds side by side in worker processes (``neural_rows``)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from musicgen.errors import ConfigError
 from musicgen.experiments.pearce2005.corpus import build_corpora
-from musicgen.experiments.pearce2005.protocol import choose_settings, fink_score, pretrain, row_names, seeded_rows, tune
+from musicgen.experiments.pearce2005.protocol import (
+    choose_settings,
+    fink_score,
+    fold_workers,
+    pretrain,
+    row_names,
+    seeded_rows,
+    tune,
+)
 from musicgen.experiments.pearce2005.store import Store, features_key
 from musicgen.experiments.pearce2005.thesis import LEARNS, SEES
+from musicgen.runtime import usable_cores
 
 log = logging.getLogger(__name__)
-
-
-def _worker_start(threads: int) -> None:
-    """A worker process: ``threads`` intra-op threads, and log lines on stderr like the parent's."""
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(processName)s] %(message)s")
 
 
 def model_rows(name: str, spec: dict, cfg: dict, data: dict[str, list[list[int]]], corpus: list[list[int]] | None,
@@ -165,31 +167,22 @@ def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[in
 
 def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
                 features: dict[str, list[np.ndarray]] | None = None, corpora: dict | None = None) -> dict[str, Any]:
-    """Every network's rows (``model_rows``), the networks side by side in ``workers`` processes
-    (``features``: the note features of the rhythm rows' datasets and fink; ``corpora``: the
-    pre-training corpora of ``build_corpora``, built here when pre-training and not given)."""
-    import os
-
+    """Every network's rows (``model_rows``), one network after the other, each row's folds trained
+    side by side in ``workers`` processes (``fold_workers``). ``features``: the note features of the
+    rhythm rows' datasets and fink; ``corpora``: the pre-training corpora of ``build_corpora``,
+    built here when pre-training and not given)."""
     corpus, corpus_stats, variant_corpora = None, None, None
     if cfg["pretrained"]:
         corpora = corpora or build_corpora(Path(cfg["data_dir"]), data, cfg.get("pretraining_variants") or {})
         corpus, corpus_stats, variant_corpora = corpora["main"], corpora["stats"], corpora["variants"]
     models = cfg["models"]
-    workers = max(1, min(int(cfg["workers"]), len(models)))
-    if workers == 1:
+    workers = max(1, int(cfg["workers"]))
+    threads = max(1, usable_cores() // workers)
+    if workers > 1:
+        log.info("training folds side by side: %d processes, %d thread(s) each", workers, threads)
+    with fold_workers(workers, threads):
         done = [model_rows(name, spec, cfg, data, corpus, store, features, variant_corpora)
                 for name, spec in models.items()]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        log.info("training %s side by side: %d processes, %d thread(s) each", ", ".join(models), workers, threads)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_start, initargs=(threads,)) as pool:
-            futures = [pool.submit(model_rows, name, spec, cfg, data, corpus, store, features, variant_corpora)
-                       for name, spec in models.items()]
-            done = [f.result() for f in futures]
     out: dict[str, Any] = {"pretraining_corpus": corpus_stats, "tuning": {}, "rows": {}}
     for name, (tuning, rows) in zip(models, done):
         out["tuning"][name] = tuning

@@ -71,6 +71,9 @@ class Store:
         atomic_write_bytes(path, buf.getvalue())
         return lps
 
+    def has_log_probs(self, name: str) -> bool:
+        return (self.root / f"{name}.npz").is_file()
+
     def record(self, name: str, compute) -> dict[str, Any]:
         """A JSON-able record (e.g. the settings chosen on fink and when), computed once."""
         path = self.root / f"{name}.json"
