@@ -292,3 +292,23 @@ def test_folds_trained_side_by_side_are_the_folds_one_process_trains(tmp_path, m
     for v in variants:
         assert sorted(side[v]) == list(range(9))
         assert all(np.allclose(alone[v][i], side[v][i], atol=1e-5) for i in range(9))
+
+
+def test_kept_fold_weights_score_another_dynamic_setting_without_training_it_again(tmp_path, monkeypatch):
+    melodies = [[60, 62, 64, 65, 67, 65, 64, 62]] * 3 + [[67, 65, 64, 62, 60, 62, 64, 65]] * 3
+    spec = {"kind": "lstm", "hidden_sizes": [16], "embedding_dim": 8, "dropout": 0.0}
+    train = {"steps": 3, "batch_size": 2, "lr": 1e-2, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    later = {"d": {"lr": 0.2, "steps": 1, "limit": 1}}
+    fresh = nets.fold_log_dists(melodies, spec, train, bm.Store(tmp_path / "fresh"), "t", 0, 0, 3, later)
+    store = bm.Store(tmp_path / "kept")
+    nets.fold_log_dists(melodies, spec, train, store, "t", 0, 0, 3, {"d": {"lr": 0.1, "steps": 1, "limit": 1}},
+                        keep_weights=True)
+    assert len(list((tmp_path / "kept").rglob("*-weights.pt"))) == 3
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(protocol, "fit", no_training)
+    again = nets.fold_log_dists(melodies, spec, train, store, "t", 0, 0, 3, later, keep_weights=True)
+    assert sorted(again["d"]) == sorted(fresh["d"]) and len(fresh["d"]) == 3  # the first melody of each fold
+    assert all(np.allclose(again["d"][i], fresh["d"][i], atol=1e-6) for i in fresh["d"])

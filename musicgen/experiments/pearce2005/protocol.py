@@ -192,7 +192,7 @@ def fold_workers(workers: int, threads: int = 1) -> Iterator[None]:
 def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: Store, tag: str, seed: int,
                    fold_seed: int, k: int, variants: dict[str, dict], init: dict | None = None,
                    train_size: int | None = None, features: list[np.ndarray] | None = None,
-                   only: int | None = None) -> dict[str, dict[int, np.ndarray]]:
+                   only: int | None = None, keep_weights: bool = False) -> dict[str, dict[int, np.ndarray]]:
     """The benchmark's protocol for a network: per fold (``folds(n, k, fold_seed)``, the PPM*
     rows' folds), a network trained on the other folds (``train_size``: a random subset that
     large) with training seed ``seed``, then each test melody's log-distributions
@@ -202,7 +202,8 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
     ``features``: each melody's note features, for a rhythm network (``spec["rhythm"]``); their
     digest joins the stored name (a pitch-only network's name is as it always was). Inside
     ``fold_workers`` the missing folds are computed side by side first; ``only``: that fold alone
-    (what a worker computes)."""
+    (what a worker computes). ``keep_weights``: each fold's trained weights are kept in the store
+    too, so that another variant scored later (the settings searched on fink) is not trained again."""
     alphabet = sorted({p for m in melodies for p in m})
     key = store.key(spec, train, seed, fold_seed, k, train_size, len(melodies), sum(map(len, melodies)),
                     weights_key(init), *([features_key(features)] if features is not None else []))
@@ -220,7 +221,7 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
                    if not all(store.has_log_probs(piece(f, v)[0]) for v in variants.values())]
         if len(missing) > 1:
             args = (melodies, spec, train, store, tag, seed, fold_seed, k, variants, init, train_size, features)
-            for done in [_POOL.submit(fold_log_dists, *args, only=f) for f in missing]:
+            for done in [_POOL.submit(fold_log_dists, *args, only=f, keep_weights=keep_weights) for f in missing]:
                 done.result()
     out: dict[str, dict[int, np.ndarray]] = {v: {} for v in variants}
     for f, test in enumerate(parts):
@@ -232,14 +233,21 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
             rest = np.random.default_rng(run_seed).choice(rest, size=min(train_size, len(rest)), replace=False)
         held: list[torch.nn.Module] = []
 
-        def trained(rest=rest, held=held, run_seed=run_seed) -> torch.nn.Module:
-            if not held:
-                torch.manual_seed(run_seed)
+        def train_fold(rest=rest, run_seed=run_seed) -> torch.nn.Module:
+            torch.manual_seed(run_seed)
+            model = build_model(spec)
+            if init is not None:
+                model.load_state_dict(init)
+            return fit(model, [melodies[i] for i in rest], train, seed=run_seed,
+                       features=None if features is None else [features[i] for i in rest])
+
+        def trained(f=f, held=held, train_fold=train_fold) -> torch.nn.Module:
+            if not held and keep_weights:
                 model = build_model(spec)
-                if init is not None:
-                    model.load_state_dict(init)
-                held.append(fit(model, [melodies[i] for i in rest], train, seed=run_seed,
-                                features=None if features is None else [features[i] for i in rest]))
+                model.load_state_dict(store.weights(f"{tag}-{key}/fold{f}-weights", lambda: train_fold().state_dict()))
+                held.append(model.eval())
+            elif not held:
+                held.append(train_fold())
             return held[0]
 
         for name, v in variants.items():
@@ -330,7 +338,8 @@ def fink_score(settings: dict, group: str, fink: list[list[int]], store: Store, 
     static = group in ("model", "training")
     variant = {} if static else {**settings["dynamic"], "limit": tune["eval_melodies"]}
     lds = fold_log_dists(fink, settings["model"], settings["training"], store, tag, seed, seed, int(tune["folds"]),
-                         {"v": variant}, init=init, train_size=train_size, features=features)["v"]
+                         {"v": variant}, init=init, train_size=train_size, features=features,
+                         keep_weights=not static)["v"]  # one training for every dynamic setting and bias
     alphabet = sorted({p for m in fink for p in m})
     bits = []
     for i, ld in lds.items():
