@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from musicgen.errors import ConfigError
 from musicgen.experiments import pearce2005 as bm
 from musicgen.experiments import pearce2005 as nets  # the networks' rows, re-exported by the benchmark's package
 from musicgen.experiments.pearce2005 import protocol
@@ -312,3 +313,20 @@ def test_kept_fold_weights_score_another_dynamic_setting_without_training_it_aga
     again = nets.fold_log_dists(melodies, spec, train, store, "t", 0, 0, 3, later, keep_weights=True)
     assert sorted(again["d"]) == sorted(fresh["d"]) and len(fresh["d"]) == 3  # the first melody of each fold
     assert all(np.allclose(again["d"][i], fresh["d"][i], atol=1e-6) for i in fresh["d"])
+
+
+def test_bf16_training_learns_and_is_stored_apart_from_fp32(tmp_path):
+    melodies = [ALPHABET * 3] * 6 + [ALPHABET[::-1] * 3] * 6
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 32, "d_ff": 64, "dropout": 0.0}
+    train = {"steps": 150, "batch_size": 4, "lr": 1e-2, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    store = bm.Store(tmp_path)
+    fp32 = bm.neural_cross_validation(melodies, spec, train, store, "t", seed=0, k=3, n_boot=10)
+    bf16 = bm.neural_cross_validation(melodies, spec, {**train, "precision": "bf16"}, store, "t", seed=0, k=3,
+                                      n_boot=10)
+    for r in (fp32, bf16):
+        assert r["per_melody"] < 0.5 * math.log2(len(ALPHABET))  # both learn the two scales
+    assert fp32["melody_bits"] != bf16["melody_bits"]  # trained otherwise, kept under another name
+    assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == 2
+    assert bm.training_precision("fp32") == "fp32" and bm.training_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="precision='fp16'"):
+        bm.training_precision("fp16")

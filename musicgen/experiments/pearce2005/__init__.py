@@ -96,6 +96,7 @@ from musicgen.experiments.pearce2005.networks import (
     melody_bits,
     melody_log_probs,
     stm_dists,
+    training_precision,
     true_log_probs,
     with_stm,
 )
@@ -175,7 +176,8 @@ __all__ = ["with_quick", "pearce2005", "run", "write_report", "main", "THESIS_DA
            "ppm_pretrained_rows", "reproduction", "paired_against_ppm", "ppm_pretrained_result",
            "paired_pretrained", "model_rows", "variant_rows", "rhythm_rows", "neural_rows", "below_p_value",
            "contender_tests", "contender_rows", "contenders_result", "contender_report", "PPM_LABEL",
-           "report_markdown", "ppm_report", "paired_report", "pretraining_report", "seed_piece_interval"]
+           "report_markdown", "ppm_report", "paired_report", "pretraining_report", "seed_piece_interval",
+           "training_precision"]
 
 
 def with_quick(cfg: DictConfig) -> DictConfig:

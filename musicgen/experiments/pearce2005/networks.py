@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from musicgen.constants import BOS_ID, PAD_ID
 from musicgen.errors import ConfigError
 from musicgen.metrics.ppm import PPM, combine
+from musicgen.runtime import cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,17 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
 def _logits(model: torch.nn.Module, ids: torch.Tensor, feats: torch.Tensor | None) -> torch.Tensor:
     """The network's logits (B, T, V) for ids (B, T), with input features (B, T, slots) where it takes them."""
     return model(ids) if feats is None else model(ids, feats)
+
+
+def training_precision(name: str) -> str:
+    """``fp32`` or ``bf16`` (autocast) for ``fit``: ``auto`` is bf16 where the CPU does bf16 fast
+    (AVX-512 BF16 or AMX, the project's default precision on a CPU), else fp32."""
+    if name == "auto":
+        flags = cpu_info()[1]
+        return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    if name not in ("fp32", "bf16"):
+        raise ConfigError(f"precision={name!r}: one of auto, fp32, bf16")
+    return name
 
 
 MAX_LEN = 512  # training windows: longer melodies are cut into pieces this long
@@ -110,7 +122,8 @@ def _epoch(seqs: list[np.ndarray], batch_size: int, rng: np.random.Generator, po
 def fit(model: torch.nn.Module, melodies: list[list[int]], train: dict[str, Any], seed: int,
         label: str = "", features: list[np.ndarray] | None = None) -> torch.nn.Module:
     """Next-note training on whole melodies (cut into ``MAX_LEN`` windows): AdamW, linear warm-up
-    then cosine decay to a tenth, gradient clipping at 1, fp32, padding ignored by the loss. A
+    then cosine decay to a tenth, gradient clipping at 1, fp32 (``train["precision"]`` bf16:
+    the forward pass under bf16 autocast, the loss in fp32), padding ignored by the loss. A
     ``RhythmNet`` also gets each melody's ``features`` (``feature_ids``), as ``model.inputs`` lays
     them out (key signatures moved with a transposed copy)."""
     seqs, where = [], []
@@ -122,6 +135,7 @@ def fit(model: torch.nn.Module, melodies: list[list[int]], train: dict[str, Any]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     steps, warmup = int(train["steps"]), int(train.get("warmup", 0))
+    bf16 = training_precision(train.get("precision", "fp32")) == "bf16"
     if steps == 0:
         return model.eval()
     opt = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"], betas=(0.9, 0.95))
@@ -139,7 +153,8 @@ def fit(model: torch.nn.Module, melodies: list[list[int]], train: dict[str, Any]
         if features is not None:  # the features of each window's input positions
             feats = _feature_batch([model.inputs(features[where[i][0]], s)[where[i][1]: where[i][1] + len(seqs[i]) - 1]
                                     for i, s in zip(chosen, shifts)], batch.size(1) - 1)
-        logits = _logits(model, batch[:, :-1], feats)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = _logits(model, batch[:, :-1], feats).float()
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), ignore_index=PAD_ID)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -14,6 +14,7 @@ import numpy as np
 
 from musicgen.errors import ConfigError
 from musicgen.experiments.pearce2005.corpus import build_corpora
+from musicgen.experiments.pearce2005.networks import training_precision
 from musicgen.experiments.pearce2005.protocol import (
     choose_settings,
     fink_score,
@@ -171,6 +172,10 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
     side by side in ``workers`` processes (``fold_workers``). ``features``: the note features of the
     rhythm rows' datasets and fink; ``corpora``: the pre-training corpora of ``build_corpora``,
     built here when pre-training and not given)."""
+    precision = training_precision(cfg.get("precision", "fp32"))
+    if precision != "fp32":  # in every training's settings, so in its stored name (fp32's names are as they were)
+        cfg = {**cfg, **{k: {**cfg[k], "precision": precision}
+                         for k in ("fold_training", "pretraining", "fine_tuning")}}
     corpus, corpus_stats, variant_corpora = None, None, None
     if cfg["pretrained"]:
         corpora = corpora or build_corpora(Path(cfg["data_dir"]), data, cfg.get("pretraining_variants") or {})
