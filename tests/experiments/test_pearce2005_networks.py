@@ -330,3 +330,26 @@ def test_bf16_training_learns_and_is_stored_apart_from_fp32(tmp_path):
     assert bm.training_precision("fp32") == "fp32" and bm.training_precision("auto") in ("fp32", "bf16")
     with pytest.raises(ConfigError, match="precision='fp16'"):
         bm.training_precision("fp16")
+
+
+def test_settings_chosen_with_workers_are_those_chosen_in_one_process(tmp_path):
+    rng = np.random.default_rng(2)
+    fink = [[int(p) for p in rng.choice(ALPHABET, size=10)] for _ in range(12)]
+    spec = {"kind": "transformer", "n_layers": 1, "n_heads": 2, "d_model": 16, "d_ff": 32, "dropout": 0.0}
+    train = {"steps": 4, "batch_size": 2, "lr": 3e-3, "weight_decay": 0.0, "warmup": 0, "transpose": 0}
+    start = {"model": spec, "training": train, "dynamic": {"lr": 0.0, "steps": 1}, "bias": 2}
+    grid = {"training.lr": [3e-3, 1e-2, 3e-2], "dynamic.lr": [0.0, 0.1, 0.3], "bias": [1, 2]}
+    tune = {"folds": 3, "eval_melodies": 2}
+
+    def chosen(store):
+        return protocol.choose_settings(start, grid, lambda s, g: protocol.fink_score(s, g, fink, store, "t", tune,
+                                                                                     0, 6, PPM))
+
+    one = chosen(bm.Store(tmp_path / "one"))
+    with protocol.fold_workers(2):
+        two = chosen(bm.Store(tmp_path / "two"))
+    assert one[0] == two[0]
+    for a, b in zip(one[1], two[1]):
+        assert a["setting"] == b["setting"] and a["chose"] == b["chose"]
+        assert [s for _, s in a["scores"]] == pytest.approx([s for _, s in b["scores"]], abs=1e-6)
+    assert len(list((tmp_path / "two").rglob("*-weights.pt"))) == 3  # the dynamic search's fold models, once

@@ -216,10 +216,10 @@ def fold_log_dists(melodies: list[list[int]], spec: dict, train: dict, store: St
             lr, steps = 0.0, 0  # one static variant, whatever its name
         return f"{tag}-{key}/fold{f}-{store.key(lr, steps, len(idx))}", idx, lr, steps
 
-    if only is None and _POOL is not None:
+    if only is None and _POOL is not None:  # the workers train; this process never does
         missing = [f for f in range(len(parts))
                    if not all(store.has_log_probs(piece(f, v)[0]) for v in variants.values())]
-        if len(missing) > 1:
+        if missing:
             args = (melodies, spec, train, store, tag, seed, fold_seed, k, variants, init, train_size, features)
             for done in [_POOL.submit(fold_log_dists, *args, only=f, keep_weights=keep_weights) for f in missing]:
                 done.result()
@@ -349,6 +349,20 @@ def fink_score(settings: dict, group: str, fink: list[list[int]], store: Store, 
     return float(np.mean(bits))
 
 
+def _each(fn, values: list, first_alone: bool = False) -> list:
+    """``[fn(v) for v in values]``; inside ``fold_workers`` the values are scored at once (from
+    threads of this process that only wait on the workers), so that every value's folds queue for
+    the workers together rather than a few at a time. ``first_alone``: the first value is scored
+    before the others start (it trains the fold models that the others then reuse)."""
+    if _POOL is None or len(values) < 2:
+        return [fn(v) for v in values]
+    from concurrent.futures import ThreadPoolExecutor
+
+    head = [fn(values[0])] if first_alone else []
+    with ThreadPoolExecutor(len(values)) as threads:
+        return head + list(threads.map(fn, values[len(head):]))
+
+
 def choose_settings(start: dict, grid: dict[str, list], score) -> tuple[dict, list[dict]]:
     """One setting at a time, in the grid's order: each of its values scored (``score(settings,
     group)``, lower better) with the other settings at their values so far, the best kept.
@@ -358,7 +372,9 @@ def choose_settings(start: dict, grid: dict[str, list], score) -> tuple[dict, li
         if not values:
             raise ConfigError(f"tune.grid.{path} is empty: give at least one value")
         group = path.split(".")[0]
-        scores = [(score(set_path(current, path, v), group), i) for i, v in enumerate(values)]
+        tried = [set_path(current, path, v) for v in values]
+        # a dynamic setting's values share the fold models (kept weights): the first trains them
+        scores = [(x, i) for i, x in enumerate(_each(lambda t, g=group: score(t, g), tried, group == "dynamic"))]
         best = min(scores)[1]
         current = set_path(current, path, values[best])
         trace.append({"setting": path, "scores": [[v, s] for v, (s, _) in zip(values, scores)], "chose": values[best]})
