@@ -353,3 +353,16 @@ def test_settings_chosen_with_workers_are_those_chosen_in_one_process(tmp_path):
         assert a["setting"] == b["setting"] and a["chose"] == b["chose"]
         assert [s for _, s in a["scores"]] == pytest.approx([s for _, s in b["scores"]], abs=1e-6)
     assert len(list((tmp_path / "two").rglob("*-weights.pt"))) == 3  # the dynamic search's fold models, once
+
+
+def test_the_networks_run_are_chosen_by_name(tmp_path):
+    from musicgen.experiments.pearce2005 import rows
+
+    models = {"lstm": {}, "transformer": {}}
+    assert rows._networks({"models": models, "networks": ["transformer"]}) == ["transformer"]
+    assert rows._networks({"models": models, "networks": None}) == ["lstm", "transformer"]
+    with pytest.raises(ConfigError, match=r"networks=\['gru'\]"):
+        rows._networks({"models": models, "networks": ["gru"]})
+    from musicgen.config import compose
+
+    assert list(compose("benchmark", []).networks) == ["transformer"]  # the contenders' network; the LSTM on request

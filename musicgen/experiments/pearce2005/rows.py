@@ -166,6 +166,14 @@ def rhythm_rows(name: str, chosen: dict, cfg: dict, data: dict[str, list[list[in
     return tuning, out
 
 
+def _networks(cfg: dict) -> list[str]:
+    names = list(cfg.get("networks") or cfg["models"])
+    unknown = [n for n in names if n not in cfg["models"]]
+    if unknown:
+        raise ConfigError(f"networks={names}: {unknown} not in models ({', '.join(cfg['models'])})")
+    return names
+
+
 def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
                 features: dict[str, list[np.ndarray]] | None = None, corpora: dict | None = None) -> dict[str, Any]:
     """Every network's rows (``model_rows``), one network after the other, each row's folds trained
@@ -180,7 +188,7 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
     if cfg["pretrained"]:
         corpora = corpora or build_corpora(Path(cfg["data_dir"]), data, cfg.get("pretraining_variants") or {})
         corpus, corpus_stats, variant_corpora = corpora["main"], corpora["stats"], corpora["variants"]
-    models = cfg["models"]
+    models = {name: cfg["models"][name] for name in _networks(cfg)}
     workers = max(1, int(cfg["workers"]))
     threads = max(1, usable_cores() // workers)
     if workers > 1:
