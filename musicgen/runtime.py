@@ -31,12 +31,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def cpu_does_bf16() -> bool:
+    """Whether this CPU does bf16 matrix products fast (AVX-512 BF16 or AMX)."""
+    flags = cpu_info()[1]
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def default_precision() -> str:
     """bf16 autocast where the hardware does bf16 fast (CUDA Ampere+, CPUs with AVX-512 BF16/AMX)."""
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    flags = cpu_info()[1]
-    return "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
+    return "bf16-mixed" if cpu_does_bf16() else "32-true"
 
 
 def pick_device(name: str):

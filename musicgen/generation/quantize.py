@@ -135,10 +135,9 @@ def auto_compute_dtype(model_dtype: torch.dtype, device_type: str) -> torch.dtyp
     AMX) and runs the kernel, where the int8 kernel is only fast in bf16; else None (the model's)."""
     if model_dtype != torch.float32 or device_type != "cpu" or not kernel_runs_on("cpu"):
         return None
-    from musicgen.runtime import cpu_info
+    from musicgen.runtime import cpu_does_bf16
 
-    flags = cpu_info()[1]
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+    return torch.bfloat16 if cpu_does_bf16() else None
 
 
 @torch.no_grad()

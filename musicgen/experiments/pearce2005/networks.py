@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from musicgen.constants import BOS_ID, PAD_ID
 from musicgen.errors import ConfigError
 from musicgen.metrics.ppm import PPM, combine
-from musicgen.runtime import cpu_info
+from musicgen.runtime import cpu_does_bf16
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def training_precision(name: str) -> str:
     """``fp32`` or ``bf16`` (autocast) for ``fit``: ``auto`` is bf16 where the CPU does bf16 fast
     (AVX-512 BF16 or AMX, the project's default precision on a CPU), else fp32."""
     if name == "auto":
-        flags = cpu_info()[1]
-        return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+        return "bf16" if cpu_does_bf16() else "fp32"
     if name not in ("fp32", "bf16"):
         raise ConfigError(f"precision={name!r}: one of auto, fp32, bf16")
     return name

@@ -179,7 +179,7 @@ def neural_rows(cfg: dict, data: dict[str, list[list[int]]], store: Store,
     """Every network's rows (``model_rows``), one network after the other, each row's folds trained
     side by side in ``workers`` processes (``fold_workers``). ``features``: the note features of the
     rhythm rows' datasets and fink; ``corpora``: the pre-training corpora of ``build_corpora``,
-    built here when pre-training and not given)."""
+    built here when pre-training and not given."""
     precision = training_precision(cfg.get("precision", "fp32"))
     if precision != "fp32":  # in every training's settings, so in its stored name (fp32's names are as they were)
         cfg = {**cfg, **{k: {**cfg[k], "precision": precision}
