@@ -7,11 +7,27 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 
 log = logging.getLogger(__name__)
+
+
+def tail_improvement(curve: Sequence[tuple[float, float]], tail: float = 0.2) -> float:
+    """The convergence rule's figure: over the last ``tail`` of a run so far (in notes seen), how
+    much its best validation NLL per note improved, relative to the best before the tail began.
+    ``curve`` holds (notes seen, NLL per note) per validation in order; NaN without a validation at
+    or before the tail's start."""
+    if not curve:
+        return math.nan
+    end = curve[-1][0]
+    before = [v for n, v in curve if n <= (1 - tail) * end]
+    if not before:
+        return math.nan
+    best_then, best_end = min(before), min(v for _, v in curve)
+    return (best_then - best_end) / best_then
 
 
 class NotesBudget(L.Callback):
@@ -27,20 +43,30 @@ class NotesBudget(L.Callback):
     many validations evenly over the budget (``trainer.check_val_every_n_epoch`` must be null) and
     ``warmup_share`` sets the warmup to that share of the steps.
 
+    ``stop_tolerance`` turns on early stopping at convergence: from ``stop_after`` (a share of the
+    budget) on, the run stops at the first validation where its best validation NLL per note
+    improved by less than ``stop_tolerance`` (relative) over the last fifth of the notes seen so
+    far (``tail_improvement``), the rule the leaderboard reads convergence by.
+
     Logged at each validation: ``budget/notes_seen``, ``budget/flops`` (the forward and backward
     FLOPs of the windows' tokens: the model's ``flops_per_token``, else 6 x parameters),
     ``budget/train_seconds`` (wall time of the fit with validation left out, across resumes) and
     ``budget/val_tokens_per_note`` (``val/loss`` times it is the validation NLL per note).
     """
 
-    def __init__(self, max_notes: float, validations: int | None = None, warmup_share: float | None = None) -> None:
+    def __init__(self, max_notes: float, validations: int | None = None, warmup_share: float | None = None,
+                 stop_tolerance: float | None = None, stop_after: float = 0.5) -> None:
         if not max_notes > 0:
             raise ValueError(f"max_notes={max_notes} must be > 0")
         if validations is not None and validations < 1:
             raise ValueError(f"validations={validations} must be >= 1")
         if warmup_share is not None and not 0 <= warmup_share < 1:
             raise ValueError(f"warmup_share={warmup_share} must be in [0, 1)")
+        if stop_tolerance is not None and not (stop_tolerance > 0 and 0 <= stop_after <= 1):
+            raise ValueError(f"stop_tolerance={stop_tolerance} must be > 0 and stop_after={stop_after} in [0, 1]")
         self.max_notes, self.validations, self.warmup_share = float(max_notes), validations, warmup_share
+        self.stop_tolerance, self.stop_after = stop_tolerance, float(stop_after)
+        self.curve: list[tuple[float, float]] = []  # (notes seen, validation NLL per note) per validation
         self.notes_per_step = self.flops_per_step = self.val_tokens_per_note = 0.0
         self._t0 = self._val_t0 = 0.0
         self._val_seconds = self._before = 0.0
@@ -82,8 +108,19 @@ class NotesBudget(L.Callback):
         self._val_t0 = time.monotonic()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-
         self._val_seconds += time.monotonic() - self._val_t0
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or not self.notes_per_step or loss is None:
+            return
+        notes = trainer.global_step * self.notes_per_step
+        self.curve.append((notes, float(loss) * self.val_tokens_per_note))
+        if self.stop_tolerance is None or notes < self.stop_after * self.max_notes:
+            return
+        gain = tail_improvement(self.curve)
+        if gain < self.stop_tolerance:  # NaN (no validation before the last fifth) never stops
+            log.info("converged at %.3g notes: validation NLL per note improved %.2f%% over the last fifth; "
+                     "stopping early", notes, 100 * gain)
+            trainer.should_stop = True
 
     def train_seconds(self) -> float:
 
@@ -100,8 +137,9 @@ class NotesBudget(L.Callback):
         pl_module.log("budget/train_seconds", self.train_seconds())
         pl_module.log("budget/val_tokens_per_note", self.val_tokens_per_note)
 
-    def state_dict(self) -> dict[str, Any]:  # a resumed run's training time continues
-        return {"train_seconds": self.train_seconds() if self._t0 else self._before}
+    def state_dict(self) -> dict[str, Any]:  # a resumed run's training time and curve continue
+        return {"train_seconds": self.train_seconds() if self._t0 else self._before, "curve": self.curve}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._before = float(state_dict.get("train_seconds", 0.0))
+        self.curve = [tuple(p) for p in state_dict.get("curve", [])]

@@ -40,8 +40,11 @@ def test_every_run_sees_the_same_notes_of_training_music(board):
     for name, e in r["entries"].items():
         assert e["seeds"] == 2 and len(e["converged"]) == 2
         per_step[name] = e["notes_seen"] / e["steps"]
-        # the budget reached, and passed by less than one optimizer step's notes
-        assert budget <= e["notes_seen"] < budget + per_step[name], name
+        # the budget reached, and passed by less than one optimizer step's notes (unless the
+        # early stopping at convergence stopped a seed: then the rule held where it stopped)
+        if not any(v["stopped_early"] for v in e["converged"]):
+            assert budget <= e["notes_seen"] < budget + per_step[name], name
+        assert all(v["converged"] for v in e["converged"] if v["stopped_early"])
         assert e["flops"] > 0 and e["train_seconds"] > 0
     # the seq2one entry scores one target per window, the causal ones a whole window: far fewer notes a step
     assert per_step["lstm_pitch"] < per_step["v7"] / 2

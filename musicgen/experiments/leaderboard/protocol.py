@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.errors import ConfigError
+from musicgen.training.notes_budget import tail_improvement
 
 #: The callback that holds every run to the same notes of training music (musicgen.training.callbacks).
 NOTES_BUDGET = "musicgen.training.notes_budget.NotesBudget"
@@ -138,10 +139,13 @@ def entry_overrides(cfg: DictConfig, name: str) -> list[str]:
 
 
 def budget_overrides(cfg: DictConfig) -> list[str]:
-    """The notes budget and the validations that draw the curves, the same for every run."""
+    """The notes budget, the validations that draw the curves, and early stopping at convergence
+    (``budget.stop_after``: from that share of the budget on), the same for every run."""
     b = cfg.budget
+    stop = ("" if b.get("stop_after") is None else
+            f",stop_tolerance:{b.tolerance},stop_after:{b.stop_after}")
     return [f"+callbacks.notes_budget={{_target_:{NOTES_BUDGET},max_notes:{int(b.notes)},"
-            f"validations:{int(b.validations)},warmup_share:{b.warmup_share}}}"]
+            f"validations:{int(b.validations)},warmup_share:{b.warmup_share}{stop}}}"]
 
 
 # ----------------------------------------------------------------------------- a finished run
@@ -171,15 +175,12 @@ def converged(points: list[dict[str, float]], budget_notes: float, tolerance: fl
         return {"converged": False, "improvement": math.nan, "stopped_early": False, "reason": "no validation"}
     end = points[-1]["notes"]
     step = points[1]["notes"] - points[0]["notes"] if len(points) > 1 else end
-    stopped_early = end < budget_notes - 1.5 * step  # the budget minus the validation interval's slack
-    start = [p for p in points if p["notes"] <= (1 - tail) * end]
-    if not start:
+    stopped_early = end < budget_notes - 0.5 * step  # a whole run validates within a few steps of its budget
+    improvement = tail_improvement([(p["notes"], p["nll_per_note"]) for p in points], tail)
+    if math.isnan(improvement):
         return {"converged": stopped_early, "improvement": math.nan, "stopped_early": stopped_early,
                 "reason": "no validation before the last fifth"}
-    best_then = min(p["nll_per_note"] for p in start)
-    best_end = min(p["nll_per_note"] for p in points)
-    improvement = (best_then - best_end) / best_then
     ok = improvement < tolerance or stopped_early
+    reason = f"improved {100 * improvement:.2f}% over the last fifth"
     return {"converged": bool(ok), "improvement": float(improvement), "stopped_early": bool(stopped_early),
-            "reason": ("stopped early" if stopped_early else
-                       f"improved {100 * improvement:.2f}% over the last fifth")}
+            "reason": f"stopped early at {end:,.0f} notes: {reason}" if stopped_early else reason}
