@@ -26,8 +26,9 @@ def test_tail_improvement_is_the_best_nll_gain_over_the_last_fifth():
 def budget_run(data_dir, tmp_path, stop: str) -> list[dict[str, float]]:
     budget = ("+callbacks.notes_budget={_target_:musicgen.training.notes_budget.NotesBudget,"
               f"max_notes:{NOTES},validations:10{stop}}}")
-    cfg = compose("train", ["+version=v7", *smoke_override_list(tmp_path, data_dir), "trainer.max_steps=-1", "trainer.limit_train_batches=null",
-                            "trainer.max_epochs=1000", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=1000",
+    cfg = compose("train", ["+version=v7", *smoke_override_list(tmp_path, data_dir), "trainer.max_steps=-1",
+                            "trainer.limit_train_batches=null", "trainer.max_epochs=1000",
+                            "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=1000",
                             "callbacks.early_stopping=null", "callbacks.sample_metrics=null", "logger=csv", budget])
     train(cfg)
     rows = csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open())

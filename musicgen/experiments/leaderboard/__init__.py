@@ -4,9 +4,10 @@ It answers the original design's claims, each fixed in the config before the run
 a contrast of entries (versions, or a version with one thing changed: the claim's one control), a
 metric, the smallest effect that matters and an equivalence margin. Every entry trains at the
 board's ``size`` (``small``: every version shrunk by one rule; ``full``: their own sizes) on one
-dataset and split, for the same budget of notes of training music (``musicgen.training.notes_budget.NotesBudget``:
-not wall time; a run that converges by the board's rule before its budget stops there), once per seed, through one Hydra multirun per entry (``launcher=[hydra/launcher=slurm]``
-sends them to a cluster). Each run is evaluated on the test split by ``musicgen.evaluate`` and judged
+dataset and split, for the same budget of notes of training music
+(``musicgen.training.notes_budget.NotesBudget``: not wall time; a run that converges by the board's
+rule before its budget stops there), once per seed, through one Hydra multirun per entry
+(``launcher=[hydra/launcher=slurm]`` sends them to a cluster). Each run is evaluated on the test split by ``musicgen.evaluate`` and judged
 converged or not from its validation curve; each claim gets its seed-aware, piece-paired interval
 and a verdict with Holm's correction over the family (``verdicts``).
 
