@@ -7,9 +7,10 @@ board's ``size`` (``small``: every version shrunk by one rule; ``full``: their o
 dataset and split, for the same budget of notes of training music
 (``musicgen.training.notes_budget.NotesBudget``: not wall time; a run that converges by the board's
 rule before its budget stops there), once per seed, through one Hydra multirun per entry
-(``launcher=[hydra/launcher=slurm]`` sends them to a cluster). Each run is evaluated on the test split by ``musicgen.evaluate`` and judged
-converged or not from its validation curve; each claim gets its seed-aware, piece-paired interval
-and a verdict with Holm's correction over the family (``verdicts``).
+(``launcher=[hydra/launcher=slurm]`` sends them to a cluster). Each run is evaluated on the test
+split by ``musicgen.evaluate`` and judged converged or not from its validation curve; each claim
+gets its seed-aware, piece-paired interval and a verdict with Holm's correction over the family
+(``verdicts``).
 
 It writes ``leaderboard.json``, ``leaderboard.md``, ``curves.png`` and ``metrics.png`` into
 ``output_dir``; ``publish=true`` also writes the page and figures into the docs site
