@@ -191,6 +191,7 @@ def aggregate(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], settings: 
                          "common": list(cfg.common), "evaluate": OmegaConf.to_container(cfg.evaluate)},
             "entries": entries, "claims": claims,
             "runs_converged": sum(e["runs_converged"] for e in entries.values()),
+            "runs_stopped_early": sum(v["stopped_early"] for e in entries.values() for v in e["converged"]),
             "runs": sum(e["seeds"] for e in entries.values())}
 
 
@@ -212,8 +213,12 @@ def markdown(board: dict[str, Any]) -> str:
     keys = ("nll_per_note", *SAMPLE_COLUMNS)
     lines = [
         f"# {s.get('title') or 'Leaderboard'}", "",
-        f"Size `{s['size']}` ({', '.join(f'{k} {v}' for k, v in s['sizes'].items())}); every run saw the same "
-        f"{b['notes']:,.0f} notes of training music (loss targets counted in source notes), {s['seeds']} seeds per "
+        f"Size `{s['size']}` ({', '.join(f'{k} {v}' for k, v in s['sizes'].items())}); every run had the same "
+        f"budget of {b['notes']:,.0f} notes of training music (loss targets counted in source notes)"
+        + ("" if b.get("stop_after") is None else
+           f", and stopped early where the convergence rule below held after {100 * b['stop_after']:.0f}% of it "
+           f"({board.get('runs_stopped_early', 0)} of {board['runs']} runs)")
+        + f", {s['seeds']} seeds per "
         f"entry on one data split (`{' '.join(s['common'])}`), each evaluated on the test split "
         f"({s['evaluate']['num_samples']} length-matched samples per seed). {board['runs_converged']} of "
         f"{board['runs']} runs converged (validation NLL per note improved by less than "
