@@ -103,6 +103,10 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     page = (docs / "results" / "board-smoke.md").read_text()
     assert page.startswith("# Smoke board\n") and "Written by `musicgen leaderboard " in page and "| v7 |" in page
     assert "![metrics](board-smoke/metrics.png)" in page
+    # timed as one run over its two sittings: each counted to the last file it wrote
+    assert "over 2 invocations of the command" in page
+    timed = json.loads((board / "board" / "leaderboard.json").read_text())["wall_time"]
+    assert len(timed["invocations"]) == 2 and all(i["pieces"] > 0 for i in timed["invocations"])
     for section in ("entries", "claims"):  # marked, so that the docs' leaderboard note can include them
         assert f"<!-- --8<-- [start:{section}] -->" in page and f"<!-- --8<-- [end:{section}] -->" in page
     copy = docs / "results" / "board-smoke" / "curves.png"

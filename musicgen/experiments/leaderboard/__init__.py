@@ -16,7 +16,8 @@ It writes ``leaderboard.json``, ``leaderboard.md``, ``curves.png`` and ``metrics
 ``output_dir``; ``publish=true`` also writes the page and figures into the docs site
 (``docs/results/<publish_name>.md``, ``leaderboard`` by default). Finished runs and evaluations
 of the same settings are reused, an unfinished run starts over: an interrupted board resumes where
-it stopped. ``quick=true`` shrinks everything to smoke size (the tests).
+it stopped, and its page's wall time sums the sittings (``sittings``). ``quick=true`` shrinks
+everything to smoke size (the tests).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from musicgen.experiments import sittings
 from musicgen.experiments.leaderboard.board import aggregate, markdown, plot
 from musicgen.experiments.leaderboard.runs import entry_names, evaluate_entries, load_run, run_dir, train_entries
 from musicgen.fs import atomic_write_text
-from musicgen.publish import publish, results_dir
-from musicgen.runtime import hydra_main
+from musicgen.publish import git_commit, publish, results_dir
+from musicgen.runtime import hydra_main, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     names = entry_names(cfg)
     if cfg.publish:
         results_dir(cfg.publish_dir, cfg.publish_name)  # a missing docs directory or bad name fails before the training
+    sittings.begin(out, commit=git_commit(), quick=bool(cfg.quick))
     run_settings = train_entries(cfg, names)
     evaluate_entries(cfg, names)
     runs = {name: [load_run(run_dir(cfg, name, s)) for s in range(cfg.seeds)] for name in names}
     board = aggregate(cfg, runs, run_settings)
+    board["wall_time"] = {**sittings.wall_time(out), "cores": usable_cores()}
     atomic_write_text(out / "leaderboard.json", json.dumps(board, indent=1))
     figures = plot(board, runs, out)
     page = markdown(board)

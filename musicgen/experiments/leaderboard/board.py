@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from musicgen.errors import ConfigError
 from musicgen.experiments.leaderboard.protocol import converged
 from musicgen.experiments.leaderboard.verdicts import contrast, judge
+from musicgen.experiments.sittings import wall_time_line
 from musicgen.metrics.features import overlap
 from musicgen.metrics.report import fmt
 from musicgen.metrics.samples import TONAL_FIGURES, Reference, sample_figures
@@ -213,6 +214,7 @@ def markdown(board: dict[str, Any]) -> str:
     keys = ("nll_per_note", *SAMPLE_COLUMNS)
     lines = [
         f"# {s.get('title') or 'Leaderboard'}", "",
+        *([wall_time_line(board["wall_time"], "page"), ""] if board.get("wall_time") else []),
         f"Size `{s['size']}` ({', '.join(f'{k} {v}' for k, v in s['sizes'].items())}); every run had the same "
         f"budget of {b['notes']:,.0f} notes of training music (loss targets counted in source notes)"
         + ("" if b.get("stop_after") is None else

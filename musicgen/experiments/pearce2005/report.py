@@ -8,6 +8,7 @@ from typing import Any
 
 from musicgen.experiments.pearce2005.protocol import ngram_name
 from musicgen.experiments.pearce2005.thesis import DYNAMIC, FOLD_ONLY, PPM_NAMES, PUBLISHED, STM, THESIS_SEES
+from musicgen.experiments.sittings import wall_time_line
 
 
 def contender_report(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[str]:
@@ -39,20 +40,6 @@ def contender_report(tests: list[dict[str, Any]], alpha: float = 0.05) -> list[s
 
 
 PPM_LABEL = {"combined": "combined", "ltm": "LTM", "ltm_plus": "LTM+", "stm": "STM"}
-
-
-def wall_time_line(w: dict[str, Any]) -> str:
-    """How long the stored work took (``Store.wall_time``), over how many sittings."""
-    h, m = divmod(round(w["seconds"] / 60), 60)
-    n = len(w["invocations"])
-    line = (f"Wall time: **{h} h {m:02d} min** on {w['cores']} cores, over {n} invocation{'s' if n != 1 else ''} "
-            "of the command (each counted from its start to the last piece of work it stored; the last to this "
-            "report), so a resumed run is timed as one.")
-    if w["untimed_pieces"]:
-        k = w["untimed_pieces"]
-        line += (f" {k} {'piece' if k == 1 else 'pieces'} of work stored before timing began "
-                 "(reused, untimed) are not in this figure.")
-    return line
 
 
 def report_markdown(result: dict[str, Any]) -> str:

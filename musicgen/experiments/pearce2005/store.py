@@ -8,17 +8,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from musicgen.experiments import sittings
 from musicgen.fs import atomic_write_bytes, atomic_write_text
-
-#: One line per invocation of the benchmark on a store: when it started (``Store.begin``).
-INVOCATIONS = "invocations.jsonl"
 
 
 class Store:
@@ -29,32 +26,13 @@ class Store:
         self.root = Path(root)
 
     def begin(self, **about: Any) -> None:
-        """Note that an invocation starts now (``wall_time`` counts from here); ``about`` is kept
-        beside the time (the commit, say)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / INVOCATIONS, "a") as f:
-            f.write(json.dumps({"start": time.time(), **about}) + "\n")
+        """Note that an invocation starts now (``wall_time`` counts from here; ``sittings.begin``)."""
+        sittings.begin(self.root, **about)
 
     def wall_time(self, now: float | None = None) -> dict[str, Any]:
-        """The wall time the stored work took, summed over the invocations that stored it, so that a
-        benchmark resumed over several sittings is timed as one run: each invocation counts from its
-        start to the last piece it stored (what an interrupt threw away is not counted: an
-        uninterrupted run would not have done it), the last one to ``now`` (its report). Pieces
-        stored before the first timed invocation are counted apart, untimed."""
-        now = time.time() if now is None else now
-        path = self.root / INVOCATIONS
-        starts = [json.loads(line)["start"] for line in path.read_text().splitlines() if line.strip()] \
-            if path.is_file() else []
-        written = sorted(p.stat().st_mtime for p in self.root.rglob("*") if p.name != INVOCATIONS and p.is_file())
-        seconds, per = 0.0, []
-        for i, start in enumerate(starts):
-            end = starts[i + 1] if i + 1 < len(starts) else None
-            mine = [t for t in written if t >= start and (end is None or t < end)]
-            took = (now - start) if end is None else ((mine[-1] - start) if mine else 0.0)
-            per.append({"start": start, "seconds": took, "pieces": len(mine)})
-            seconds += took
-        untimed = sum(t < starts[0] for t in written) if starts else len(written)
-        return {"seconds": seconds, "invocations": per, "untimed_pieces": untimed}
+        """The stored work's wall time summed over the invocations that stored it (``sittings.wall_time``):
+        a benchmark resumed over several sittings is timed as one."""
+        return sittings.wall_time(self.root, now)
 
     @staticmethod
     def key(*parts: Any) -> str:
