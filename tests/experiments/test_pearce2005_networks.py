@@ -185,6 +185,17 @@ def test_contenders_are_tested_with_holm_and_unbuilt_ones_marked_not_run():
     assert a["paired"]["combined"]["value"] == pytest.approx(-0.1) and a["paired"]["combined"]["high"] < 0
     lines = "\n".join(nets.contender_report(tests))
     assert "| kinder | c | rhythm, not built | not run |" in lines and lines.count("| yes |") == 1
+    # the goals: met, missed and by how much, and the other rows below the thesis's figure
+    rows["near"] = {"sees": "training folds; pre-training", "kinder": {"per_melody": 2.05}}
+    goals = nets.report.goal_report(tests, rows)
+    met, missed, unbuilt = goals[-3:]
+    assert "**met**" in met and f"{2.106 - a['figure']:.3f} bits below" in met and "PPM* combined: -0.100" in met
+    assert f"**missed**, by {b['figure'] - 2.106:.3f} bits" in missed
+    assert "good 1.9" in missed and "(the a contender; may see: -)" in missed  # a contender on the same dataset
+    assert "near 2.050 (may see: training folds; pre-training)" in missed
+    assert "not run" in unbuilt
+    b.update(figure=2.08, below_thesis=False)  # below the figure but not significantly
+    assert "below it by 0.026 bits but not significantly" in nets.report.goal_report([b], rows)[-1]
 
 
 def test_quick_benchmark_end_to_end(tmp_path):
