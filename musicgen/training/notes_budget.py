@@ -23,7 +23,9 @@ def tail_improvement(curve: Sequence[tuple[float, float]], tail: float = 0.2) ->
     if not curve:
         return math.nan
     end = curve[-1][0]
-    before = [v for n, v in curve if n <= (1 - tail) * end]
+    # a validation at exactly the tail's start counts, also as logged (float32: notes seen are
+    # rounded, and four fifths of the end can land a hair below the validation it names)
+    before = [v for n, v in curve if n <= (1 - tail) * end * (1 + 1e-6)]
     if not before:
         return math.nan
     best_then, best_end = min(before), min(v for _, v in curve)

@@ -19,6 +19,9 @@ def test_tail_improvement_is_the_best_nll_gain_over_the_last_fifth():
     assert tail_improvement(falling) == pytest.approx((2.0 - 1.8) / 2.0)  # from 800 notes (four fifths) on
     worse_at_the_end = [(100.0, 3.0), (200.0, 2.0), (300.0, 2.5), (400.0, 2.6), (500.0, 2.7)]
     assert tail_improvement(worse_at_the_end) == 0.0  # the best so far, not the last value
+    # validations as a run logs them (float32): the one at four fifths of the end still counts
+    logged = [(299873.0, 3.549), (599746.0, 3.086), (899618.9375, 2.965), (1199492.0, 2.894), (1499364.875, 2.878)]
+    assert tail_improvement(logged) == pytest.approx((2.894 - 2.878) / 2.894)
     assert math.isnan(tail_improvement([(100.0, 3.0)]))  # nothing before the last fifth
     assert math.isnan(tail_improvement([]))
 
