@@ -1,10 +1,12 @@
 """Atomic file writes: a kill or an error leaves either the old file or the new one, never a
-half-written file. Standard library only, so that code that reads no MIDI (the corpus export's
-bookkeeping, reports) need not import the MIDI stack to write its outputs.
+half-written file; and ``exclusive``, one writer at a time in a directory that parallel runs share.
+Standard library only, so that code that reads no MIDI (the corpus export's bookkeeping, reports)
+need not import the MIDI stack to write its outputs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from pathlib import Path
 _UMASK = os.umask(0o022)  # read the process umask (the only way), then put it back
 os.umask(_UMASK)
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "exclusive"]
 
 
 @contextmanager
@@ -50,3 +52,18 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def atomic_write_text(path: Path | str, text: str) -> None:
     """``atomic_write_bytes`` of ``text`` encoded as UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive(root: Path | str) -> Iterator[None]:
+    """Hold ``root``'s lock (``root/.lock``, made if missing) for the block: one writer at a time in
+    a directory that parallel runs or DDP ranks share (the corpus export, the token cache). Released
+    by the OS if the process dies."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -12,7 +12,6 @@ later run trusts.
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import logging
@@ -23,7 +22,6 @@ import shutil
 import time
 from array import array
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from tqdm.auto import tqdm
 from musicgen.constants import BOS_ID, EOS_ID
 from musicgen.data.augment import AugmentConfig, transpositions
 from musicgen.errors import CheckpointError
-from musicgen.fs import atomic_write_text
+from musicgen.fs import atomic_write_text, exclusive
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import load_tokenizer
 from musicgen.tokenizers.base import BadMidiError, MusicTokenizer
@@ -111,18 +109,6 @@ def cache_key(
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """One builder at a time per cache root (DDP ranks and parallel runs share the cache)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def build_or_load(
     cache_root: Path | str,
     files: dict[str, FileList],
@@ -140,7 +126,7 @@ def build_or_load(
     cache_root = Path(cache_root)
     key = cache_key(files, tokenizer, augment, seed, groups)
     final = cache_root / key
-    with _locked(cache_root):
+    with exclusive(cache_root):  # DDP ranks and parallel runs share the cache
         _remove_leftovers(cache_root)
         if not (final / "meta.json").exists():
             _build(final, files, tokenizer, augment, seed, workers, progress, groups or {})

@@ -38,7 +38,7 @@ from typing import Any
 from musicgen.data.music21_midi import melody_midi_bytes, parse_abc_tune, score_midi_bytes, split_abc_tunes
 from musicgen.data.sources import MANIFEST_NAME, Manifest, check_corpora
 from musicgen.data.split import subsample
-from musicgen.fs import atomic_write_bytes, atomic_write_text
+from musicgen.fs import atomic_write_bytes, atomic_write_text, exclusive
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,17 @@ def export_corpus(
     quick trials). ``max_files`` makes sure of the ``max_files`` pieces a DataModule with
     ``data.max_files=max_files`` and ``seed`` trains on, and converts no other (when some of them
     fail to convert, the next ones in the same order replace them, as the DataModule's choice
-    among the exported files would). The manifest always lists every exported piece.
+    among the exported files would). The manifest always lists every exported piece. One export at
+    a time per ``out_dir``: parallel runs (the leaderboard's, DDP ranks) on a fresh data directory
+    wait for the first, then reuse its files.
     """
     out = Path(out_dir)
+    with exclusive(out):
+        return _export_corpus(name, out, workers, limit, progress, corpus_root, max_files, seed)
+
+
+def _export_corpus(name: str, out: Path, workers: int | None, limit: int | None, progress: bool,
+                   corpus_root: Path | None, max_files: int | None, seed: int) -> Manifest:
     sources = list_sources(name, corpus_root)
     records = {s.rel: r for s in sources if (r := _read_record(out, s)) is not None}
     if max_files is None:

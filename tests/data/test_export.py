@@ -202,6 +202,39 @@ def test_parallel_export_matches_serial(tmp_path, fake_m21):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
 
 
+def test_concurrent_exports_into_one_fresh_directory_wait_for_each_other(tmp_path, fake_m21):
+    """The leaderboard's first two runs on a fresh data directory export the same corpus at once:
+    the second waits for the first's lock (each used to delete the other's temp files), and both
+    return the manifest a lone export gives."""
+    import multiprocessing as mp
+    import threading
+
+    from musicgen.fs import exclusive
+
+    out = tmp_path / "folk"
+    waiting = threading.Thread(target=export_corpus, args=("folk", out),
+                               kwargs={"workers": 1, "progress": False, "corpus_root": fake_m21})
+    with exclusive(out):
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not list(out.rglob("*.mid"))  # blocked, wrote nothing
+    waiting.join()
+    assert load_manifest(out).complete
+
+    shared = tmp_path / "shared"
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        both = pool.starmap(_export_folk, [(shared, fake_m21)] * 2)
+    alone = export_corpus("folk", tmp_path / "alone", workers=1, progress=False, corpus_root=fake_m21)
+    assert both[0] == both[1] == (alone.files, alone.failed)
+    assert not list(shared.rglob("*.tmp"))
+
+
+def _export_folk(out: Path, root: Path) -> tuple[list[str], list]:
+    m = export_corpus("folk", out, workers=1, progress=False, corpus_root=root)
+    return m.files, m.failed
+
+
 def test_prepare_entry_point(tmp_path, monkeypatch):
     from musicgen.cli import prepare
     from musicgen.config import compose
