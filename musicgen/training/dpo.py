@@ -14,16 +14,19 @@ selected on: the run's ``best.ckpt`` is its latest checkpoint (the real pieces' 
 rise a little as the network moves away from maximum likelihood).
 
 Where the pairs come from (``preferences``), always a ``Preferences`` list of ``(chosen,
-rejected)`` pieces, each its token ids from BOS (``[BOS, ..., EOS]``, without EOS where a sample
-did not end):
+rejected)`` pieces, each its token ids from BOS (``[BOS, ..., EOS]``, without EOS where a piece
+was cut or a sample did not end):
 
 - ``critic``: a critic standing in for listeners (``musicgen.metrics.critic``): trained on the
   run's untransposed training pieces (as many, drawn at random) against ``critic_samples``
   samples of the starting model, it then draws ``candidates`` further samples (another seed)
   for each of ``pairs`` pairs, cuts them to the shortest one's length, and chooses the piece it
   finds the most real over the one it finds the least real (with 2 candidates: the more real of
-  two). Critic preferences are not human ones: the fine-tuned model learns what this critic
-  rewards.
+  two). The pair trained on is what the critic judged: each piece's tokens up to the last note it
+  read (``judged_prefix``), no EOS, so that the tails it never read and where the pieces end are
+  no part of the preference (trained on whole pieces, DPO learnt to end later: the samples grew
+  longer and ended at EOS less often, ``docs/guide/evaluation.md``). Critic preferences are not
+  human ones: the fine-tuned model learns what this critic rewards.
 - a path to a listening study's SQLite file (``musicgen.data.preferences``): its answered pairs
   (ties left out), the preferred piece chosen, each MIDI file (relative to the file's folder)
   encoded with the run's tokeniser.
@@ -54,7 +57,7 @@ from musicgen.data.preferences import preference_pairs
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_text
 from musicgen.metrics.critic import best_and_worst, fit_critic
-from musicgen.metrics.samples import body
+from musicgen.metrics.samples import body, first_notes, note_count
 from musicgen.training.modules import CausalLM
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,19 @@ def pair_batches(pairs: Preferences, batch_size: int, max_len: int, seed: int) -
 # ----------------------------------------------------------------------------- preferences
 
 
-def _as_doc(piece) -> list[int]:
-    return [BOS_ID, *piece.ids] + ([EOS_ID] if piece.ended else [])
+def judged_prefix(tokenizer, ids: Sequence[int], k: int) -> list[int]:
+    """The shortest prefix of ``ids`` that holds every note the critic reads of the piece when it
+    reads its first ``k`` notes (``first_notes``: up to the ``k``-th onset, a chord kept whole)."""
+    ids = list(ids)
+    want = note_count(first_notes(tokenizer.decode(ids), k))
+    lo, hi = 0, len(ids)  # notes decoded grow with the prefix: the first length that has them all
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if note_count(tokenizer.decode(ids[:mid])) >= want:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo]
 
 
 def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int, sampling: Any,
@@ -127,9 +141,12 @@ def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int
     out: Preferences = []
     for i in range(pairs):
         group = drawn[i::pairs]  # the i-th of each block of ``pairs`` samples
-        chosen = best_and_worst(critic, [tok.decode(p.ids) for p in group])
+        scores = [tok.decode(p.ids) for p in group]
+        chosen = best_and_worst(critic, scores)
         if chosen is not None:  # a group the critic finds all alike prefers nothing
-            out.append((_as_doc(group[chosen[0]]), _as_doc(group[chosen[1]])))
+            k = min(note_count(s) for s in scores)  # what critic_scores reads of each
+            best, worst = ([BOS_ID, *judged_prefix(tok, group[j].ids, k)] for j in chosen)
+            out.append((best, worst))
     return out
 
 

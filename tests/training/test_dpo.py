@@ -11,7 +11,7 @@ import torch
 
 from musicgen.api import MusicModel
 from musicgen.config import compose
-from musicgen.constants import IGNORE_INDEX, PAD_ID
+from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.errors import ConfigError
 from musicgen.training.dpo import dpo_loss, pad_pieces, sequence_logp
 from musicgen.training.fit import train
@@ -135,10 +135,12 @@ def test_dpo_needs_a_starting_run(smoke_overrides):
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
 def test_critic_pairs_are_the_best_and_worst_of_each_group_of_candidates(smoke_run):
     """Each pair is the i-th of each block of ``pairs`` samples: the one the critic finds the most
-    real chosen over the least real (with 2 candidates: the more real of two, as ``prefer`` says)."""
+    real chosen over the least real (with 2 candidates: the more real of two, as ``prefer`` says),
+    each cut to what the critic read of it: the same notes as ``first_notes`` at the group's
+    shortest note count, no EOS, and not one token more than they need."""
     from musicgen.metrics.critic import critic_scores, fit_critic, prefer
-    from musicgen.metrics.samples import body
-    from musicgen.training.dpo import _as_doc, critic_preferences
+    from musicgen.metrics.samples import body, first_notes, note_count
+    from musicgen.training.dpo import critic_preferences
 
     start = MusicModel.load(smoke_run)
     train_split, tok = start.pieces_of("train"), start.tokenizer
@@ -150,15 +152,27 @@ def test_critic_pairs_are_the_best_and_worst_of_each_group_of_candidates(smoke_r
     for candidates in (2, 3):
         pairs = critic_preferences(start, train_split, 4, 8, None, 48, 0, candidates=candidates)
         drawn = start.generate(4 * candidates, seed=1, max_new_tokens=48, batch_size=32)
-        expected = []
+        expected, cut = [], False
         for i in range(4):
             group = drawn[i::4]
             s = critic_scores(critic, [tok.decode(p.ids) for p in group])
             if s.max() > s.min():
-                expected.append((_as_doc(group[int(s.argmax())]), _as_doc(group[int(s.argmin())])))
+                k = min(note_count(tok.decode(p.ids)) for p in group)
+                pair = []
+                for j in (int(s.argmax()), int(s.argmin())):
+                    read = first_notes(tok.decode(group[j].ids), k)
+                    n = next(n for n in range(len(group[j].ids) + 1)
+                             if note_count(tok.decode(group[j].ids[:n])) == note_count(read))
+                    assert tok.decode(group[j].ids[:n]).tracks[0].notes.numpy()["pitch"].tolist() \
+                        == read.tracks[0].notes.numpy()["pitch"].tolist()
+                    pair.append([BOS_ID, *group[j].ids[:n]])
+                    cut |= n < len(group[j].ids)
+                expected.append(tuple(pair))
                 if candidates == 2:
                     assert (prefer(critic, tok.decode(group[0].ids), tok.decode(group[1].ids)) > 0) == (s.argmax() == 0)
         assert pairs == expected and pairs
+        assert not any(EOS_ID in c or EOS_ID in r for c, r in pairs)
+        assert cut  # the longer pieces lost the tails the critic never read
 
 
 def test_dpo_needs_two_candidates_or_more(smoke_overrides):
