@@ -61,7 +61,7 @@ def exclusive(root: Path | str) -> Iterator[None]:
     by the OS if the process dies."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
+    with open(root / ".lock", "a") as f:  # "a": made if missing, never truncated or touched
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
