@@ -85,6 +85,16 @@ def test_each_entry_pools_its_seeds_on_the_same_pieces(board):
         assert r["entries"][name]["nll_per_note"]["value"] == pytest.approx(total / notes, rel=1e-6)
 
 
+def test_runs_are_evaluated_while_others_still_train(board):
+    """Two at once (the default): a run's evaluation is taken up as soon as it has trained, so the
+    first evaluation is written before the last training ends."""
+    runs = board / "board" / "runs"
+    first_evaluated = min(p.stat().st_mtime_ns for p in runs.glob("*/evaluation.json"))
+    last_trained = max(p.stat().st_mtime_ns for p in runs.glob("*/metrics.json"))
+    assert first_evaluated < last_trained
+    assert all(json.loads(p.read_text())["split"] == "test" for p in runs.glob("*/board_evaluation.json"))
+
+
 def test_an_interrupted_board_resumes(board, prepared_data_dir):
     runs = board / "board" / "runs"
     kept = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/checkpoints/*.ckpt"), *runs.glob("*/evaluation.json")]

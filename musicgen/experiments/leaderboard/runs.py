@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.errors import ConfigError, UserError
-from musicgen.evaluation.run import evaluate
 from musicgen.experiments.leaderboard.protocol import budget_overrides, curve, entry_overrides
 from musicgen.fs import atomic_write_text
 from musicgen.runtime import usable_cores
@@ -82,7 +80,8 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     seed and entry sees one split. ``parallel=1``: one multirun per entry over its missing seeds;
     ``parallel=n``: n runs at once, each one process with the usable cores shared out among them
     (``OMP_NUM_THREADS``; small networks use 2 cores poorly, so two one-thread runs do nearly twice
-    the work of one two-thread run). Returns each entry's settings."""
+    the work of one two-thread run), and each run's evaluation (``evaluate_entries``) is taken up as
+    soon as it has trained, beside the training still to do. Returns each entry's settings."""
     all_settings, jobs, t0 = {}, [], time.perf_counter()
     for name in names:
         settings = all_settings[name] = run_settings(cfg, name)
@@ -109,25 +108,41 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
             if subprocess.run(_train_command(cfg, name, all_settings[name], seeds)).returncode != 0:
                 raise _failed(cfg, name, seeds[0])
         return all_settings
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, usable_cores() // parallel))}
-    running: list[tuple[str, int, subprocess.Popen]] = []
-    done = 0
-    while jobs or running:
-        while jobs and len(running) < parallel:
+    env = _shared_cores(parallel)
+    evaluations: list[tuple[str, int]] = []  # trained runs waiting for their evaluation: taken first
+    running: list[tuple[str, int, bool, subprocess.Popen]] = []  # (entry, seed, an evaluation?, process)
+    trained = 0
+    while jobs or evaluations or running:
+        while (jobs or evaluations) and len(running) < parallel:
+            if evaluations:
+                name, s = evaluations.pop(0)
+                running.append((name, s, True, _start_evaluation(cfg, name, s, env)))
+                continue
             name, s = jobs.pop(0)
             log.info("%s seed %d (%d of %d runs to train, %d at once, %.0f min in): training for %.3g notes", name,
-                     s, done + len(running) + 1, done + len(running) + len(jobs) + 1, parallel,
-                     (time.perf_counter() - t0) / 60, cfg.budget.notes)
-            running.append((name, s, subprocess.Popen(_train_command(cfg, name, all_settings[name], [s]), env=env)))
+                     s, trained + 1, trained + len(jobs) + 1, parallel, (time.perf_counter() - t0) / 60,
+                     cfg.budget.notes)
+            trained += 1
+            running.append((name, s, False, subprocess.Popen(_train_command(cfg, name, all_settings[name], [s]),
+                                                             env=env)))
         time.sleep(1)
-        for job in [j for j in running if j[2].poll() is not None]:
+        for job in [j for j in running if j[3].poll() is not None]:
             running.remove(job)
-            done += 1
-            if job[2].returncode != 0:
-                for _, _, p in running:  # the others stop too: their runs start over on the next try
+            name, s, is_evaluation, proc = job
+            if proc.returncode != 0:
+                for *_, p in running:  # the others stop too: their runs start over on the next try
                     p.terminate()
-                raise _failed(cfg, job[0], job[1])
+                raise _evaluation_failed(cfg, name, s) if is_evaluation else _failed(cfg, name, s)
+            if is_evaluation:
+                _evaluated(cfg, name, s)
+            elif _evaluation_missing(cfg, name, s):
+                evaluations.append((name, s))
     return all_settings
+
+
+def _shared_cores(parallel: int) -> dict[str, str]:
+    """The environment of one of ``parallel`` processes sharing the usable cores."""
+    return {**os.environ, "OMP_NUM_THREADS": str(max(1, usable_cores() // parallel))}
 
 
 def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -142,20 +157,49 @@ def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 
 def evaluate_entries(cfg: DictConfig, names: list[str]) -> None:
-    """``musicgen.evaluate`` on the test split for every run without an evaluation of these settings."""
-    for name in names:
-        wanted = evaluation_settings(cfg, name)
-        for s in range(cfg.seeds):
-            d = run_dir(cfg, name, s)
-            marker = d / "board_evaluation.json"  # written once an evaluation with these settings is complete
-            if marker.is_file() and json.loads(marker.read_text()) == wanted:
-                continue
-            log.info("%s seed %d: evaluating", name, s)
-            try:
-                evaluate(hydra.compose("evaluate", [f"ckpt_path={d}", *(f"{k}={v}" for k, v in wanted.items())]))
-            except UserError as e:
-                raise UserError(f"evaluating {d} failed: {e}") from e
-            atomic_write_text(marker, json.dumps(wanted))
+    """``musicgen.evaluate`` on the test split for every run without an evaluation of these
+    settings, ``parallel`` at once (each its own process, the cores shared out as in training)."""
+    todo = [(name, s) for name in names for s in range(cfg.seeds) if _evaluation_missing(cfg, name, s)]
+    parallel = int(cfg.get("parallel") or 1)
+    env = _shared_cores(parallel)
+    running: list[tuple[str, int, subprocess.Popen]] = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            name, s = todo.pop(0)
+            running.append((name, s, _start_evaluation(cfg, name, s, env)))
+        time.sleep(0.2)
+        for job in [j for j in running if j[2].poll() is not None]:
+            running.remove(job)
+            if job[2].returncode != 0:
+                for *_, p in running:
+                    p.terminate()
+                raise _evaluation_failed(cfg, job[0], job[1])
+            _evaluated(cfg, job[0], job[1])
+
+
+def _evaluation_marker(cfg: DictConfig, name: str, s: int) -> Path:
+    return run_dir(cfg, name, s) / "board_evaluation.json"  # written once an evaluation of these settings is complete
+
+
+def _evaluation_missing(cfg: DictConfig, name: str, s: int) -> bool:
+    marker = _evaluation_marker(cfg, name, s)
+    return not (marker.is_file() and json.loads(marker.read_text()) == evaluation_settings(cfg, name))
+
+
+def _start_evaluation(cfg: DictConfig, name: str, s: int, env: dict[str, str]) -> subprocess.Popen:
+    log.info("%s seed %d: evaluating", name, s)
+    wanted = evaluation_settings(cfg, name)
+    return subprocess.Popen([sys.executable, "-m", "musicgen.evaluate", f"ckpt_path={run_dir(cfg, name, s)}",
+                             *(f"{k}={v}" for k, v in wanted.items())], env=env)
+
+
+def _evaluated(cfg: DictConfig, name: str, s: int) -> None:
+    atomic_write_text(_evaluation_marker(cfg, name, s), json.dumps(evaluation_settings(cfg, name)))
+
+
+def _evaluation_failed(cfg: DictConfig, name: str, s: int) -> UserError:
+    return UserError(f"evaluating {run_dir(cfg, name, s)} failed (its error is printed above); "
+                     "run the same command again (finished runs and evaluations are kept)")
 
 
 def load_run(d: Path) -> dict[str, Any]:
