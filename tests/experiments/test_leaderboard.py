@@ -123,6 +123,21 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
     assert copy.read_bytes() == (board / "board" / "curves.png").read_bytes()
 
 
+def test_a_trained_run_without_its_evaluation_is_evaluated_and_nothing_else_redone(board, prepared_data_dir):
+    """Killed between a run's training and its evaluation: the next invocation (two at once)
+    evaluates that run first and trains or evaluates nothing else."""
+    runs = board / "board" / "runs"
+    (runs / "lstm_pitch_s0" / "board_evaluation.json").unlink()
+    others = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/metrics.json"), *runs.glob("*/evaluation.json")]
+              if "lstm_pitch_s0" not in str(p)}
+    before = (runs / "lstm_pitch_s0" / "evaluation.json").stat().st_mtime_ns
+    proc = run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, board)], timeout=900, check=True)
+    assert "lstm_pitch seed 0: evaluating" in proc.stdout + proc.stderr
+    assert (runs / "lstm_pitch_s0" / "evaluation.json").stat().st_mtime_ns > before
+    assert (runs / "lstm_pitch_s0" / "board_evaluation.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in others} == others
+
+
 def test_a_finished_run_of_other_settings_is_refused_not_deleted(board, prepared_data_dir):
     runs = board / "board" / "runs"
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from musicgen.experiments import sittings
 from musicgen.experiments.leaderboard.board import aggregate, markdown, plot
-from musicgen.experiments.leaderboard.runs import entry_names, evaluate_entries, load_run, run_dir, train_entries
+from musicgen.experiments.leaderboard.runs import entry_names, load_run, run_dir, train_and_evaluate
 from musicgen.fs import atomic_write_text
 from musicgen.publish import git_commit, publish, results_dir
 from musicgen.runtime import hydra_main, usable_cores
@@ -53,8 +53,7 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
     if cfg.publish:
         results_dir(cfg.publish_dir, cfg.publish_name)  # a missing docs directory or bad name fails before the training
     sittings.begin(out, commit=git_commit(), quick=bool(cfg.quick))
-    run_settings = train_entries(cfg, names)
-    evaluate_entries(cfg, names)
+    run_settings = train_and_evaluate(cfg, names)
     runs = {name: [load_run(run_dir(cfg, name, s)) for s in range(cfg.seeds)] for name in names}
     board = aggregate(cfg, runs, run_settings)
     board["wall_time"] = {**sittings.wall_time(out), "cores": usable_cores()}

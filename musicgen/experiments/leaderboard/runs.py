@@ -74,6 +74,14 @@ def _failed(cfg: DictConfig, name: str, seed: int) -> UserError:
                      "then run the same command again (finished runs are kept)")
 
 
+def train_and_evaluate(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
+    """Train every seed of every entry that is not finished, then evaluate every run not evaluated
+    with the board's settings (``evaluate_entries``); returns each entry's settings."""
+    settings = train_entries(cfg, names)
+    evaluate_entries(cfg, names)
+    return settings
+
+
 def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     """Train every seed of every entry that is not finished (an unfinished run starts over; a
     finished run of other settings is refused, never deleted); ``data.seed`` is pinned in ``common``, so every
@@ -109,7 +117,9 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
                 raise _failed(cfg, name, seeds[0])
         return all_settings
     env = _shared_cores(parallel)
-    evaluations: list[tuple[str, int]] = []  # trained runs waiting for their evaluation: taken first
+    # trained runs waiting for their evaluation (taken first): a resumed board's finished ones, then each as it ends
+    evaluations = [(n, s) for n in names for s in range(cfg.seeds)
+                   if (n, s) not in jobs and _evaluation_missing(cfg, n, s)]
     running: list[tuple[str, int, bool, subprocess.Popen]] = []  # (entry, seed, an evaluation?, process)
     trained = 0
     while jobs or evaluations or running:
