@@ -168,23 +168,14 @@ def evaluation_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 def evaluate_entries(cfg: DictConfig, names: list[str]) -> None:
     """``musicgen.evaluate`` on the test split for every run without an evaluation of these
-    settings, ``parallel`` at once (each its own process, the cores shared out as in training)."""
-    todo = [(name, s) for name in names for s in range(cfg.seeds) if _evaluation_missing(cfg, name, s)]
-    parallel = int(cfg.get("parallel") or 1)
-    env = _shared_cores(parallel)
-    running: list[tuple[str, int, subprocess.Popen]] = []
-    while todo or running:
-        while todo and len(running) < parallel:
-            name, s = todo.pop(0)
-            running.append((name, s, _start_evaluation(cfg, name, s, env)))
-        time.sleep(0.2)
-        for job in [j for j in running if j[2].poll() is not None]:
-            running.remove(job)
-            if job[2].returncode != 0:
-                for *_, p in running:
-                    p.terminate()
-                raise _evaluation_failed(cfg, job[0], job[1])
-            _evaluated(cfg, job[0], job[1])
+    settings, one at a time (with ``parallel`` above 1, ``train_entries`` has already evaluated
+    each run beside the training and nothing is left here)."""
+    for name in names:
+        for s in range(cfg.seeds):
+            if _evaluation_missing(cfg, name, s):
+                if _start_evaluation(cfg, name, s, dict(os.environ)).wait() != 0:
+                    raise _evaluation_failed(cfg, name, s)
+                _evaluated(cfg, name, s)
 
 
 def _evaluation_marker(cfg: DictConfig, name: str, s: int) -> Path:
