@@ -108,6 +108,7 @@ def test_an_interrupted_board_resumes(board, prepared_data_dir):
                                 "publish_name=board-smoke", "title='Smoke board'", f"publish_dir={docs}"],
                    timeout=900, check=True)
     assert "lstm_pitch: 2 finished runs reused" in proc.stdout + proc.stderr
+    assert "v7 seed 1 trained: " in proc.stdout + proc.stderr  # where it stopped, its time, converged or not
     assert (runs / "v7_s1" / "metrics.json").is_file()  # trained again
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing else retrained or re-evaluated
     page = (docs / "results" / "board-smoke.md").read_text()

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.errors import ConfigError, UserError
-from musicgen.experiments.leaderboard.protocol import budget_overrides, curve, entry_overrides
+from musicgen.experiments.leaderboard.protocol import budget_overrides, converged, curve, entry_overrides
 from musicgen.fs import atomic_write_text
 from musicgen.runtime import usable_cores
 
@@ -115,6 +115,8 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
                      len({n for n, _ in jobs}), (time.perf_counter() - t0) / 60, seeds, cfg.budget.notes)
             if subprocess.run(_train_command(cfg, name, all_settings[name], seeds)).returncode != 0:
                 raise _failed(cfg, name, seeds[0])
+            for s in seeds:
+                _log_trained(cfg, name, s)
         return all_settings
     env = _shared_cores(parallel)
     # trained runs waiting for their evaluation (taken first): a resumed board's finished ones, then each as it ends
@@ -145,9 +147,21 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
                 raise _evaluation_failed(cfg, name, s) if is_evaluation else _failed(cfg, name, s)
             if is_evaluation:
                 _evaluated(cfg, name, s)
-            elif _evaluation_missing(cfg, name, s):
+                continue
+            _log_trained(cfg, name, s)
+            if _evaluation_missing(cfg, name, s):
                 evaluations.append((name, s))
     return all_settings
+
+
+def _log_trained(cfg: DictConfig, name: str, s: int) -> None:
+    """One line per trained run: where it stopped, its training time, and the convergence rule's verdict."""
+    points = curve(run_dir(cfg, name, s))
+    if points:
+        c = converged(points, float(cfg.budget.notes), cfg.budget.tolerance)
+        log.info("%s seed %d trained: %s notes in %.0f s of training; %s (%s)", name, s,
+                 f"{points[-1]['notes']:,.0f}", points[-1]["seconds"], "converged" if c["converged"] else
+                 "not converged", c["reason"])
 
 
 def _shared_cores(parallel: int) -> dict[str, str]:
