@@ -227,11 +227,17 @@ def fit_critic(real: Sequence[symusic.Score], other: Sequence[symusic.Score], se
     return Critic(l2).fit(feature_matrix(a), feature_matrix(b))
 
 
-def critic_scores(critic: Critic, scores: Sequence[symusic.Score]) -> np.ndarray:
-    """The critic's logit of each of ``scores``, all cut to the shortest one's note count (so
-    length alone decides nothing): higher for the pieces it finds more real."""
+def read_alike(scores: Sequence[symusic.Score]) -> list[symusic.Score]:
+    """What the critic reads of each of ``scores`` when it compares them: each cut to the shortest
+    one's note count (``first_notes``), so that length alone decides nothing."""
     k = min(note_count(s) for s in scores)
-    return critic.logit(feature_matrix([first_notes(s, k) for s in scores]))
+    return [first_notes(s, k) for s in scores]
+
+
+def critic_scores(critic: Critic, scores: Sequence[symusic.Score]) -> np.ndarray:
+    """The critic's logit of each of ``scores`` as it reads them (``read_alike``): higher for the
+    pieces it finds more real."""
+    return critic.logit(feature_matrix(read_alike(scores)))
 
 
 def prefer(critic: Critic, first: symusic.Score, second: symusic.Score) -> float:
@@ -251,4 +257,4 @@ def best_and_worst(critic: Critic, scores: Sequence[symusic.Score]) -> tuple[int
 
 
 __all__ = ["Critic", "auc", "best_and_worst", "critic_auc", "critic_features", "critic_scores", "critic_test",
-           "delong_variance", "feature_matrix", "fit_critic", "match_lengths", "prefer"]
+           "delong_variance", "feature_matrix", "fit_critic", "match_lengths", "prefer", "read_alike"]

@@ -56,8 +56,8 @@ from musicgen.constants import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from musicgen.data.preferences import preference_pairs
 from musicgen.errors import ConfigError
 from musicgen.fs import atomic_write_text
-from musicgen.metrics.critic import best_and_worst, fit_critic
-from musicgen.metrics.samples import body, first_notes, note_count
+from musicgen.metrics.critic import best_and_worst, fit_critic, read_alike
+from musicgen.metrics.samples import body, note_count
 from musicgen.training.modules import CausalLM
 
 log = logging.getLogger(__name__)
@@ -108,11 +108,10 @@ def pair_batches(pairs: Preferences, batch_size: int, max_len: int, seed: int) -
 # ----------------------------------------------------------------------------- preferences
 
 
-def judged_prefix(tokenizer, ids: Sequence[int], k: int) -> list[int]:
-    """The shortest prefix of ``ids`` that holds every note the critic reads of the piece when it
-    reads its first ``k`` notes (``first_notes``: up to the ``k``-th onset, a chord kept whole)."""
+def judged_prefix(tokenizer, ids: Sequence[int], want: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose decoded piece holds ``want`` notes: the tokens of what
+    the critic read of it (``read_alike``), which keeps a piece's first notes."""
     ids = list(ids)
-    want = note_count(first_notes(tokenizer.decode(ids), k))
     lo, hi = 0, len(ids)  # notes decoded grow with the prefix: the first length that has them all
     while lo < hi:
         mid = (lo + hi) // 2
@@ -144,8 +143,8 @@ def critic_preferences(start: MusicModel, train, pairs: int, critic_samples: int
         scores = [tok.decode(p.ids) for p in group]
         chosen = best_and_worst(critic, scores)
         if chosen is not None:  # a group the critic finds all alike prefers nothing
-            k = min(note_count(s) for s in scores)  # what critic_scores reads of each
-            best, worst = ([BOS_ID, *judged_prefix(tok, group[j].ids, k)] for j in chosen)
+            read = read_alike(scores)
+            best, worst = ([BOS_ID, *judged_prefix(tok, group[j].ids, note_count(read[j]))] for j in chosen)
             out.append((best, worst))
     return out
 
