@@ -74,12 +74,13 @@ define TEST_BROWSER_DEPS
 endef
 
 # the suite runs in TEST_WORKERS processes (pytest-xdist; a test file stays in one), one torch
-# thread each, so that the cores are shared out rather than oversubscribed
+# thread each, so that the cores are shared out rather than oversubscribed; the 15 slowest tests are
+# listed at the end (the suite's time budget is 10 minutes on a 2-core machine)
 TEST_WORKERS ?= auto
 test: lint ## Lint, then run the fast test suite (excludes slow and gpu markers) on every core
 	$(SOUNDFONT_DEPS)
 	$(TEST_BROWSER_DEPS)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-all: $(STAMP) ## Run every test, the slow ones included
 	$(SOUNDFONT_DEPS)
