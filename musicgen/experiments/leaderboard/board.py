@@ -279,7 +279,8 @@ def plot(board: dict[str, Any], runs: dict[str, list[dict[str, Any]]], out_dir: 
     for k, (name, rs) in enumerate(runs.items()):
         for s, r in enumerate(rs):
             for ax, x in zip(axes, ("notes", "flops"), strict=True):
-                ax.plot([p[x] for p in r["curve"]], [p["nll_per_note"] for p in r["curve"]], marker=".",
+                ax.plot([p[x] for p in r["curve"]], [p["nll_per_note"] for p in r["curve"]],
+                        marker=".x+"[k // 10 % 3], linestyle=("-", "--", ":")[k // 10 % 3],  # ten colours, then dashed
                         color=f"C{k % 10}", alpha=0.9 if s == 0 else 0.35, label=name if s == 0 else None)
     for ax, label in zip(axes, ("notes of training music seen", "training FLOPs"), strict=True):
         ax.set_xlabel(label)
