@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-ENTRIES = ["lstm_pitch", "v7", "v6_causal"]  # a seq2one and two causal entries; one claim fully on the board
+#: a seq2one and two causal entries (one claim fully on the board), and the entries of the three
+#: claims that needed a change outside the board (one board: V7's runs serve both)
+ENTRIES = ["lstm_pitch", "v7", "v6_causal", "v7_no_augment", "v7_bar_position", "v7_chorales", "v7_pooled"]
 VERDICTS = {"supported", "contradicted", "equivalent", "inconclusive"}
 
 
@@ -24,7 +26,7 @@ def board_args(data_dir, tmp):
 @pytest.fixture(scope="module")
 def board(tmp_path_factory, prepared_data_dir):
     tmp = tmp_path_factory.mktemp("board")
-    run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, tmp)], timeout=900, check=True)
+    run_cli("musicgen", ["leaderboard", *board_args(prepared_data_dir, tmp)], timeout=1500, check=True)
     return tmp
 
 
@@ -39,6 +41,8 @@ def test_every_run_sees_the_same_notes_of_training_music(board):
     per_step = {}
     for name, e in r["entries"].items():
         assert e["seeds"] == 2 and len(e["converged"]) == 2
+        if name not in ENTRIES[:3]:  # the claims' entries: the smoke corpus gives the chorales no validation split
+            continue
         per_step[name] = e["notes_seen"] / e["steps"]
         # the budget reached, and passed by less than one optimizer step's notes (unless the
         # early stopping at convergence stopped a seed: then the rule held where it stopped)
@@ -66,7 +70,6 @@ def test_the_claims_are_computed_from_their_entries_and_judged(board):
     assert set(c["unconverged"]) == unconverged
     assert claims["tokenisation_over_capacity"]["verdict"] == "not run"  # v5, v6 are not on this board
     assert "not on this board" in claims["tokenisation_over_capacity"]["reason"]
-    assert claims["music_aware_position"]["verdict"] == "not run" and claims["music_aware_position"]["reason"]
     md = (board / "board" / "leaderboard.md").read_text()
     assert "## Claims" in md and "| v6_causal |" in md and f"**{c['verdict']}**" in md
     for fig in ("curves.png", "metrics.png"):
@@ -162,23 +165,10 @@ def test_a_bad_page_name_fails_before_any_training(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-#: the three claims that needed a change outside the board, with their entries
-CLAIM_ENTRIES = ["v7", "v7_no_augment", "v7_bar_position", "v7_chorales", "v7_pooled"]
-
-
-@pytest.fixture(scope="module")
-def claims_board(tmp_path_factory, prepared_data_dir):
-    tmp = tmp_path_factory.mktemp("claims_board")
-    args = [a if not a.startswith("only=") else f"only=[{','.join(CLAIM_ENTRIES)}]"
-            for a in board_args(prepared_data_dir, tmp)]
-    run_cli("musicgen", ["leaderboard", *args], timeout=1500, check=True)
-    return tmp
-
-
-def test_transposed_test_genre_and_position_claims_run_in_quick_mode(claims_board):
-    r = result(claims_board)
+def test_transposed_test_genre_and_position_claims_run_in_quick_mode(board):
+    r = result(board)
     claims = {c["name"]: c for c in r["claims"]}
-    runs = claims_board / "board" / "runs"
+    runs = board / "board" / "runs"
     for name in ("augmentation_transposed_test", "genre_over_pooled", "music_aware_position"):
         c = claims[name]
         assert c["verdict"] in VERDICTS, (name, c.get("reason"))
@@ -206,7 +196,7 @@ def test_transposed_test_genre_and_position_claims_run_in_quick_mode(claims_boar
     e = r["entries"]
     assert e["v7_bar_position"]["parameters"] > e["v7"]["parameters"]
     assert "model.bar_position=true" in e["v7_bar_position"]["overrides"]
-    md = (claims_board / "board" / "leaderboard.md").read_text()
+    md = (board / "board" / "leaderboard.md").read_text()
     for name in ("augmentation_transposed_test", "genre_over_pooled", "music_aware_position"):
         row = next(line for line in md.splitlines() if line.startswith(f"| {claims[name]['hypothesis']} |"))
         assert f"**{claims[name]['verdict']}**" in row and "not run" not in row, row
