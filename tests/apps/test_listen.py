@@ -6,6 +6,7 @@ Debian's Chromium is installed, a scripted browser listener through ten pairs.""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from musicgen.config import compose  # noqa: E402
 from musicgen.data.preferences import PreferenceStore  # noqa: E402
 from musicgen.errors import ConfigError, UserError  # noqa: E402
 from musicgen.experiments.ratings import rate  # noqa: E402
+from musicgen.training.fit import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = 10
@@ -211,9 +213,10 @@ def test_a_browser_listener_answers_ten_pairs(smoke_run, study_dir):
     assert (study_dir / "answers.parquet").is_file()
 
 
-def test_the_verbs_serve_and_rank_a_study(smoke_run, study_dir):
+def test_the_verbs_serve_and_rank_a_study(smoke_run, study_dir, smoke_overrides, tmp_path):
     """``musicgen listen study=smoke`` serves the (already made) study; ``musicgen ratings`` ranks
-    what a listener answered; a study with no answers file is a one-line error."""
+    what a listener answered; a study with no answers file is a one-line error; and ``objective=dpo``
+    fine-tunes the smoke run from those answers (``preferences=<the study's SQLite file>``)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "musicgen", "listen", "study=smoke", f"study.run={smoke_run}",
                              f"study_dir={study_dir}", f"study.pairs={PAIRS}", "study.max_new_tokens=96",
@@ -243,3 +246,16 @@ def test_the_verbs_serve_and_rank_a_study(smoke_run, study_dir):
     assert {"model", "real", "ngram"} <= set(re.findall(r"^\| \d \| (\w+) \|", out.stdout, re.M))
     missing = run_cli("musicgen", ["ratings", f"study_dir={study_dir / 'nothing'}"])
     assert missing.returncode == 1 and missing.stderr.strip().startswith("error: no answers at"), missing.stderr
+
+    db = study_dir / "answers.sqlite"
+    train(compose("train", ["+version=v7", *smoke_overrides, "objective=dpo", f"objective.module.init_from={smoke_run}",
+                            f"objective.module.preferences={db}", "objective.module.beta=0.5", "optim.lr=3e-3",
+                            "callbacks.sample_metrics=null", "trainer.max_steps=4",
+                            "trainer.limit_train_batches=null"]))
+    run = tmp_path / "run"
+    saved = json.loads((run / "preferences.json").read_text())
+    assert saved["source"] == str(db) and len(saved["pairs"]) == PAIRS  # every answer a preference ("left")
+    assert all(c != r for c, r in saved["pairs"])
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/dpo_margin", "train/dpo_accuracy", "val/loss"} <= set(header)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
