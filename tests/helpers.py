@@ -46,6 +46,14 @@ def smoke_override_list(tmp, data_dir, output_dir=None) -> list[str]:
     ]
 
 
+def dpo_overrides(smoke_run, smoke_overrides, *extra) -> list[str]:
+    """A smoke DPO fine-tuning of ``smoke_run`` (critic pairs unless ``extra`` names other preferences)."""
+    return ["+version=v7", *smoke_overrides, "objective=dpo", f"objective.module.init_from={smoke_run}",
+            "objective.module.pairs=12", "objective.module.critic_samples=8", "objective.module.beta=0.5",
+            "objective.module.max_new_tokens=48", "callbacks.sample_metrics=null", "optim.lr=3e-3",
+            "trainer.max_steps=6", "trainer.limit_train_batches=null", *extra]
+
+
 def cli_overrides(overrides: Sequence[str]) -> list[str]:
     """``overrides`` for the command line: without ``paths.output_dir``, as the run directory comes
     from ``hydra.run.dir`` there (by default under ``paths.log_dir``)."""

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import dpo_overrides, run_cli
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -248,10 +248,7 @@ def test_the_verbs_serve_and_rank_a_study(smoke_run, study_dir, smoke_overrides,
     assert missing.returncode == 1 and missing.stderr.strip().startswith("error: no answers at"), missing.stderr
 
     db = study_dir / "answers.sqlite"
-    train(compose("train", ["+version=v7", *smoke_overrides, "objective=dpo", f"objective.module.init_from={smoke_run}",
-                            f"objective.module.preferences={db}", "objective.module.beta=0.5", "optim.lr=3e-3",
-                            "callbacks.sample_metrics=null", "trainer.max_steps=4",
-                            "trainer.limit_train_batches=null"]))
+    train(compose("train", dpo_overrides(smoke_run, smoke_overrides, f"objective.module.preferences={db}")))
     run = tmp_path / "run"
     saved = json.loads((run / "preferences.json").read_text())
     assert saved["source"] == str(db) and len(saved["pairs"]) == PAIRS  # every answer a preference ("left")

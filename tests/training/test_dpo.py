@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import dpo_overrides
 
 from musicgen.api import MusicModel
 from musicgen.config import compose
@@ -43,13 +44,6 @@ def test_sequence_logp_sums_the_targets_and_skips_padding():
     assert logp[1].item() == pytest.approx(lsm[1, 7].item())
     x, y = pad_pieces([[1, 4, 5, 2]], max_len=2)  # cut to the window
     assert x.tolist() == [[1, 4]] and y.tolist() == [[4, 5]]
-
-
-def dpo_overrides(smoke_run, smoke_overrides, *extra):
-    return ["+version=v7", *smoke_overrides, "objective=dpo", f"objective.module.init_from={smoke_run}",
-            "objective.module.pairs=12", "objective.module.critic_samples=8", "objective.module.beta=0.5",
-            "objective.module.max_new_tokens=48", "callbacks.sample_metrics=null", "optim.lr=3e-3",
-            "trainer.max_steps=6", "trainer.limit_train_batches=null", *extra]
 
 
 @pytest.mark.parametrize("smoke_run", ["v7"], indirect=True)
