@@ -96,14 +96,15 @@ def broken_midi_dir(tmp_path_factory, folk_midi_files) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prepared_data_dir(tmp_path_factory, folk_midi_files, chorale_midi_files) -> Path:
+def prepared_data_dir(tmp_path_factory, real_midi_dir, folk_midi_files, chorale_midi_files) -> Path:
     """A ``paths.data_dir`` laid out like ``musicgen.prepare``'s output, from the real test tunes."""
     root = tmp_path_factory.mktemp("prepared")
     for name, files in (("folk", folk_midi_files), ("chorales", chorale_midi_files)):
         (root / name).mkdir()
         rels = []
-        for i, f in enumerate(files):
-            rel = f"{i:03d}_{f.name}"
+        for i, f in enumerate(files):  # folk keeps its collections' folders, as the export lays them out
+            rel = f.relative_to(real_midi_dir / "folk").as_posix() if name == "folk" else f"{i:03d}_{f.name}"
+            (root / name / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, root / name / rel)
             rels.append(rel)
         (root / name / "manifest.json").write_text(json.dumps({"files": rels, "failed": []}))

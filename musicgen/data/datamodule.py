@@ -107,6 +107,19 @@ class EpochSampler(Sampler[int]):
         return -(-self.n // self.world_size)
 
 
+def included(by_split: dict[str, list[tuple[str, Path]]], prefixes: Sequence[str]) -> dict[str, list[tuple[str, Path]]]:
+    """The files of each split whose names start with one of ``prefixes`` (``data.include``); a
+    prefix that matches no file is an error (a misspelt collection would otherwise train on less)."""
+    unmatched = [p for p in prefixes if not any(rel.startswith(p) for fl in by_split.values() for rel, _ in fl)]
+    if unmatched:
+        some = sorted({"/".join(rel.split("/")[:2]) + "/" for fl in by_split.values() for rel, _ in fl})[:8]
+        raise ValueError(f"data.include: {unmatched} match no file; folders there include {some}")
+    out = {s: [(rel, p) for rel, p in fl if rel.startswith(tuple(prefixes))] for s, fl in by_split.items()}
+    log.info("data.include %s: %s files kept (%s)", list(prefixes), sum(map(len, out.values())),
+             ", ".join(f"{s} {len(fl)}" for s, fl in out.items()))
+    return out
+
+
 class MidiDataModule(L.LightningDataModule):
     """Serves token windows from the embedded corpora, a user folder and/or MAESTRO.
 
@@ -117,6 +130,10 @@ class MidiDataModule(L.LightningDataModule):
         maestro_root: a MAESTRO v3 folder, added to the above with its own csv split.
         max_files: cap on files taken from each source (null: all), chosen by a stable hash order.
         max_files_per_corpus: per-source caps that replace ``max_files`` (e.g. ``{chorales: null}``).
+        include: keep only the documents whose names start with one of these prefixes (e.g.
+            ``folk/oneills1850/``: one collection), dropped after the cap and the split, so each kept
+            file lands on the side it lands on without the filter: a collection alone and inside a
+            pool of collections has the same test pieces. None: every file.
         val_frac / test_frac: shares of the split; copies of one piece (a chorale's versions, one
             tune in two collections) land on one side (``musicgen.data.split``). MAESTRO keeps its own.
         near_duplicates: similarity (``musicgen.metrics.similarity``) at which two pieces count as
@@ -144,6 +161,7 @@ class MidiDataModule(L.LightningDataModule):
         description: str = "",
         max_files: int | None = None,
         max_files_per_corpus: dict[str, int | None] | None = None,
+        include: Sequence[str] | None = None,
         val_frac: float = 0.1,
         test_frac: float = 0.1,
         near_duplicates: float | None = SPLIT_THRESHOLD,
@@ -179,6 +197,10 @@ class MidiDataModule(L.LightningDataModule):
         self.description = description
         self.max_files = max_files
         self.max_files_per_corpus = dict(max_files_per_corpus or {})
+        self.include = None if include is None else tuple(include)
+        if self.include is not None and (not self.include or not all(isinstance(p, str) and p for p in self.include)):
+            raise ValueError(f"data.include={list(self.include)} must be a non-empty list of name prefixes "
+                             "(e.g. [folk/oneills1850/]), or null for every file")
         self.val_frac, self.test_frac, self.seed = val_frac, test_frac, seed
         self.near_duplicates = near_duplicates
         self.augment = AugmentConfig(**(augment or {}))
@@ -240,6 +262,8 @@ class MidiDataModule(L.LightningDataModule):
         if not any(by_split.values()):
             where = self.root or self.maestro_root or self.data_dir
             raise ValueError(f"no MIDI files found in {where}")
+        if self.include is not None:
+            by_split = included(by_split, self.include)
         return by_split
 
     def _embedded(self, name: str) -> list[tuple[str, Path]]:

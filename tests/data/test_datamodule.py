@@ -272,3 +272,47 @@ def test_cache_tokens_are_each_document_between_bos_and_eos(tmp_path, folk_midi_
         np.save(saved, expected)
         assert (built.path / f"{s}.tokens.npy").read_bytes() == saved.getvalue()  # the file np.save writes
     assert built.splits["train"].n_docs == 3 * len(files["train"]) and built.splits["test"].n_docs == 0
+
+
+def test_include_keeps_one_collection_on_the_sides_it_has_in_the_pool(real_midi_dir, tmp_path):
+    """``data.include``: a collection alone has the same test pieces as inside a pool of collections,
+    even a tune with a variant in another collection (their group is split before the filter; split
+    without the other collection, some of these tunes land elsewhere)."""
+    import symusic
+
+    root = tmp_path / "midi"
+    shutil.copytree(real_midi_dir / "folk", root)
+    oneills = sorted((root / "oneills1850").rglob("*.mid"))
+    names = [f"user/{p.relative_to(root).as_posix()}" for p in oneills]
+    (root / "again").mkdir()
+    for i, p in enumerate(oneills):  # a variant of each O'Neill's tune (its last note dropped) in another collection
+        score = symusic.Score(str(p))
+        score.tracks[0].notes.pop()
+        score.dump_midi(str(root / "again" / f"{i:04d}.mid"))
+
+    def sides(where, **kw):
+        dm = make_dm(where, tmp_path / "cache", test_frac=0.3, **kw)
+        return {n: s for s, fl in dm.source_files().items() for n, _ in fl}
+
+    everything = sides(root)
+    pool = sides(root, include=["user/oneills1850/", "user/again/"])
+    alone = sides(root, include=["user/oneills1850/"])
+    assert sorted(alone) == sorted(names)
+    assert all(n.startswith(("user/oneills1850/", "user/again/")) for n in pool)
+    assert len(pool) == 2 * len(oneills) < len(everything)
+    assert {"train", "test"} <= set(alone.values())
+    assert all(alone[n] == pool[n] == everything[n] for n in alone)
+    assert all(pool[f"user/again/{i:04d}.mid"] == alone[n] for i, n in enumerate(names))  # variants together
+    # the collection split on its own (a folder of O'Neill's only) moves some of them: what include avoids
+    only = tmp_path / "only"
+    shutil.copytree(root / "oneills1850", only / "oneills1850")
+    by_itself = sides(only)
+    assert any(by_itself[n] != alone[n] for n in names)
+
+
+def test_include_that_matches_nothing_is_a_clear_error(real_midi_dir, tmp_path):
+    dm = make_dm(real_midi_dir, tmp_path / "cache", include=["user/folk/oneils1850/"])
+    with pytest.raises(ValueError, match=r"data.include: \['user/folk/oneils1850/'\] match no file"):
+        dm.source_files()
+    with pytest.raises(ValueError, match="non-empty list of name prefixes"):
+        make_dm(real_midi_dir, tmp_path / "cache", include=[])
