@@ -115,11 +115,15 @@ def test_the_claims_that_needed_a_change_outside_the_board_are_wired(board):
 
     v7 = train_of(board, "v7")
     genre = claims["genre_over_pooled"]
-    assert dict(genre.contrast) == {"v7_chorales": 1, "v7_pooled": -1} and genre.pieces == "chorales/"
-    chorales, pooled = train_of(board, "v7_chorales"), train_of(board, "v7_pooled")
-    assert list(chorales.data.corpora) == ["chorales"] and list(pooled.data.corpora) == ["folk", "chorales"]
-    for t in (chorales, pooled):  # the data is the one difference from V7
-        assert compose_train([*entry_overrides(board, "v7"), f"data.corpora=[{','.join(t.data.corpora)}]"]) == t
+    assert dict(genre.contrast) == {"v7_oneills": 1, "v7_pooled_folk": -1} and genre.pieces == "folk/oneills1850/"
+    alone, pooled = train_of(board, "v7_oneills"), train_of(board, "v7_pooled_folk")
+    assert list(alone.data.include) == ["folk/oneills1850/"]
+    assert list(pooled.data.include) == ["folk/oneills1850/", "folk/airdsAirs/", "folk/ryansMammoth/"]
+    # one draw of the folk corpus for both, so the collection has the same split alone and pooled
+    assert alone.data.max_files == pooled.data.max_files == 2000 and alone.data.seed == pooled.data.seed
+    for t in (alone, pooled):  # the data is the one difference from V7
+        include = f"data.include=[{','.join(t.data.include)}]"
+        assert compose_train([*entry_overrides(board, "v7"), "data.max_files=2000", include]) == t
 
     pos = claims["music_aware_position"]
     assert dict(pos.contrast) == {"v7_bar_position": 1, "v7": -1}
