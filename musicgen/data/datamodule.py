@@ -33,6 +33,7 @@ from musicgen.data.split import (
     subsample,
 )
 from musicgen.data.windows import ScoringWindows, TokenWindows, check_window_args
+from musicgen.errors import ConfigError
 from musicgen.metrics.similarity import SPLIT_THRESHOLD
 from musicgen.tokenizers.base import ExtendedTokenizer, MusicTokenizer
 
@@ -113,7 +114,7 @@ def included(by_split: dict[str, list[tuple[str, Path]]], prefixes: Sequence[str
     unmatched = [p for p in prefixes if not any(rel.startswith(p) for fl in by_split.values() for rel, _ in fl)]
     if unmatched:
         some = sorted({"/".join(rel.split("/")[:2]) + "/" for fl in by_split.values() for rel, _ in fl})[:8]
-        raise ValueError(f"data.include: {unmatched} match no file; folders there include {some}")
+        raise ConfigError(f"data.include: {unmatched} match no file; folders there include {some}")
     out = {s: [(rel, p) for rel, p in fl if rel.startswith(tuple(prefixes))] for s, fl in by_split.items()}
     log.info("data.include %s: %s files kept (%s)", list(prefixes), sum(map(len, out.values())),
              ", ".join(f"{s} {len(fl)}" for s, fl in out.items()))
@@ -199,7 +200,7 @@ class MidiDataModule(L.LightningDataModule):
         self.max_files_per_corpus = dict(max_files_per_corpus or {})
         self.include = None if include is None else tuple(include)
         if self.include is not None and (not self.include or not all(isinstance(p, str) and p for p in self.include)):
-            raise ValueError(f"data.include={list(self.include)} must be a non-empty list of name prefixes "
+            raise ConfigError(f"data.include={list(self.include)} must be a non-empty list of name prefixes "
                              "(e.g. [folk/oneills1850/]), or null for every file")
         self.val_frac, self.test_frac, self.seed = val_frac, test_frac, seed
         self.near_duplicates = near_duplicates

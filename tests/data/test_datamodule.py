@@ -13,7 +13,7 @@ from musicgen.data import cache as token_cache
 from musicgen.data.augment import AugmentConfig, transpositions
 from musicgen.data.cache import is_transposed_copy
 from musicgen.data.split import assign_splits, split_of, subsample
-from musicgen.errors import CheckpointError
+from musicgen.errors import CheckpointError, ConfigError
 from musicgen.midi_io import read_score
 from musicgen.tokenizers import PitchTokenizer, RemiTokenizer
 
@@ -312,7 +312,7 @@ def test_include_keeps_one_collection_on_the_sides_it_has_in_the_pool(real_midi_
 
 def test_include_that_matches_nothing_is_a_clear_error(real_midi_dir, tmp_path):
     dm = make_dm(real_midi_dir, tmp_path / "cache", include=["user/folk/oneils1850/"])
-    with pytest.raises(ValueError, match=r"data.include: \['user/folk/oneils1850/'\] match no file"):
+    with pytest.raises(ConfigError, match=r"data.include: \['user/folk/oneils1850/'\] match no file"):
         dm.source_files()
-    with pytest.raises(ValueError, match="non-empty list of name prefixes"):
+    with pytest.raises(ConfigError, match="non-empty list of name prefixes"):
         make_dm(real_midi_dir, tmp_path / "cache", include=[])
