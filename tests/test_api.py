@@ -79,7 +79,7 @@ def sounding_at_bar_lines(score, n: int) -> bool:
 @pytest.fixture(scope="module")
 def folk_file(prepared_data_dir) -> Path:
     """A prepared folk tune with notes at its first 6 bar lines (bars 2-3 can be infilled)."""
-    files = sorted((prepared_data_dir / "folk").glob("*.mid"))
+    files = sorted((prepared_data_dir / "folk").rglob("*.mid"))
     return next(f for f in files if sounding_at_bar_lines(read_score(f), 6))
 
 
