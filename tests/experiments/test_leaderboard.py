@@ -203,3 +203,29 @@ def test_transposed_test_genre_and_position_claims_run_in_quick_mode(board):
         row = next(line for line in md.splitlines() if line.startswith(f"| {claims[name]['hypothesis']} |"))
         assert f"**{claims[name]['verdict']}**" in row and "not run" not in row, row
     assert "(on the test pieces named folk/oneills1850/...)" in md
+
+
+def test_the_estimate_projects_the_board_from_a_short_probe(board, prepared_data_dir):
+    """``estimate.run=true``: one short run per entry (seed 0, early stopping off) in its own folder,
+    the board's runs untouched, and the board's training minutes projected from seconds per note."""
+    runs = board / "board" / "runs"
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
+    args = [*board_args(prepared_data_dir, board), "estimate.run=true", "only=[lstm_pitch,v7]"]
+    proc = run_cli("musicgen", ["leaderboard", *args], timeout=600, check=True)
+    out = board / "board" / "estimate"
+    est = json.loads((out / "estimate.json").read_text())
+    r = result(board)
+    budget = r["settings"]["budget"]["notes"]
+    assert list(est["entries"]) == ["lstm_pitch", "v7"] and est["seeds"] == 2 and est["budget_notes"] == budget
+    for name, e in est["entries"].items():
+        assert est["probe_notes"] <= e["probe_notes"] < budget  # the probe's notes, not the board's
+        assert not (out / "runs" / f"{name}_s0" / "evaluation.json").exists()  # trained only
+        per_note = e["probe_seconds"] / e["probe_notes"]
+        assert e["minutes_whole_budget"] == pytest.approx(2 * budget * per_note / 60)
+        # at the notes the board's two finished runs of the entry saw (the page's mean per run)
+        assert e["board_notes"] == pytest.approx(2 * r["entries"][name]["notes_seen"])
+        assert e["minutes_board_notes"] == pytest.approx(e["board_notes"] * per_note / 60)
+        assert f"| {name} | {e['probe_notes']:,.0f} |" in proc.stdout
+    assert est["minutes_whole_budget"] == pytest.approx(sum(e["minutes_whole_budget"] for e in est["entries"].values()))
+    assert (out / "estimate.md").read_text() in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")} == before

@@ -17,7 +17,8 @@ It writes ``leaderboard.json``, ``leaderboard.md``, ``curves.png`` and ``metrics
 (``docs/results/<publish_name>.md``, ``leaderboard`` by default). Finished runs and evaluations
 of the same settings are reused, an unfinished run starts over: an interrupted board resumes where
 it stopped, and its page's wall time sums the sittings (``sittings``). ``quick=true`` shrinks
-everything to smoke size (the tests).
+everything to smoke size (the tests). ``estimate.run=true`` trains a short probe of each entry
+instead and projects what the board's training would cost on this machine (``estimate``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from musicgen.experiments import sittings
+from musicgen.experiments.leaderboard import estimate
 from musicgen.experiments.leaderboard.board import aggregate, markdown, plot
 from musicgen.experiments.leaderboard.runs import entry_names, load_run, run_dir, train_and_evaluate
 from musicgen.fs import atomic_write_text
@@ -44,6 +46,24 @@ def settings(cfg: DictConfig) -> DictConfig:
     if not cfg.quick:
         return cfg
     return OmegaConf.merge(cfg, cfg.quick_settings)
+
+
+def cost_estimate(cfg: DictConfig) -> str:
+    """``estimate=true``: the cost probe (``estimate``); writes ``estimate.json`` and ``estimate.md``
+    into ``<output_dir>/estimate`` (and the page ``<publish_name>-estimate`` with ``publish=true``)."""
+    cfg = settings(cfg)
+    names = entry_names(cfg)
+    name = f"{cfg.publish_name}-estimate"
+    if cfg.publish:
+        results_dir(cfg.publish_dir, name)
+    est = estimate.estimate(cfg, names)
+    out = estimate.probe_settings(cfg).output_dir
+    page = estimate.markdown(est, f"{cfg.title}: what its training costs on this machine")
+    atomic_write_text(Path(out) / "estimate.json", json.dumps(est, indent=1))
+    atomic_write_text(Path(out) / "estimate.md", page)
+    if cfg.publish:
+        log.info("published to %s", publish(name, page, docs_dir=cfg.publish_dir))
+    return page
 
 
 def leaderboard(cfg: DictConfig) -> dict[str, Any]:
@@ -69,6 +89,9 @@ def leaderboard(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra_main("leaderboard")
 def main(cfg: DictConfig) -> None:
+    if cfg.estimate.run:
+        print(cost_estimate(cfg))
+        return
     board = leaderboard(cfg)
     print(markdown(board))
 

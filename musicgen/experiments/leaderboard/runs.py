@@ -52,6 +52,11 @@ def _reusable(cfg: DictConfig, name: str, seed: int, settings: list[str]) -> boo
         json.loads(marker.read_text()) == [*settings, f"seed={seed}"]
 
 
+def finished(cfg: DictConfig, name: str, seed: int) -> bool:
+    """Whether ``output_dir`` holds a finished run of this entry and seed with the board's settings."""
+    return _reusable(cfg, name, seed, run_settings(cfg, name))
+
+
 def _refuse_other_settings(cfg: DictConfig, name: str, seed: int, settings: list[str]) -> None:
     """A finished run of other settings is the user's work: never deleted to train over it."""
     d = run_dir(cfg, name, seed)
@@ -82,14 +87,15 @@ def train_and_evaluate(cfg: DictConfig, names: list[str]) -> dict[str, list[str]
     return settings
 
 
-def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
+def train_entries(cfg: DictConfig, names: list[str], evaluate: bool = True) -> dict[str, list[str]]:
     """Train every seed of every entry that is not finished (an unfinished run starts over; a
     finished run of other settings is refused, never deleted); ``data.seed`` is pinned in ``common``, so every
     seed and entry sees one split. ``parallel=1``: one multirun per entry over its missing seeds;
     ``parallel=n``: n runs at once, each one process with the usable cores shared out among them
     (``OMP_NUM_THREADS``; small networks use 2 cores poorly, so two one-thread runs do nearly twice
     the work of one two-thread run), and each run's evaluation (``evaluate_entries``) is taken up as
-    soon as it has trained, beside the training still to do. Returns each entry's settings."""
+    soon as it has trained, beside the training still to do (``evaluate=False``: none, for the cost
+    probe of ``estimate``). Returns each entry's settings."""
     all_settings, jobs, t0 = {}, [], time.perf_counter()
     for name in names:
         settings = all_settings[name] = run_settings(cfg, name)
@@ -121,7 +127,7 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
     env = _shared_cores(parallel)
     # trained runs waiting for their evaluation (taken first): a resumed board's finished ones, then each as it ends
     evaluations = [(n, s) for n in names for s in range(cfg.seeds)
-                   if (n, s) not in jobs and _evaluation_missing(cfg, n, s)]
+                   if evaluate and (n, s) not in jobs and _evaluation_missing(cfg, n, s)]
     running: list[tuple[str, int, bool, subprocess.Popen]] = []  # (entry, seed, an evaluation?, process)
     trained = 0
     while jobs or evaluations or running:
@@ -149,7 +155,7 @@ def train_entries(cfg: DictConfig, names: list[str]) -> dict[str, list[str]]:
                 _evaluated(cfg, name, s)
                 continue
             _log_trained(cfg, name, s)
-            if _evaluation_missing(cfg, name, s):
+            if evaluate and _evaluation_missing(cfg, name, s):
                 evaluations.append((name, s))
     return all_settings
 
