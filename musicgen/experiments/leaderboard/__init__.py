@@ -49,7 +49,7 @@ def settings(cfg: DictConfig) -> DictConfig:
 
 
 def cost_estimate(cfg: DictConfig) -> str:
-    """``estimate=true``: the cost probe (``estimate``); writes ``estimate.json`` and ``estimate.md``
+    """``estimate.run=true``: the cost probe (``estimate``); writes ``estimate.json`` and ``estimate.md``
     into ``<output_dir>/estimate`` (and the page ``<publish_name>-estimate`` with ``publish=true``)."""
     cfg = settings(cfg)
     names = entry_names(cfg)

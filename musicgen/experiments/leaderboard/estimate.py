@@ -1,4 +1,4 @@
-"""What the board's training costs on this machine, before spending it: ``musicgen leaderboard estimate=true``.
+"""What the board's training costs on this machine, before spending it: ``musicgen leaderboard estimate.run=true``.
 
 Each entry's seed-0 run is trained for ``estimate.notes`` notes (early stopping off, two
 validations), ``parallel`` at once as the board runs them, into ``<output_dir>/estimate/``; its
@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from musicgen.experiments.leaderboard.protocol import curve
 from musicgen.experiments.leaderboard.runs import finished, run_dir, train_entries
+from musicgen.publish import snippet_section
 
 
 def probe_settings(cfg: DictConfig) -> DictConfig:
@@ -61,16 +62,15 @@ def markdown(est: dict[str, Any], title: str) -> str:
     def total(minutes: float) -> str:
         return f"**{minutes:.0f} one-core minutes**, {minutes / p:.0f} minutes with {p} runs at once"
 
+    totals = [f"- every run to its whole budget (an upper bound: early stopping only shortens a run): "
+              f"{total(est['minutes_whole_budget'])}",
+              f"- at the notes the board's finished runs saw: {total(est['minutes_board_notes'])}"
+              if est["minutes_board_notes"] is not None else
+              "- at the notes the board's runs saw: not every entry has finished runs in this output_dir"]
     lines = [f"# {title}", "",
              f"Training cost of each entry's seed 0 over {est['probe_notes']:,.0f} notes of training music "
              f"(early stopping off; training seconds, validation left out; {p} runs at once, as the board runs "
              f"them), projected onto the board: {est['seeds']} seeds of {est['budget_notes']:,.0f} notes per entry. "
              "Wall time adds validation, evaluation, data export and start-up to the training.", "",
-             *rows, "",
-             f"- every run to its whole budget (an upper bound: early stopping only shortens a run): "
-             f"{total(est['minutes_whole_budget'])}"]
-    if est["minutes_board_notes"] is not None:
-        lines.append(f"- at the notes the board's finished runs saw: {total(est['minutes_board_notes'])}")
-    else:
-        lines.append("- at the notes the board's runs saw: not every entry has finished runs in this output_dir")
+             *snippet_section("estimate", [*rows, "", *totals])]
     return "\n".join(lines) + "\n"
