@@ -16,6 +16,19 @@ from pathlib import Path
 import pytest
 from helpers import smoke_override_list
 
+#: The slowest test files (set-up included; ``make test`` lists the slowest tests), run first: with
+#: ``--dist loadfile`` a worker handed one of them last would keep the run going alone at the end.
+SLOW_FILES = ("experiments/test_leaderboard.py", "test_demo.py", "experiments/speed/test_ttq.py",
+              "training/test_train_smoke.py", "experiments/test_seeds.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:  # the slowest first; sorted() is stable, so each file keeps its order
+        return next((i for i, f in enumerate(SLOW_FILES) if item.nodeid.startswith(f"tests/{f}::")), len(SLOW_FILES))
+
+    items[:] = sorted(items, key=rank)
+
+
 #: Tunes exported for ``real_midi_dir``: (music21 corpus file, how many tunes from its start).
 #: O'Neill's tune 0 trips music21's "TimeSignature ... already found" MIDI-writer bug, so the
 #: fixture goes through the same workaround as the full export.
