@@ -111,11 +111,12 @@ class EpochSampler(Sampler[int]):
 def included(by_split: dict[str, list[tuple[str, Path]]], prefixes: Sequence[str]) -> dict[str, list[tuple[str, Path]]]:
     """The files of each split whose names start with one of ``prefixes`` (``data.include``); a
     prefix that matches no file is an error (a misspelt collection would otherwise train on less)."""
+    prefixes = tuple(prefixes)
     unmatched = [p for p in prefixes if not any(rel.startswith(p) for fl in by_split.values() for rel, _ in fl)]
     if unmatched:
         some = sorted({"/".join(rel.split("/")[:2]) + "/" for fl in by_split.values() for rel, _ in fl})[:8]
         raise ConfigError(f"data.include: {unmatched} match no file; folders there include {some}")
-    out = {s: [(rel, p) for rel, p in fl if rel.startswith(tuple(prefixes))] for s, fl in by_split.items()}
+    out = {s: [(rel, p) for rel, p in fl if rel.startswith(prefixes)] for s, fl in by_split.items()}
     log.info("data.include %s: %s files kept (%s)", list(prefixes), sum(map(len, out.values())),
              ", ".join(f"{s} {len(fl)}" for s, fl in out.items()))
     return out
